@@ -1,1 +1,11 @@
-//! placeholder
+//! mezzanine's pure logic, free of I/O: the cell model and its validation, the go-mezzanine
+//! compatible shard function, the shard map and `shards.json`, and duration parsing.
+
+pub mod cell;
+pub mod duration;
+pub mod hash;
+pub mod shardmap;
+
+pub use cell::{CellKey, FieldError, NewCell, MAX_COLUMN_NAME_BYTES};
+pub use hash::{fnv1a_32, shard_for_row_key, shard_for_str};
+pub use shardmap::{BackendSpec, MapError, ShardMap, ShardsFile};

@@ -1,0 +1,337 @@
+//! `shards.json` and the shard map: which backend owns which shard.
+//!
+//! The file format is go-mezzanine's:
+//! `{"backends": [{"name", "database_url", "shard_start", "shard_end"}]}`, ranges inclusive,
+//! together covering `0..num_shards` exactly once.
+
+use serde::{Deserialize, Serialize};
+
+/// One backend entry of `shards.json`, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    pub name: String,
+    pub database_url: String,
+    pub shard_start: i64,
+    pub shard_end: i64,
+}
+
+/// The contents of `shards.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardsFile {
+    pub backends: Vec<BackendSpec>,
+}
+
+/// What is wrong with a shard map; each message names the backend and shard at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("shards.json is not valid JSON of the form {{\"backends\": [{{\"name\", \"database_url\", \"shard_start\", \"shard_end\"}}]}}: {0}")]
+    Syntax(String),
+    #[error("shards.json lists no backends")]
+    NoBackends,
+    #[error("num_shards must be between 1 and {max}, got {got}")]
+    BadShardCount { got: i64, max: u32 },
+    #[error("backend #{index}: name {name:?} is invalid: use 1 to 63 characters of letters, digits, '_', '-' or '.'")]
+    BadName { index: usize, name: String },
+    #[error("backend {name:?} appears twice in shards.json")]
+    DuplicateName { name: String },
+    #[error("backend {name:?}: database_url is empty")]
+    EmptyUrl { name: String },
+    #[error("backend {name:?}: shard_start {start} is greater than shard_end {end}")]
+    Inverted { name: String, start: i64, end: i64 },
+    #[error("backend {name:?}: shard {shard} is outside 0..={max} (num_shards is {num_shards})")]
+    OutOfRange {
+        name: String,
+        shard: i64,
+        max: i64,
+        num_shards: u32,
+    },
+    #[error("shard {shard} is claimed by both backend {first:?} and backend {second:?}")]
+    Overlap {
+        shard: u32,
+        first: String,
+        second: String,
+    },
+    #[error("shards {start}..={end} are not owned by any backend")]
+    Gap { start: u32, end: u32 },
+}
+
+/// Largest supported number of shards (table names carry four digits).
+pub const MAX_SHARDS: u32 = 10_000;
+
+/// Checks a backend name.
+pub fn valid_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The validated map from shard to backend. Backends are referred to by their index in
+/// [`ShardMap::backends`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMap {
+    num_shards: u32,
+    backends: Vec<BackendSpec>,
+    owner: Vec<u16>,
+}
+
+impl ShardMap {
+    /// Parses and validates `shards.json` text.
+    pub fn parse(json: &str, num_shards: u32) -> Result<ShardMap, MapError> {
+        let file: ShardsFile =
+            serde_json::from_str(json).map_err(|e| MapError::Syntax(e.to_string()))?;
+        ShardMap::new(file, num_shards)
+    }
+
+    /// Validates a shard file against `num_shards`.
+    pub fn new(file: ShardsFile, num_shards: u32) -> Result<ShardMap, MapError> {
+        if num_shards == 0 || num_shards > MAX_SHARDS {
+            return Err(MapError::BadShardCount {
+                got: i64::from(num_shards),
+                max: MAX_SHARDS,
+            });
+        }
+        if file.backends.is_empty() {
+            return Err(MapError::NoBackends);
+        }
+        let mut owner: Vec<Option<u16>> = vec![None; num_shards as usize];
+        for (i, b) in file.backends.iter().enumerate() {
+            if !valid_backend_name(&b.name) {
+                return Err(MapError::BadName {
+                    index: i,
+                    name: b.name.clone(),
+                });
+            }
+            if file.backends[..i].iter().any(|o| o.name == b.name) {
+                return Err(MapError::DuplicateName {
+                    name: b.name.clone(),
+                });
+            }
+            if b.database_url.trim().is_empty() {
+                return Err(MapError::EmptyUrl {
+                    name: b.name.clone(),
+                });
+            }
+            let max = i64::from(num_shards) - 1;
+            for s in [b.shard_start, b.shard_end] {
+                if !(0..=max).contains(&s) {
+                    return Err(MapError::OutOfRange {
+                        name: b.name.clone(),
+                        shard: s,
+                        max,
+                        num_shards,
+                    });
+                }
+            }
+            if b.shard_start > b.shard_end {
+                return Err(MapError::Inverted {
+                    name: b.name.clone(),
+                    start: b.shard_start,
+                    end: b.shard_end,
+                });
+            }
+            for s in b.shard_start..=b.shard_end {
+                let slot = &mut owner[s as usize];
+                if let Some(prev) = *slot {
+                    return Err(MapError::Overlap {
+                        shard: s as u32,
+                        first: file.backends[prev as usize].name.clone(),
+                        second: b.name.clone(),
+                    });
+                }
+                *slot = Some(i as u16);
+            }
+        }
+        if let Some(start) = owner.iter().position(Option::is_none) {
+            let end = owner[start..]
+                .iter()
+                .position(Option::is_some)
+                .map_or(num_shards - 1, |n| (start + n - 1) as u32);
+            return Err(MapError::Gap {
+                start: start as u32,
+                end,
+            });
+        }
+        let owner = owner.into_iter().map(|o| o.unwrap_or_default()).collect();
+        Ok(ShardMap {
+            num_shards,
+            backends: file.backends,
+            owner,
+        })
+    }
+
+    /// Splits `num_shards` evenly into contiguous ranges, one per backend, in order.
+    pub fn even_split(
+        backends: &[(String, String)],
+        num_shards: u32,
+    ) -> Result<ShardMap, MapError> {
+        let n = backends.len() as u32;
+        if n == 0 {
+            return Err(MapError::NoBackends);
+        }
+        let mut start = 0u32;
+        let specs = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (name, url))| {
+                let size = num_shards / n + u32::from((i as u32) < num_shards % n);
+                let spec = BackendSpec {
+                    name: name.clone(),
+                    database_url: url.clone(),
+                    shard_start: i64::from(start),
+                    shard_end: i64::from(start + size) - 1,
+                };
+                start += size;
+                spec
+            })
+            .collect();
+        ShardMap::new(ShardsFile { backends: specs }, num_shards)
+    }
+
+    pub fn num_shards(&self) -> u32 {
+        self.num_shards
+    }
+
+    pub fn backends(&self) -> &[BackendSpec] {
+        &self.backends
+    }
+
+    /// Index (into [`ShardMap::backends`]) of the backend owning `shard`.
+    pub fn owner(&self, shard: u32) -> Option<usize> {
+        self.owner.get(shard as usize).map(|&i| usize::from(i))
+    }
+
+    /// The shards owned by backend `index`, in order.
+    pub fn shards_of(&self, index: usize) -> impl Iterator<Item = u32> + '_ {
+        self.owner
+            .iter()
+            .enumerate()
+            .filter(move |(_, &o)| usize::from(o) == index)
+            .map(|(s, _)| s as u32)
+    }
+
+    /// The map in `shards.json` form, one entry per contiguous range.
+    pub fn to_file(&self) -> ShardsFile {
+        let mut out: Vec<BackendSpec> = Vec::new();
+        for (s, &o) in self.owner.iter().enumerate() {
+            let b = &self.backends[usize::from(o)];
+            match out.last_mut() {
+                Some(last) if last.name == b.name && last.shard_end + 1 == s as i64 => {
+                    last.shard_end = s as i64
+                }
+                _ => out.push(BackendSpec {
+                    shard_start: s as i64,
+                    shard_end: s as i64,
+                    ..b.clone()
+                }),
+            }
+        }
+        ShardsFile { backends: out }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(name: &str, start: i64, end: i64) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            database_url: format!("postgres://h/{name}"),
+            shard_start: start,
+            shard_end: end,
+        }
+    }
+
+    fn map(specs: Vec<BackendSpec>, n: u32) -> Result<ShardMap, MapError> {
+        ShardMap::new(ShardsFile { backends: specs }, n)
+    }
+
+    #[test]
+    fn a_valid_map_routes_every_shard() {
+        let m = map(vec![spec("db1", 0, 31), spec("db2", 32, 63)], 64).unwrap();
+        assert_eq!(m.owner(0), Some(0));
+        assert_eq!(m.owner(31), Some(0));
+        assert_eq!(m.owner(32), Some(1));
+        assert_eq!(m.owner(64), None);
+        assert_eq!(m.shards_of(1).count(), 32);
+    }
+
+    #[test]
+    fn errors_name_the_backend_and_shard() {
+        let e = map(vec![spec("db1", 0, 40), spec("db2", 32, 63)], 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "shard 32 is claimed by both backend \"db1\" and backend \"db2\""
+        );
+        let e = map(vec![spec("db1", 0, 10), spec("db2", 32, 63)], 64).unwrap_err();
+        assert_eq!(e.to_string(), "shards 11..=31 are not owned by any backend");
+        let e = map(vec![spec("db1", 0, 64)], 64).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("backend \"db1\": shard 64 is outside 0..=63"),
+            "{e}"
+        );
+        let e = map(vec![spec("db1", 5, 2)], 64).unwrap_err();
+        assert!(matches!(e, MapError::Inverted { .. }));
+        let e = map(vec![spec("db1", 0, 31), spec("db1", 32, 63)], 64).unwrap_err();
+        assert!(matches!(e, MapError::DuplicateName { .. }));
+        let e = map(vec![spec("db 1", 0, 63)], 64).unwrap_err();
+        assert!(matches!(e, MapError::BadName { .. }));
+        let mut s = spec("db1", 0, 63);
+        s.database_url = " ".into();
+        assert!(matches!(
+            map(vec![s], 64).unwrap_err(),
+            MapError::EmptyUrl { .. }
+        ));
+        assert!(matches!(map(vec![], 64).unwrap_err(), MapError::NoBackends));
+        assert!(matches!(
+            map(vec![spec("db1", -1, 63)], 64).unwrap_err(),
+            MapError::OutOfRange { .. }
+        ));
+        assert!(matches!(
+            map(vec![spec("db1", 0, 63)], 0).unwrap_err(),
+            MapError::BadShardCount { .. }
+        ));
+        assert!(matches!(
+            ShardMap::parse("{\"backends\": 3}", 64).unwrap_err(),
+            MapError::Syntax(_)
+        ));
+    }
+
+    #[test]
+    fn gap_at_the_end() {
+        let e = map(vec![spec("db1", 0, 59)], 64).unwrap_err();
+        assert_eq!(e, MapError::Gap { start: 60, end: 63 });
+    }
+
+    proptest! {
+        #[test]
+        fn even_split_covers_everything_evenly(n in 1u32..5000, k in 1usize..9) {
+            let names: Vec<(String, String)> = (0..k).map(|i| (format!("db{i}"), format!("postgres://h/{i}"))).collect();
+            prop_assume!(n as usize >= k);
+            let m = ShardMap::even_split(&names, n).unwrap();
+            let counts: Vec<usize> = (0..k).map(|i| m.shards_of(i).count()).collect();
+            prop_assert_eq!(counts.iter().sum::<usize>(), n as usize);
+            prop_assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1);
+            // The exported file validates and describes the same map.
+            let again = ShardMap::new(m.to_file(), n).unwrap();
+            prop_assert_eq!(again, m);
+        }
+
+        #[test]
+        fn random_range_sets_validate_iff_they_partition(cuts in proptest::collection::btree_set(1u32..200, 0..6), n in 200u32..210) {
+            let mut bounds: Vec<u32> = vec![0];
+            bounds.extend(cuts.iter().copied());
+            bounds.push(n);
+            let specs: Vec<BackendSpec> = bounds.windows(2).enumerate().map(|(i, w)| spec(&format!("b{i}"), i64::from(w[0]), i64::from(w[1]) - 1)).collect();
+            let m = map(specs, n).unwrap();
+            for s in 0..n {
+                let o = m.owner(s).unwrap();
+                prop_assert!(i64::from(s) >= m.backends()[o].shard_start && i64::from(s) <= m.backends()[o].shard_end);
+            }
+        }
+    }
+}
