@@ -1,1 +1,108 @@
-fn main() {}
+//! `mezzanine`: the one binary. `serve` runs a node, `dev` runs a local cluster with zero
+//! configuration, `bench` measures.
+
+mod bench;
+mod dev;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mezzanine_server::{http, ServeConfig, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "mezzanine",
+    version,
+    about = "Sharded, append-only cell store over PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the cell API over the backends of shards.json.
+    Serve(Box<ServeConfig>),
+    /// Start local PostgreSQL servers under a data folder and serve over them (zero configuration).
+    Dev(dev::DevArgs),
+    /// Measure a running server against direct PostgreSQL.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Sets up structured logging: JSON by default, human-readable with `text`.
+pub fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format.eq_ignore_ascii_case("text") {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Starts a server with `config` and serves until SIGINT or SIGTERM.
+pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let (read, idle, write) = (
+        config.http_read_timeout,
+        config.http_idle_timeout,
+        config.http_write_timeout,
+    );
+    let server = Server::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %addr, startup_ms = server.startup.as_millis() as u64, "serving");
+    http::serve(
+        listener,
+        server.router(),
+        read,
+        idle,
+        write,
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => {
+            init_logging(&config.log_level, &config.log_format);
+            run_server(*config).await
+        }
+        Command::Dev(args) => dev::run(args).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+    };
+    if let Err(e) = result {
+        tracing::error!(error = format!("{e:#}"), "fatal");
+        eprintln!("mezzanine: {e:#}");
+        std::process::exit(1);
+    }
+}

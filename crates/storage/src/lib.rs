@@ -1,1 +1,20 @@
-//! placeholder
+//! mezzanine's PostgreSQL side.
+//!
+//! - [`schema`]: the `cells_NNNN` tables (go-mezzanine's shape, never altered when they exist
+//!   already), mezzanine's per-backend metadata and the start-up migration that costs one round
+//!   trip per backend when the schema is current.
+//! - [`backend`]: one connection pool per backend with its health: a backend that is down or
+//!   hung answers [`StorageError::Unavailable`] within the query timeout, then fails fast until
+//!   its prober sees it healthy again. Pools are separate, so a sick backend never exhausts
+//!   the connections of a healthy one.
+//! - [`cells`]: the statements that write and read cells of one shard, including the shard
+//!   lock that makes the change stream ordered (invariant I1).
+
+pub mod backend;
+pub mod cells;
+pub mod error;
+pub mod schema;
+
+pub use backend::{mask_url, Backend, BackendHealth, PoolSettings};
+pub use cells::{Cell, PartitionRead, WriteOutcome};
+pub use error::StorageError;

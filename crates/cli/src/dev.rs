@@ -1,0 +1,265 @@
+//! `mezzanine dev`: a local cluster with zero configuration.
+//!
+//! Starts `--backends` PostgreSQL servers (and `--spare` empty ones) from the installed
+//! binaries, each with its own data directory and port under `--data-dir`, splits the shards
+//! evenly, writes `shards.json` and `mezzanine.env`, and serves. The ports are chosen once and
+//! kept in `cluster.json`, so a second start on the same folder finds the same data at the
+//! same addresses. SIGINT or SIGTERM stops the HTTP server, then every PostgreSQL server.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use mezzanine_core::ShardMap;
+use mezzanine_pgcluster::{check_dir_access, PgInstall, PgServer, ServerSpec};
+use mezzanine_server::ServeConfig;
+use serde::{Deserialize, Serialize};
+
+/// Options of `mezzanine dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// PostgreSQL servers that hold shards.
+    #[arg(long, default_value_t = 2)]
+    pub backends: usize,
+    /// Further empty PostgreSQL servers, owning no shards (listed in mezzanine.env).
+    #[arg(long, default_value_t = 0)]
+    pub spare: usize,
+    /// Number of shards, split evenly into contiguous ranges.
+    #[arg(long, default_value_t = 64)]
+    pub num_shards: u32,
+    /// HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Folder for the servers' data, shards.json and mezzanine.env.
+    #[arg(long, default_value = ".mezzanine")]
+    pub data_dir: PathBuf,
+    /// Log level.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: text (default for dev) or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// What `cluster.json` records: the servers of the folder and their ports.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClusterFile {
+    num_shards: u32,
+    backends: Vec<Node>,
+    spare: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Node {
+    name: String,
+    port: u16,
+}
+
+const DATABASE: &str = "mezzanine";
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn load_or_create(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
+    let path = dir.join("cluster.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut c: ClusterFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        if c.num_shards != args.num_shards {
+            bail!(
+                "{} was created with --num-shards {}; the shard of every row depends on it. \
+                 Use --num-shards {} or another --data-dir.",
+                dir.display(),
+                c.num_shards,
+                c.num_shards
+            );
+        }
+        if c.backends.len() != args.backends {
+            bail!(
+                "{} was created with --backends {}; use that, or another --data-dir",
+                dir.display(),
+                c.backends.len()
+            );
+        }
+        // Spare servers may be added later.
+        while c.spare.len() < args.spare {
+            c.spare.push(Node {
+                name: format!("spare{}", c.spare.len() + 1),
+                port: free_port()?,
+            });
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
+        return Ok(c);
+    }
+    if args.backends == 0 {
+        bail!("--backends must be at least 1");
+    }
+    if args.num_shards == 0
+        || args.num_shards as usize > mezzanine_core::shardmap::MAX_SHARDS as usize
+    {
+        bail!(
+            "--num-shards must be between 1 and {}",
+            mezzanine_core::shardmap::MAX_SHARDS
+        );
+    }
+    if (args.num_shards as usize) < args.backends {
+        bail!(
+            "--num-shards ({}) must be at least --backends ({})",
+            args.num_shards,
+            args.backends
+        );
+    }
+    let node = |prefix: &str, i: usize| -> anyhow::Result<Node> {
+        Ok(Node {
+            name: format!("{prefix}{i}"),
+            port: free_port()?,
+        })
+    };
+    let c = ClusterFile {
+        num_shards: args.num_shards,
+        backends: (1..=args.backends)
+            .map(|i| node("db", i))
+            .collect::<anyhow::Result<_>>()?,
+        spare: (1..=args.spare)
+            .map(|i| node("spare", i))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
+    Ok(c)
+}
+
+async fn ensure_database(server_url: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio_postgres::connect(server_url, tokio_postgres::NoTls),
+    )
+    .await
+    .context("timed out connecting to a dev server")??;
+    let task = tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+            .await?;
+    }
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+/// Runs the dev cluster until SIGINT or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    crate::init_logging(&args.log_level, &args.log_format);
+    let install = PgInstall::locate()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let dir = std::fs::canonicalize(&args.data_dir)?;
+    check_dir_access(&dir)?;
+    let cluster = load_or_create(&dir, &args)?;
+
+    let nodes: Vec<Node> = cluster
+        .backends
+        .iter()
+        .chain(&cluster.spare)
+        .cloned()
+        .collect();
+    tracing::info!(servers = nodes.len(), dir = %dir.display(), "starting PostgreSQL servers");
+    let specs: Vec<ServerSpec> = nodes
+        .iter()
+        .map(|n| {
+            ServerSpec::new(dir.join(&n.name))
+                .port(n.port)
+                .log_file(dir.join(format!("{}.log", n.name)))
+        })
+        .collect();
+    let servers: Vec<PgServer> = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = specs
+                .into_iter()
+                .map(|spec| s.spawn(|| PgServer::start(&install, spec)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("a server start panicked"))?
+                        .map_err(anyhow::Error::from)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+    })
+    .await??;
+    for s in &servers {
+        ensure_database(&s.url("postgres")).await?;
+    }
+
+    let backend_urls: Vec<(String, String)> = cluster
+        .backends
+        .iter()
+        .zip(&servers)
+        .map(|(n, s)| (n.name.clone(), s.url(DATABASE)))
+        .collect();
+    let spare_urls: Vec<(String, String)> = cluster
+        .spare
+        .iter()
+        .zip(servers.iter().skip(cluster.backends.len()))
+        .map(|(n, s)| (n.name.clone(), s.url(DATABASE)))
+        .collect();
+    let map = ShardMap::even_split(&backend_urls, cluster.num_shards)?;
+    let shards_path = dir.join("shards.json");
+    std::fs::write(&shards_path, serde_json::to_vec_pretty(&map.to_file())?)?;
+    let env_path = dir.join("mezzanine.env");
+    let spare_line = spare_urls
+        .iter()
+        .map(|(n, u)| format!("{n}={u}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(
+        &env_path,
+        format!(
+            "# Written by `mezzanine dev`. Join another node: set -a; . {env}; PORT=8081 mezzanine serve\n\
+             SHARD_CONFIG_PATH={shards}\nNUM_SHARDS={n}\nPORT={port}\nMEZZANINE_URL=http://127.0.0.1:{port}\n\
+             MEZZANINE_SPARE_BACKENDS={spare_line}\n",
+            env = env_path.display(),
+            shards = shards_path.display(),
+            n = cluster.num_shards,
+            port = args.port,
+        ),
+    )?;
+
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+    let mut config = <Defaults as clap::Parser>::try_parse_from(["mezzanine"])?.config;
+    config.shard_config_path = shards_path;
+    config.num_shards = cluster.num_shards;
+    config.port = args.port;
+    config.host = "127.0.0.1".into();
+    for (name, url) in &backend_urls {
+        tracing::info!(backend = %name, url = %mezzanine_storage::mask_url(url), "backend");
+    }
+    for (name, url) in &spare_urls {
+        tracing::info!(spare = %name, url = %mezzanine_storage::mask_url(url), "spare server (owns no shards)");
+    }
+    tracing::info!(env = %env_path.display(), "a second node can join with: set -a; . {}; PORT=8081 mezzanine serve", env_path.display());
+    let result = crate::run_server(config).await;
+    tracing::info!("stopping PostgreSQL servers");
+    tokio::task::spawn_blocking(move || {
+        for mut s in servers {
+            if let Err(e) = s.stop() {
+                tracing::warn!(error = %e, "a PostgreSQL server did not stop cleanly");
+            }
+        }
+    })
+    .await?;
+    result
+}

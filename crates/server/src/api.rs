@@ -1,0 +1,656 @@
+//! The `/v1` cell API, compatible with go-mezzanine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
+use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
+use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::problem::Problem;
+use crate::AppState;
+
+/// Most cells in one batch write.
+pub const MAX_BATCH: usize = 1000;
+
+/// A stored cell (documentation shape of [`Cell`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CellResponse {
+    /// Per-shard sequence number assigned at insert: the change-stream position.
+    added_id: i64,
+    /// Row key UUID.
+    #[schema(format = "uuid")]
+    row_key: String,
+    /// Column name.
+    column_name: String,
+    /// Version; the latest cell of a column has the highest ref_key.
+    ref_key: i64,
+    /// The stored JSON payload.
+    body: Value,
+    /// Server time of the insert (RFC 3339).
+    created_at: DateTime<Utc>,
+}
+
+/// A cell to write.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WriteCellBody {
+    /// Row key UUID.
+    #[schema(format = "uuid")]
+    row_key: String,
+    /// Column name, 1 to 255 bytes of UTF-8.
+    #[schema(min_length = 1, max_length = 255)]
+    column_name: String,
+    /// Version.
+    ref_key: i64,
+    /// Any JSON value.
+    body: Value,
+}
+
+/// The latest cell of each column of a row.
+#[derive(Serialize, ToSchema)]
+pub struct RowResponse {
+    #[schema(format = "uuid")]
+    pub row_key: String,
+    #[schema(value_type = Vec<CellResponse>)]
+    pub cells: Vec<Cell>,
+}
+
+/// Up to 1000 cells to write.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchWriteBody {
+    cells: Vec<WriteCellBody>,
+}
+
+/// One result per input cell, in input order.
+#[derive(Serialize, ToSchema)]
+pub struct BatchWriteResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// The result of one cell of a batch: `status` 201 (stored), 200 (identical cell stored
+/// before), or a problem (409, 422, 503).
+#[derive(Serialize, ToSchema)]
+pub struct BatchResult {
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<CellResponse>)]
+    pub cell: Option<Cell>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+/// `{"num_shards": N}`.
+#[derive(Serialize, ToSchema)]
+pub struct ShardCountResponse {
+    pub num_shards: u32,
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Ok(());
+    }
+    let mut p = Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        if ct.is_empty() {
+            "the request body must be sent with Content-Type: application/json".to_owned()
+        } else {
+            format!("unsupported Content-Type {ct:?}: send application/json")
+        },
+    );
+    p.errors.push(FieldError::new(
+        "header.Content-Type",
+        "must be application/json",
+        (!ct.is_empty()).then(|| Value::String(ct.to_owned())),
+    ));
+    Err(p)
+}
+
+fn read_json(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
+    check_content_type(headers)?;
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the request body is larger than the configured limit (MAX_BODY_BYTES)".to_owned()
+        } else {
+            r.body_text()
+        };
+        Problem::new(status, detail)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not valid JSON: {e}"),
+        );
+        p.errors.push(FieldError::new(
+            "body",
+            format!(
+                "invalid JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+            None,
+        ));
+        p
+    })
+}
+
+fn cell_response(status: StatusCode, cell: Cell) -> Response {
+    (status, Json(cell)).into_response()
+}
+
+fn conflict(stored: &Cell) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::CONFLICT,
+        format!(
+            "cell ({}, {}, {}) exists with a different body; cells are immutable: write a new ref_key",
+            stored.row_key, stored.column_name, stored.ref_key
+        ),
+    );
+    p.errors.push(FieldError::new(
+        "body.body",
+        "differs from the stored body",
+        Some(serde_json::to_value(&stored.body).unwrap_or(Value::Null)),
+    ));
+    p
+}
+
+/// Write one cell.
+#[utoipa::path(post, path = "/v1/cells", tag = "cells", operation_id = "write-cell",
+    request_body(content = WriteCellBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored", body = CellResponse),
+        (status = 200, description = "The identical cell was stored before (idempotent retry)", body = CellResponse),
+        (status = 409, description = "Another body is stored at these coordinates", body = Problem, content_type = "application/problem+json"),
+        (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn write_cell(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let v = read_json(&headers, body)?;
+    let cell = NewCell::from_json(&v, "body").map_err(Problem::invalid)?;
+    let topo = st.topology();
+    let shard = shard_for_row_key(&cell.key.row_key, topo.map.num_shards());
+    let backend = topo.backend_for(shard)?;
+    let outcome = cells::write_cells(backend, shard, &[&cell]).await?.pop();
+    metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string()).increment(1);
+    match outcome {
+        Some(WriteOutcome::Created(c)) => Ok(cell_response(StatusCode::CREATED, c)),
+        Some(WriteOutcome::Existing(c)) => Ok(cell_response(StatusCode::OK, c)),
+        Some(WriteOutcome::Conflict(c)) => Err(conflict(&c)),
+        None => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no result for the cell",
+        )),
+    }
+}
+
+/// Write up to 1000 cells: grouped by shard, one transaction per shard, one result per input
+/// cell in input order.
+#[utoipa::path(post, path = "/v1/cells/batch", tag = "cells", operation_id = "write-cells-batch",
+    request_body(content = BatchWriteBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One result per input cell", body = BatchWriteResponse),
+        (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn write_batch(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let v = read_json(&headers, body)?;
+    let Some(obj) = v.as_object() else {
+        return Err(Problem::field(FieldError::new(
+            "body",
+            "must be an object {\"cells\": [...]}",
+            None,
+        )));
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "cells" | "$schema"))
+    {
+        return Err(Problem::field(FieldError::new(
+            format!("body.{k}"),
+            "unexpected property",
+            None,
+        )));
+    }
+    let items = match obj.get("cells") {
+        None => {
+            return Err(Problem::field(FieldError::new(
+                "body.cells",
+                "is required",
+                None,
+            )))
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(Problem::field(FieldError::new(
+                "body.cells",
+                "must be an array of cells",
+                Some(other.clone()),
+            )))
+        }
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(Problem::field(FieldError::new(
+            "body.cells",
+            format!("must hold 1 to {MAX_BATCH} cells (got {})", items.len()),
+            None,
+        )));
+    }
+    let topo = st.topology();
+    let n = topo.map.num_shards();
+    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
+    let mut parsed: Vec<(usize, NewCell)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match NewCell::from_json(item, &format!("body.cells[{i}]")) {
+            Ok(c) => {
+                parsed.push((i, c));
+                results.push(None);
+            }
+            Err(errors) => results.push(Some(BatchResult {
+                status: 422,
+                cell: None,
+                error: Some(Problem::invalid(errors)),
+            })),
+        }
+    }
+    let mut groups: HashMap<u32, Vec<(usize, &NewCell)>> = HashMap::new();
+    for (i, c) in &parsed {
+        groups
+            .entry(shard_for_row_key(&c.key.row_key, n))
+            .or_default()
+            .push((*i, c));
+    }
+    let work = groups.into_iter().map(|(shard, group)| {
+        let topo = &topo;
+        async move {
+            let cells_in: Vec<&NewCell> = group.iter().map(|(_, c)| *c).collect();
+            let outcome = match topo.backend_for(shard) {
+                Ok(backend) => cells::write_cells(backend, shard, &cells_in)
+                    .await
+                    .map_err(Problem::from),
+                Err(p) => Err(p),
+            };
+            (shard, group, outcome)
+        }
+    });
+    for (shard, group, outcome) in futures::future::join_all(work).await {
+        match outcome {
+            Ok(outcomes) => {
+                metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
+                    .increment(group.len() as u64);
+                for ((i, _), o) in group.iter().zip(outcomes) {
+                    results[*i] = Some(match o {
+                        WriteOutcome::Created(c) => BatchResult {
+                            status: 201,
+                            cell: Some(c),
+                            error: None,
+                        },
+                        WriteOutcome::Existing(c) => BatchResult {
+                            status: 200,
+                            cell: Some(c),
+                            error: None,
+                        },
+                        WriteOutcome::Conflict(c) => BatchResult {
+                            status: 409,
+                            error: Some(conflict(&c)),
+                            cell: None,
+                        },
+                    });
+                }
+            }
+            Err(p) => {
+                for (i, _) in &group {
+                    results[*i] = Some(BatchResult {
+                        status: p.status,
+                        cell: None,
+                        error: Some(p.clone()),
+                    });
+                }
+            }
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(BatchResult {
+                status: 500,
+                cell: None,
+                error: Some(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no result")),
+            })
+        })
+        .collect();
+    Ok(Json(BatchWriteResponse { results }).into_response())
+}
+
+fn path_key(row_key: &str, column_name: &str) -> Result<(uuid::Uuid, String), Problem> {
+    let mut errors = Vec::new();
+    let row = parse_row_key(row_key, "path.row_key")
+        .map_err(|e| errors.push(e))
+        .ok();
+    if let Err(e) = check_column_name(column_name, "path.column_name") {
+        errors.push(e);
+    }
+    match row {
+        Some(r) if errors.is_empty() => Ok((r, column_name.to_owned())),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
+
+/// Read one exact version of a cell.
+#[utoipa::path(get, path = "/v1/cells/{row_key}/{column_name}/{ref_key}", tag = "cells", operation_id = "get-cell",
+    params(("row_key" = String, Path, description = "Row key UUID", format = "uuid"),
+           ("column_name" = String, Path, description = "Column name"),
+           ("ref_key" = i64, Path, description = "Reference key version")),
+    responses((status = 200, description = "The cell", body = CellResponse),
+              (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_cell(
+    State(st): State<Arc<AppState>>,
+    Path((row_key, column_name, ref_key)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    let key = path_key(&row_key, &column_name);
+    let ref_key = parse_i64(&ref_key, "path.ref_key");
+    let ((row_key, column_name), ref_key) = match (key, ref_key) {
+        (Ok(k), Ok(r)) => (k, r),
+        (Err(mut p), Err(e)) => {
+            p.errors.push(e);
+            return Err(Problem::invalid(p.errors));
+        }
+        (Err(p), _) => return Err(p),
+        (_, Err(e)) => return Err(Problem::field(e)),
+    };
+    let topo = st.topology();
+    let shard = shard_for_row_key(&row_key, topo.map.num_shards());
+    let key = CellKey {
+        row_key,
+        column_name,
+        ref_key,
+    };
+    match cells::get_cell(topo.backend_for(shard)?, shard, &key).await? {
+        Some(c) => Ok(cell_response(StatusCode::OK, c)),
+        None => Err(Problem::not_found(format!(
+            "no cell ({}, {}, {})",
+            key.row_key, key.column_name, key.ref_key
+        ))),
+    }
+}
+
+/// Read the latest version of a column.
+#[utoipa::path(get, path = "/v1/cells/{row_key}/{column_name}", tag = "cells", operation_id = "get-cell-latest",
+    params(("row_key" = String, Path, description = "Row key UUID", format = "uuid"),
+           ("column_name" = String, Path, description = "Column name")),
+    responses((status = 200, description = "The cell with the highest ref_key", body = CellResponse),
+              (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_latest(
+    State(st): State<Arc<AppState>>,
+    Path((row_key, column_name)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let (row_key, column_name) = path_key(&row_key, &column_name)?;
+    let topo = st.topology();
+    let shard = shard_for_row_key(&row_key, topo.map.num_shards());
+    match cells::get_latest(topo.backend_for(shard)?, shard, &row_key, &column_name).await? {
+        Some(c) => Ok(cell_response(StatusCode::OK, c)),
+        None => Err(Problem::not_found(format!(
+            "no cell in column {column_name:?} of row {row_key}"
+        ))),
+    }
+}
+
+/// Read the latest cell of each column of a row.
+#[utoipa::path(get, path = "/v1/cells/{row_key}", tag = "cells", operation_id = "get-row",
+    params(("row_key" = String, Path, description = "Row key UUID", format = "uuid")),
+    responses((status = 200, description = "The row", body = RowResponse),
+              (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_row(
+    State(st): State<Arc<AppState>>,
+    Path(row_key): Path<String>,
+) -> Result<Response, Problem> {
+    let row = parse_row_key(&row_key, "path.row_key").map_err(Problem::field)?;
+    let topo = st.topology();
+    let shard = shard_for_row_key(&row, topo.map.num_shards());
+    let cells = cells::get_row(topo.backend_for(shard)?, shard, &row).await?;
+    Ok(Json(RowResponse {
+        row_key: row.to_string(),
+        cells,
+    })
+    .into_response())
+}
+
+/// The query of a partition read, validated.
+#[derive(Debug, PartialEq)]
+pub struct PartitionQuery {
+    pub partition: u32,
+    pub from: PartitionRead,
+    pub limit: i64,
+}
+
+/// Validates partitionRead's query string, naming every faulty parameter.
+pub fn parse_partition_query(
+    raw: Option<&str>,
+    num_shards: u32,
+) -> Result<PartitionQuery, Problem> {
+    let params: HashMap<String, String> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let mut errors = Vec::new();
+    let mut int = |name: &str, required: bool| -> Option<i64> {
+        match params.get(name) {
+            None if required => {
+                errors.push(FieldError::new(
+                    format!("query.{name}"),
+                    "is required",
+                    None,
+                ));
+                None
+            }
+            None => None,
+            Some(v) => parse_i64(v, &format!("query.{name}"))
+                .map_err(|e| errors.push(e))
+                .ok(),
+        }
+    };
+    let partition = int("partition_number", true);
+    let read_type = int("read_type", true);
+    let added_id = int("added_id", false);
+    let limit = int("limit", false);
+    let partition = partition.and_then(|p| {
+        if p >= 0 && p < i64::from(num_shards) {
+            Some(p as u32)
+        } else {
+            errors.push(FieldError::new(
+                "query.partition_number",
+                format!("must be a shard number from 0 to {}", num_shards - 1),
+                Some(Value::from(p)),
+            ));
+            None
+        }
+    });
+    let created_after = match params.get("created_after") {
+        None => None,
+        Some(s) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    "query.created_after",
+                    "must be an RFC 3339 time such as 2024-01-31T12:00:00Z",
+                    Some(Value::String(s.clone())),
+                ));
+                None
+            }
+        },
+    };
+    let from = match read_type {
+        Some(2) => Some(PartitionRead::AfterAddedId(added_id.unwrap_or(0))),
+        Some(1) => Some(PartitionRead::AfterCreatedAt(
+            created_after.unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )),
+        Some(other) => {
+            errors.push(FieldError::new(
+                "query.read_type",
+                "must be 1 (by created_at) or 2 (by added_id)",
+                Some(Value::from(other)),
+            ));
+            None
+        }
+        None => None,
+    };
+    let limit = match limit {
+        None => 100,
+        Some(l) if l <= 0 => 100,
+        Some(l) => l.min(1000),
+    };
+    match (partition, from) {
+        (Some(partition), Some(from)) if errors.is_empty() => Ok(PartitionQuery {
+            partition,
+            from,
+            limit,
+        }),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
+
+/// Read a shard's cells in order: read_type 2 by added_id (greater than `added_id`), read_type
+/// 1 by created_at (after `created_after`). `limit` ≤ 0 means 100; above 1000 means 1000.
+#[utoipa::path(get, path = "/v1/cells/partitionRead", tag = "cells", operation_id = "partition-read",
+    params(("partition_number" = i64, Query, description = "Partition (shard) number"),
+           ("read_type" = i64, Query, description = "1 = by created_at, 2 = by added_id"),
+           ("created_after" = Option<String>, Query, description = "Cells created after this RFC 3339 time", format = "date-time"),
+           ("added_id" = Option<i64>, Query, description = "Cells with a greater added_id"),
+           ("limit" = Option<i64>, Query, description = "Most cells to return (default 100, at most 1000)")),
+    responses((status = 200, description = "Cells in order", body = Vec<CellResponse>),
+              (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
+pub async fn partition_read(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let topo = st.topology();
+    let q = parse_partition_query(raw.as_deref(), topo.map.num_shards())?;
+    let cells =
+        cells::partition_read(topo.backend_for(q.partition)?, q.partition, q.from, q.limit).await?;
+    Ok(Json(cells).into_response())
+}
+
+/// The number of shards.
+#[utoipa::path(get, path = "/v1/shards/count", tag = "shards", operation_id = "shard-count",
+    responses((status = 200, description = "The number of shards", body = ShardCountResponse)))]
+pub async fn shard_count(State(st): State<Arc<AppState>>) -> Json<ShardCountResponse> {
+    Json(ShardCountResponse {
+        num_shards: st.num_shards(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locs(r: Result<PartitionQuery, Problem>) -> Vec<String> {
+        r.unwrap_err()
+            .errors
+            .into_iter()
+            .map(|e| e.location)
+            .collect()
+    }
+
+    #[test]
+    fn partition_query_defaults_and_clamps() {
+        let q = parse_partition_query(Some("partition_number=3&read_type=2"), 64).unwrap();
+        assert_eq!(
+            q,
+            PartitionQuery {
+                partition: 3,
+                from: PartitionRead::AfterAddedId(0),
+                limit: 100
+            }
+        );
+        assert_eq!(
+            parse_partition_query(Some("partition_number=3&read_type=2&limit=0"), 64)
+                .unwrap()
+                .limit,
+            100
+        );
+        assert_eq!(
+            parse_partition_query(Some("partition_number=3&read_type=2&limit=-5"), 64)
+                .unwrap()
+                .limit,
+            100
+        );
+        assert_eq!(
+            parse_partition_query(Some("partition_number=3&read_type=2&limit=5000"), 64)
+                .unwrap()
+                .limit,
+            1000
+        );
+        assert_eq!(
+            parse_partition_query(
+                Some("partition_number=3&read_type=2&limit=7&added_id=9"),
+                64
+            )
+            .unwrap()
+            .from,
+            PartitionRead::AfterAddedId(9)
+        );
+    }
+
+    #[test]
+    fn partition_query_names_each_bad_parameter() {
+        assert_eq!(
+            locs(parse_partition_query(None, 64)),
+            ["query.partition_number", "query.read_type"]
+        );
+        assert_eq!(
+            locs(parse_partition_query(
+                Some("partition_number=64&read_type=3"),
+                64
+            )),
+            ["query.partition_number", "query.read_type"]
+        );
+        assert_eq!(
+            locs(parse_partition_query(
+                Some("partition_number=x&read_type=2&limit=y&added_id=1e3"),
+                64
+            )),
+            ["query.partition_number", "query.added_id", "query.limit"]
+        );
+        assert_eq!(
+            locs(parse_partition_query(
+                Some("partition_number=1&read_type=1&created_after=yesterday"),
+                64
+            )),
+            ["query.created_after"]
+        );
+        assert_eq!(
+            locs(parse_partition_query(
+                Some("partition_number=-1&read_type=2&added_id=99999999999999999999"),
+                64
+            )),
+            ["query.added_id", "query.partition_number"]
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP layer: routes, middleware (request id, metrics, timeouts, body limit, problem
+//! answers for every error) and the connection loop with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+use crate::{api, ops, AppState};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The application: every route with its middleware.
+pub fn router(state: Arc<AppState>) -> Router {
+    let cfg = &state.config;
+    let request_timeout = cfg.http_write_timeout + cfg.http_read_timeout;
+    Router::new()
+        .route("/v1/cells", post(api::write_cell))
+        .route("/v1/cells/batch", post(api::write_batch))
+        .route("/v1/cells/partitionRead", get(api::partition_read))
+        .route("/v1/cells/{row_key}", get(api::get_row))
+        .route("/v1/cells/{row_key}/{column_name}", get(api::get_latest))
+        .route("/v1/cells/{row_key}/{column_name}/{ref_key}", get(api::get_cell))
+        .route("/v1/shards/count", get(api::shard_count))
+        .route("/v1/livez", get(ops::livez))
+        .route("/v1/readyz", get(ops::readyz))
+        .route("/v1/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn(problems_everywhere))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Turns every error answer that is not already a problem (a rejection by the framework, an
+/// unknown method, a timeout) into an RFC 9457 problem with the same status.
+async fn problems_everywhere(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    if is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match tokio::time::timeout(
+        Duration::from_secs(1),
+        axum::body::to_bytes(body, 64 * 1024),
+    )
+    .await
+    {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
+    };
+    let detail = match (status, text.trim()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            "this method is not allowed on this endpoint".to_owned()
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, "") => {
+            "the request took longer than the HTTP timeouts allow".to_owned()
+        }
+        (_, "") => status.canonical_reason().unwrap_or("error").to_owned(),
+        (_, t) => t.to_owned(),
+    };
+    let mut p = Problem::new(status, detail);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        p.retry_after = Some(Duration::from_secs(1));
+    }
+    let mut out = p.into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets the
+/// requests in flight finish (bounded by the write timeout).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    drain_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper applies the header timeout both to a new request's headers and to the wait for the
+    // next request on a kept-alive connection: the tighter of the two settings bounds both.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout.min(idle_timeout))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(idle_timeout));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in flight");
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still busy after the drain timeout");
+    }
+    Ok(())
+}

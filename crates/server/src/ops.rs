@@ -1,0 +1,147 @@
+//! Operations endpoints: liveness, readiness, health, metrics, the OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mezzanine_storage::BackendHealth;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::AppState;
+
+/// Health of the service and of each backend.
+#[derive(Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok`, or `unavailable` when a backend is down.
+    pub status: &'static str,
+    #[schema(value_type = Vec<Object>)]
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend's status.
+#[derive(Serialize)]
+pub struct BackendStatus {
+    #[serde(flatten)]
+    pub health: BackendHealth,
+    /// Whether its schema is prepared for traffic.
+    pub ready: bool,
+}
+
+/// Liveness: the process answers.
+#[derive(Serialize, ToSchema)]
+pub struct LiveResponse {
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/v1/livez", tag = "health", operation_id = "livez",
+    responses((status = 200, description = "The process is alive", body = LiveResponse)))]
+pub async fn livez() -> Json<LiveResponse> {
+    Json(LiveResponse { status: "ok" })
+}
+
+fn health_of(st: &AppState) -> (StatusCode, HealthResponse) {
+    let topo = st.topology();
+    let backends: Vec<BackendStatus> = topo
+        .backends
+        .iter()
+        .map(|s| BackendStatus {
+            health: s.backend.health(),
+            ready: s.is_ready(),
+        })
+        .collect();
+    let ok = backends.iter().all(|b| b.health.up && b.ready);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        HealthResponse {
+            status: if ok { "ok" } else { "unavailable" },
+            backends,
+        },
+    )
+}
+
+/// Readiness with per-backend status and probe latency; 503 when a backend is down.
+#[utoipa::path(get, path = "/v1/readyz", tag = "health", operation_id = "readyz",
+    responses((status = 200, description = "Every backend is up", body = HealthResponse),
+              (status = 503, description = "A backend is down", body = HealthResponse)))]
+pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    let (status, body) = health_of(&st);
+    (status, Json(body)).into_response()
+}
+
+/// Health check (go-mezzanine's), with per-backend status; 503 when a backend is down.
+#[utoipa::path(get, path = "/v1/health", tag = "health", operation_id = "health-check",
+    responses((status = 200, description = "OK", body = HealthResponse),
+              (status = 503, description = "A backend is down", body = HealthResponse)))]
+pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+    readyz(State(st)).await
+}
+
+/// Prometheus metrics in text format.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    for slot in &st.topology().backends {
+        let h = slot.backend.health();
+        let b = h.name.clone();
+        metrics::gauge!("mezzanine_backend_up", "backend" => b.clone()).set(if h.up {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!("mezzanine_backend_probe_latency_seconds", "backend" => b.clone())
+            .set(h.latency_ms.unwrap_or(0.0) / 1000.0);
+        metrics::gauge!("mezzanine_pool_connections", "backend" => b.clone(), "state" => "idle")
+            .set(h.pool_available as f64);
+        metrics::gauge!("mezzanine_pool_connections", "backend" => b.clone(), "state" => "in_use")
+            .set(h.pool_size.saturating_sub(h.pool_available) as f64);
+        metrics::gauge!("mezzanine_pool_max_connections", "backend" => b.clone())
+            .set(h.pool_max as f64);
+        metrics::gauge!("mezzanine_pool_waiting", "backend" => b).set(h.pool_waiting as f64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of this API, generated from the code.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mezzanine API",
+        version = "1.0.0",
+        description = "Sharded, append-only cell store; a drop-in replacement for go-mezzanine."
+    ),
+    paths(
+        crate::api::write_cell,
+        crate::api::write_batch,
+        crate::api::get_cell,
+        crate::api::get_latest,
+        crate::api::get_row,
+        crate::api::partition_read,
+        crate::api::shard_count,
+        livez,
+        readyz,
+        health,
+    ),
+    components(schemas(crate::problem::Problem, crate::problem::ErrorDetail))
+)]
+pub struct ApiDoc;
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_json().unwrap_or_default(),
+    )
+        .into_response()
+}

@@ -1,0 +1,473 @@
+//! One PostgreSQL backend: its connection pool and its health.
+//!
+//! Every use of a connection goes through a [`Lease`], which bounds the whole operation
+//! (waiting for a connection, connecting, querying) by the query timeout. A lease whose query
+//! timed out or broke is discarded rather than returned to the pool, and the backend is marked
+//! down: later requests fail fast, without touching the network, until the backend's prober
+//! reaches it again. Each backend has its own pool, so a hung backend holds only its own
+//! connections.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::time::timeout_at;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use crate::StorageError;
+
+/// Pool and timeout settings of a backend (go-mezzanine's `DB_*` variables).
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_conns: usize,
+    pub min_conns: usize,
+    pub max_conn_lifetime: Option<Duration>,
+    pub max_conn_idle_time: Option<Duration>,
+    pub health_check_period: Duration,
+    pub query_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_conns: 16,
+            min_conns: 0,
+            max_conn_lifetime: Some(Duration::from_secs(3600)),
+            max_conn_idle_time: Some(Duration::from_secs(1800)),
+            health_check_period: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How often a backend that is down is probed.
+const DOWN_PROBE_PERIOD: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+struct HealthState {
+    up: bool,
+    changed: Instant,
+    last_error: Option<String>,
+    latency: Option<Duration>,
+}
+
+/// A snapshot of a backend's health, for `/v1/readyz`, `/v1/health` and `/metrics`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendHealth {
+    pub name: String,
+    pub up: bool,
+    /// Latency of the last successful probe, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Why it is down, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Seconds since the backend last changed between up and down.
+    pub since_secs: f64,
+    pub pool_size: usize,
+    pub pool_available: usize,
+    pub pool_max: usize,
+    pub pool_waiting: usize,
+}
+
+/// One PostgreSQL server holding shards.
+pub struct Backend {
+    name: String,
+    masked_url: String,
+    pool: Pool,
+    settings: PoolSettings,
+    health: Mutex<HealthState>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("url", &self.masked_url)
+            .finish()
+    }
+}
+
+/// A database URL with its password replaced by `***`, safe to print.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        // key=value connection strings: mask the value after `password=`.
+        Err(_) => url
+            .split_whitespace()
+            .map(|kv| {
+                if kv.to_ascii_lowercase().starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+impl Backend {
+    /// Builds the backend's pool. No connection is made here.
+    pub fn new(
+        name: &str,
+        database_url: &str,
+        settings: PoolSettings,
+    ) -> Result<Arc<Backend>, StorageError> {
+        let bad = |message: String| StorageError::BadUrl {
+            backend: name.to_owned(),
+            message,
+        };
+        let mut config =
+            tokio_postgres::Config::from_str(database_url).map_err(|e| bad(e.to_string()))?;
+        let connect_timeout = settings.query_timeout.min(Duration::from_secs(10));
+        config.connect_timeout(connect_timeout);
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("mezzanine");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.max_conns.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.query_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Arc::new(Backend {
+            name: name.to_owned(),
+            masked_url: mask_url(database_url),
+            pool,
+            settings,
+            health: Mutex::new(HealthState {
+                up: true,
+                changed: Instant::now(),
+                last_error: None,
+                latency: None,
+            }),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL with its password masked.
+    pub fn masked_url(&self) -> &str {
+        &self.masked_url
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    fn state(&self) -> MutexGuard<'_, HealthState> {
+        // A poisoned lock only means a panic elsewhere while holding it; the state is plain data.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the backend is believed reachable.
+    pub fn is_up(&self) -> bool {
+        self.state().up
+    }
+
+    fn retry_after(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> StorageError {
+        StorageError::Unavailable {
+            backend: self.name.clone(),
+            reason: reason.into(),
+            retry_after: self.retry_after(),
+        }
+    }
+
+    pub(crate) fn mark_down(&self, reason: &str) {
+        let mut s = self.state();
+        if s.up {
+            tracing::warn!(backend = %self.name, reason, "backend marked down");
+            s.up = false;
+            s.changed = Instant::now();
+        }
+        s.last_error = Some(reason.to_owned());
+    }
+
+    fn mark_up(&self, latency: Duration) {
+        let mut s = self.state();
+        if !s.up {
+            tracing::info!(backend = %self.name, "backend is reachable again");
+            s.up = true;
+            s.changed = Instant::now();
+        }
+        s.last_error = None;
+        s.latency = Some(latency);
+    }
+
+    /// A snapshot of the backend's health and pool.
+    pub fn health(&self) -> BackendHealth {
+        let s = self.state().clone();
+        let status = self.pool.status();
+        BackendHealth {
+            name: self.name.clone(),
+            up: s.up,
+            latency_ms: s.latency.map(|d| d.as_secs_f64() * 1000.0),
+            error: s.last_error,
+            since_secs: s.changed.elapsed().as_secs_f64(),
+            pool_size: status.size,
+            pool_available: status.available,
+            pool_max: status.max_size,
+            pool_waiting: status.waiting,
+        }
+    }
+
+    /// Takes a connection for one operation, failing fast when the backend is known down.
+    /// The whole operation must finish within the query timeout from now.
+    pub async fn lease(&self) -> Result<Lease<'_>, StorageError> {
+        if !self.is_up() {
+            let why = self
+                .state()
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "down".to_owned());
+            return Err(self.unavailable(format!("known down ({why})")));
+        }
+        self.lease_unchecked().await
+    }
+
+    async fn lease_unchecked(&self) -> Result<Lease<'_>, StorageError> {
+        let deadline = tokio::time::Instant::now() + self.settings.query_timeout;
+        let obj = match timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(obj)) => obj,
+            Ok(Err(deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Wait,
+            ))) => {
+                // Every connection is busy: the backend is slow or overloaded, not known down.
+                return Err(self.unavailable("no free connection within the query timeout"));
+            }
+            Ok(Err(e)) => {
+                let reason = format!("cannot connect: {}", describe_pool_error(&e));
+                self.mark_down(&reason);
+                return Err(self.unavailable(reason));
+            }
+            Err(_) => {
+                let reason = "no connection within the query timeout".to_owned();
+                self.mark_down(&reason);
+                return Err(self.unavailable(reason));
+            }
+        };
+        Ok(Lease {
+            backend: self,
+            obj: Some(obj),
+            deadline,
+            in_flight: false,
+        })
+    }
+
+    /// One health probe (`SELECT 1`), bypassing the fail-fast check. Marks the backend up or
+    /// down by the result and returns the round-trip time.
+    pub async fn probe(&self) -> Result<Duration, StorageError> {
+        let started = Instant::now();
+        let mut lease = self.lease_unchecked().await?;
+        lease.query("SELECT 1", &[]).await?;
+        let latency = started.elapsed();
+        self.mark_up(latency);
+        Ok(latency)
+    }
+
+    /// Keeps the pool within its lifetime and idle limits and tops it up to its minimum.
+    fn maintain_pool(&self) {
+        let (lifetime, idle) = (
+            self.settings.max_conn_lifetime,
+            self.settings.max_conn_idle_time,
+        );
+        if lifetime.is_some() || idle.is_some() {
+            self.pool.retain(|_, m| {
+                lifetime.is_none_or(|l| m.age() < l) && idle.is_none_or(|i| m.last_used() < i)
+            });
+        }
+    }
+
+    async fn top_up(&self) {
+        let missing = self
+            .settings
+            .min_conns
+            .saturating_sub(self.pool.status().size);
+        let mut held = Vec::with_capacity(missing);
+        for _ in 0..missing {
+            match self.lease_unchecked().await {
+                Ok(l) => held.push(l),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Probes the backend forever: every health-check period while it is up, and often while
+    /// it is down so that service resumes quickly when it comes back.
+    pub fn spawn_health_loop(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(backend) = weak.upgrade() else {
+                    return;
+                };
+                backend.maintain_pool();
+                let result = backend.probe().await;
+                if let Err(e) = &result {
+                    backend.mark_down(&e.to_string());
+                } else {
+                    backend.top_up().await;
+                }
+                let period = if backend.is_up() {
+                    backend
+                        .settings
+                        .health_check_period
+                        .max(Duration::from_millis(100))
+                } else {
+                    DOWN_PROBE_PERIOD
+                };
+                drop(backend);
+                tokio::time::sleep(period).await;
+            }
+        })
+    }
+
+    /// Classifies a driver error: connection trouble marks the backend down.
+    pub(crate) fn classify(&self, e: tokio_postgres::Error) -> StorageError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            // 08: connection exception; 57P0x: the server is shutting down or starting;
+            // 53300: too many connections.
+            if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
+                let reason = format!("{} ({code})", db.message());
+                self.mark_down(&reason);
+                return self.unavailable(reason);
+            }
+            return StorageError::Database {
+                backend: self.name.clone(),
+                code: code.to_owned(),
+                message: format!("{} ({code})", db.message()),
+            };
+        }
+        let reason = format!("connection lost: {e}");
+        self.mark_down(&reason);
+        self.unavailable(reason)
+    }
+}
+
+fn describe_pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A connection taken from a backend's pool for one bounded operation.
+pub struct Lease<'a> {
+    backend: &'a Backend,
+    obj: Option<Object>,
+    deadline: tokio::time::Instant,
+    in_flight: bool,
+}
+
+impl Lease<'_> {
+    fn client(&self) -> Result<&Object, StorageError> {
+        self.obj
+            .as_ref()
+            .ok_or_else(|| self.backend.unavailable("connection discarded"))
+    }
+
+    /// Runs one statement with typed parameters in a single round trip.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, StorageError> {
+        let deadline = self.deadline;
+        self.in_flight = true;
+        let result = timeout_at(deadline, self.client()?.query_typed(sql, params)).await;
+        self.finish(result)
+    }
+
+    /// Runs statements given as one string (simple protocol, no parameters): DDL only.
+    pub async fn batch_execute(&mut self, sql: &str) -> Result<(), StorageError> {
+        self.in_flight = true;
+        let result = timeout_at(self.deadline, self.client()?.batch_execute(sql)).await;
+        self.finish(result)
+    }
+
+    /// Extends this lease's deadline (for long maintenance work such as migrations).
+    pub fn extend(&mut self, by: Duration) {
+        self.deadline += by;
+    }
+
+    fn finish<T>(
+        &mut self,
+        result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StorageError> {
+        match result {
+            Ok(Ok(v)) => {
+                self.in_flight = false;
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let err = self.backend.classify(e);
+                if matches!(err, StorageError::Database { .. }) {
+                    self.in_flight = false;
+                }
+                Err(err)
+            }
+            Err(_) => {
+                let reason = format!(
+                    "no answer within the query timeout ({:?})",
+                    self.backend.settings.query_timeout
+                );
+                self.backend.mark_down(&reason);
+                Err(self.backend.unavailable(reason))
+            }
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        // A connection whose statement did not complete may still be busy or broken: never
+        // give it back to the pool.
+        if self.in_flight {
+            if let Some(obj) = self.obj.take() {
+                drop(Object::take(obj));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            mask_url("host=h password=secret user=u"),
+            "host=h password=*** user=u"
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The statements that write and read the cells of one shard.
+//!
+//! Every statement here is a single round trip (`query_typed`: parameters bound with their
+//! types, nothing prepared server-side, so thousands of shard tables cost no statement cache).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use mezzanine_core::{CellKey, NewCell};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+use tokio_postgres::types::Type;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::schema::cells_table;
+use crate::{Backend, StorageError};
+
+/// A stored cell, as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub added_id: i64,
+    pub row_key: Uuid,
+    pub column_name: String,
+    pub ref_key: i64,
+    /// The body as PostgreSQL's JSONB renders it.
+    pub body: Box<RawValue>,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// The result of writing one cell.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// Newly stored.
+    Created(Cell),
+    /// The same cell (same coordinates, equal body) was stored before: an idempotent success.
+    Existing(Cell),
+    /// Another body is stored at these coordinates; the stored cell is returned.
+    Conflict(Cell),
+}
+
+/// Where a partition read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionRead {
+    /// Cells with `added_id` greater than this, in `added_id` order.
+    AfterAddedId(i64),
+    /// Cells created after this instant, in `created_at` (then `added_id`) order.
+    AfterCreatedAt(DateTime<Utc>),
+}
+
+const CELL_COLUMNS: &str = "added_id, row_key, column_name, ref_key, body::text, created_at";
+
+fn cell_from(row: &Row, first: usize, backend: &Backend) -> Result<Cell, StorageError> {
+    let err = |e: tokio_postgres::Error| StorageError::Database {
+        backend: backend.name().to_owned(),
+        code: String::new(),
+        message: format!("unexpected row shape: {e}"),
+    };
+    let body: String = row.try_get(first + 4).map_err(err)?;
+    let body = RawValue::from_string(body).map_err(|e| StorageError::Database {
+        backend: backend.name().to_owned(),
+        code: String::new(),
+        message: format!("stored body is not JSON: {e}"),
+    })?;
+    Ok(Cell {
+        added_id: row.try_get(first).map_err(err)?,
+        row_key: row.try_get(first + 1).map_err(err)?,
+        column_name: row.try_get(first + 2).map_err(err)?,
+        ref_key: row.try_get(first + 3).map_err(err)?,
+        body,
+        created_at: row.try_get(first + 5).map_err(err)?,
+    })
+}
+
+fn cells_from(rows: &[Row], backend: &Backend) -> Result<Vec<Cell>, StorageError> {
+    rows.iter().map(|r| cell_from(r, 0, backend)).collect()
+}
+
+/// Writes cells that all belong to `shard`, as one statement (one transaction).
+///
+/// The statement first locks the shard's row in `mezzanine_shard_state` and checks that the
+/// shard is `active` here (the fence), and only then inserts: writers of one shard are
+/// serialised, so `added_id` values are taken and committed in the same order and the change
+/// stream never skips (invariant I1). Cells whose coordinates exist already are reported as
+/// [`WriteOutcome::Existing`] (equal body) or [`WriteOutcome::Conflict`]; the others are stored.
+/// Results come back in input order.
+pub async fn write_cells(
+    backend: &Backend,
+    shard: u32,
+    cells: &[&NewCell],
+) -> Result<Vec<WriteOutcome>, StorageError> {
+    if cells.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = cells_table(shard);
+    let sql = format!(
+        "WITH s AS (SELECT state FROM mezzanine_shard_state WHERE shard = $1 FOR NO KEY UPDATE), \
+         ins AS (INSERT INTO {t} (row_key, column_name, ref_key, body) \
+                 SELECT u.r, u.c, u.k, u.b FROM s, \
+                        unnest($2::uuid[], $3::text[], $4::int8[], $5::jsonb[]) WITH ORDINALITY AS u(r, c, k, b, o) \
+                 WHERE s.state = 'active' ORDER BY u.o \
+                 ON CONFLICT (row_key, column_name, ref_key) DO NOTHING \
+                 RETURNING {CELL_COLUMNS}) \
+         SELECT (SELECT state FROM s), ins.* FROM (VALUES (1)) AS one(x) LEFT JOIN ins ON true"
+    );
+    let shard_i = shard as i32;
+    let row_keys: Vec<Uuid> = cells.iter().map(|c| c.key.row_key).collect();
+    let columns: Vec<&str> = cells.iter().map(|c| c.key.column_name.as_str()).collect();
+    let ref_keys: Vec<i64> = cells.iter().map(|c| c.key.ref_key).collect();
+    let bodies: Vec<&serde_json::Value> = cells.iter().map(|c| &c.body).collect();
+    let mut lease = backend.lease().await?;
+    let rows = lease
+        .query(
+            &sql,
+            &[
+                (&shard_i, Type::INT4),
+                (&row_keys, Type::UUID_ARRAY),
+                (&columns, Type::TEXT_ARRAY),
+                (&ref_keys, Type::INT8_ARRAY),
+                (&bodies, Type::JSONB_ARRAY),
+            ],
+        )
+        .await?;
+    let state: Option<String> = rows.first().and_then(|r| r.try_get(0).ok());
+    if state.as_deref() != Some("active") {
+        return Err(StorageError::NotServed {
+            shard,
+            backend: backend.name().to_owned(),
+            state: state.unwrap_or_else(|| "absent".to_owned()),
+        });
+    }
+    let mut inserted: HashMap<CellKey, Cell> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<_, Option<i64>>(1).ok().flatten().is_some() {
+            let cell = cell_from(row, 1, backend)?;
+            let key = CellKey {
+                row_key: cell.row_key,
+                column_name: cell.column_name.clone(),
+                ref_key: cell.ref_key,
+            };
+            inserted.insert(key, cell);
+        }
+    }
+    let mut results: Vec<Option<WriteOutcome>> = cells
+        .iter()
+        .map(|c| inserted.remove(&c.key).map(WriteOutcome::Created))
+        .collect();
+
+    // Cells not inserted met existing coordinates: compare bodies in the database (JSONB
+    // equality, so key order and spacing do not matter).
+    let pending: Vec<usize> = (0..cells.len()).filter(|&i| results[i].is_none()).collect();
+    if !pending.is_empty() {
+        let sql = format!(
+            "SELECT u.o, c.body = u.b, {cols} \
+             FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::jsonb[], $5::int4[]) AS u(r, cn, k, b, o) \
+             JOIN {t} c ON c.row_key = u.r AND c.column_name = u.cn AND c.ref_key = u.k",
+            cols = CELL_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let p_rows: Vec<Uuid> = pending.iter().map(|&i| cells[i].key.row_key).collect();
+        let p_cols: Vec<&str> = pending
+            .iter()
+            .map(|&i| cells[i].key.column_name.as_str())
+            .collect();
+        let p_refs: Vec<i64> = pending.iter().map(|&i| cells[i].key.ref_key).collect();
+        let p_bodies: Vec<&serde_json::Value> = pending.iter().map(|&i| &cells[i].body).collect();
+        let p_idx: Vec<i32> = pending.iter().map(|&i| i as i32).collect();
+        let rows = lease
+            .query(
+                &sql,
+                &[
+                    (&p_rows, Type::UUID_ARRAY),
+                    (&p_cols, Type::TEXT_ARRAY),
+                    (&p_refs, Type::INT8_ARRAY),
+                    (&p_bodies, Type::JSONB_ARRAY),
+                    (&p_idx, Type::INT4_ARRAY),
+                ],
+            )
+            .await?;
+        for row in &rows {
+            let idx: i32 = row.try_get(0).map_err(|e| db_shape(backend, e))?;
+            let same: bool = row.try_get(1).map_err(|e| db_shape(backend, e))?;
+            let cell = cell_from(row, 2, backend)?;
+            if let Some(slot) = results.get_mut(idx as usize) {
+                *slot = Some(if same {
+                    WriteOutcome::Existing(cell)
+                } else {
+                    WriteOutcome::Conflict(cell)
+                });
+            }
+        }
+    }
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| StorageError::Database {
+                backend: backend.name().to_owned(),
+                code: String::new(),
+                message: format!("cell {i} was neither stored nor found"),
+            })
+        })
+        .collect()
+}
+
+fn db_shape(backend: &Backend, e: tokio_postgres::Error) -> StorageError {
+    StorageError::Database {
+        backend: backend.name().to_owned(),
+        code: String::new(),
+        message: format!("unexpected row shape: {e}"),
+    }
+}
+
+/// One exact version of a cell.
+pub async fn get_cell(
+    backend: &Backend,
+    shard: u32,
+    key: &CellKey,
+) -> Result<Option<Cell>, StorageError> {
+    let sql = format!(
+        "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 AND ref_key = $3",
+        t = cells_table(shard)
+    );
+    let mut lease = backend.lease().await?;
+    let rows = lease
+        .query(
+            &sql,
+            &[
+                (&key.row_key, Type::UUID),
+                (&key.column_name, Type::TEXT),
+                (&key.ref_key, Type::INT8),
+            ],
+        )
+        .await?;
+    rows.first().map(|r| cell_from(r, 0, backend)).transpose()
+}
+
+/// The latest version (highest `ref_key`) of a column.
+pub async fn get_latest(
+    backend: &Backend,
+    shard: u32,
+    row_key: &Uuid,
+    column_name: &str,
+) -> Result<Option<Cell>, StorageError> {
+    let sql = format!(
+        "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 ORDER BY ref_key DESC LIMIT 1",
+        t = cells_table(shard)
+    );
+    let mut lease = backend.lease().await?;
+    let rows = lease
+        .query(&sql, &[(row_key, Type::UUID), (&column_name, Type::TEXT)])
+        .await?;
+    rows.first().map(|r| cell_from(r, 0, backend)).transpose()
+}
+
+/// The latest cell of every column of a row, ordered by column name.
+pub async fn get_row(
+    backend: &Backend,
+    shard: u32,
+    row_key: &Uuid,
+) -> Result<Vec<Cell>, StorageError> {
+    let sql = format!(
+        "SELECT DISTINCT ON (column_name) {CELL_COLUMNS} FROM {t} WHERE row_key = $1 \
+         ORDER BY column_name, ref_key DESC",
+        t = cells_table(shard)
+    );
+    let mut lease = backend.lease().await?;
+    let rows = lease.query(&sql, &[(row_key, Type::UUID)]).await?;
+    cells_from(&rows, backend)
+}
+
+/// A page of a shard's cells in change-stream order.
+pub async fn partition_read(
+    backend: &Backend,
+    shard: u32,
+    from: PartitionRead,
+    limit: i64,
+) -> Result<Vec<Cell>, StorageError> {
+    let t = cells_table(shard);
+    let mut lease = backend.lease().await?;
+    let rows = match from {
+        PartitionRead::AfterAddedId(id) => {
+            let sql = format!(
+                "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $1 ORDER BY added_id LIMIT $2"
+            );
+            lease
+                .query(&sql, &[(&id, Type::INT8), (&limit, Type::INT8)])
+                .await?
+        }
+        PartitionRead::AfterCreatedAt(at) => {
+            let sql =
+                format!("SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $1 ORDER BY created_at, added_id LIMIT $2");
+            lease
+                .query(&sql, &[(&at, Type::TIMESTAMPTZ), (&limit, Type::INT8)])
+                .await?
+        }
+    };
+    cells_from(&rows, backend)
+}

@@ -1,0 +1,45 @@
+use std::time::Duration;
+
+/// What can go wrong talking to a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The backend is down, hung or overloaded: retry later.
+    #[error("backend {backend} is unavailable: {reason}")]
+    Unavailable {
+        backend: String,
+        reason: String,
+        retry_after: Duration,
+    },
+    /// The backend does not serve this shard for client traffic (its state row is missing or
+    /// not `active`/`frozen`).
+    #[error("shard {shard} is not served by backend {backend} (state: {state})")]
+    NotServed {
+        shard: u32,
+        backend: String,
+        state: String,
+    },
+    /// The backend answered with an error that is not about its availability.
+    #[error("backend {backend}: {message}")]
+    Database {
+        backend: String,
+        code: String,
+        message: String,
+    },
+    /// The backend's layout does not fit the configuration.
+    #[error("backend {backend}: {message}")]
+    Layout { backend: String, message: String },
+    /// The database URL of a backend is not usable.
+    #[error("backend {backend}: invalid database_url: {message}")]
+    BadUrl { backend: String, message: String },
+}
+
+impl StorageError {
+    /// Seconds a client should wait before retrying, for errors that are worth a retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            StorageError::Unavailable { retry_after, .. } => Some(*retry_after),
+            StorageError::NotServed { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}

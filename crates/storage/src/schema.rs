@@ -1,0 +1,236 @@
+//! The layout of a backend and the start-up migration.
+//!
+//! Cell tables are go-mezzanine's, one per shard (`cells_0007`). mezzanine adds two small
+//! tables of its own and never alters a cells table that exists already:
+//!
+//! - `mezzanine_schema`: one row, the layout version and the `num_shards` the backend was laid
+//!   out for. When it is current, start-up costs one round trip per backend.
+//! - `mezzanine_shard_state`: one row per shard the backend holds, with its state and epoch.
+//!   Every client write locks its shard's row (invariant I1: commits, and so visibility, follow
+//!   `added_id` order) and checks that the shard is `active` on this backend.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio_postgres::types::Type;
+
+use crate::{Backend, StorageError};
+
+/// The version of mezzanine's own layout on a backend.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Shards created per statement batch during a cold start (each batch is one transaction).
+const CREATE_CHUNK: usize = 64;
+
+/// Key of the session advisory lock that serialises migrations of one backend.
+const MIGRATION_LOCK: i64 = 0x6d65_7a7a_0001;
+
+/// The name of a shard's cells table: `cells_` and the shard number on four digits.
+pub fn cells_table(shard: u32) -> String {
+    format!("cells_{shard:04}")
+}
+
+/// The DDL of one shard's cells table, exactly as go-mezzanine lays it out.
+pub fn cells_table_ddl(shard: u32) -> String {
+    let t = cells_table(shard);
+    format!(
+        "CREATE TABLE {t} (\
+           added_id BIGSERIAL PRIMARY KEY, \
+           row_key UUID NOT NULL, \
+           column_name TEXT NOT NULL, \
+           ref_key BIGINT NOT NULL, \
+           body JSONB NOT NULL, \
+           created_at TIMESTAMPTZ NOT NULL DEFAULT now(), \
+           CONSTRAINT {t}_cell_key UNIQUE (row_key, column_name, ref_key));\n\
+         CREATE INDEX {t}_row_col_ref ON {t} (row_key, column_name, ref_key DESC);\n\
+         CREATE INDEX {t}_col_added ON {t} (column_name, added_id);\n\
+         CREATE INDEX {t}_col_created ON {t} (column_name, created_at);\n"
+    )
+}
+
+const META_DDL: &str = "\
+CREATE TABLE IF NOT EXISTS mezzanine_schema (
+    id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    version INT NOT NULL,
+    num_shards INT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS mezzanine_shard_state (
+    shard INT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('active', 'importing', 'frozen', 'retired')),
+    epoch BIGINT NOT NULL DEFAULT 1,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());";
+
+/// What the start-up migration found and did on one backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The schema was current: nothing was changed (one round trip).
+    pub warm: bool,
+    /// Cells tables created now.
+    pub created_tables: usize,
+    /// Cells tables that existed already (go-mezzanine's, or an earlier run's) and were adopted.
+    pub adopted_tables: usize,
+    /// Shards this backend marks active although the configured map gives them elsewhere.
+    pub foreign_active: Vec<u32>,
+}
+
+/// Makes sure `backend` holds `shards` ready for traffic. When the layout is current this is a
+/// single query; otherwise the missing tables and metadata are created, in batches, under an
+/// advisory lock so that nodes starting together do not race.
+pub async fn prepare_backend(
+    backend: &Backend,
+    num_shards: u32,
+    shards: &[u32],
+) -> Result<MigrationReport, StorageError> {
+    let layout = |message: String| StorageError::Layout {
+        backend: backend.name().to_owned(),
+        message,
+    };
+    let mut lease = backend.lease().await?;
+    let current = lease
+        .query(
+            "SELECT version, num_shards, \
+                    ARRAY(SELECT shard FROM mezzanine_shard_state WHERE state = 'active' ORDER BY shard) \
+             FROM mezzanine_schema",
+            &[],
+        )
+        .await;
+    let mut active: BTreeSet<u32> = BTreeSet::new();
+    let mut version = None;
+    match current {
+        Ok(rows) => {
+            if let Some(row) = rows.first() {
+                let v: i32 = row.try_get(0).map_err(|e| layout(e.to_string()))?;
+                let n: i32 = row.try_get(1).map_err(|e| layout(e.to_string()))?;
+                let a: Vec<i32> = row.try_get(2).map_err(|e| layout(e.to_string()))?;
+                if n as u32 != num_shards {
+                    return Err(layout(format!(
+                        "this database was laid out for NUM_SHARDS={n}, but NUM_SHARDS={num_shards} was given; \
+                         the shard of every row key depends on it, so mezzanine refuses to start"
+                    )));
+                }
+                if v > SCHEMA_VERSION {
+                    return Err(layout(format!(
+                        "the schema version is {v}, newer than this mezzanine understands ({SCHEMA_VERSION}): upgrade mezzanine"
+                    )));
+                }
+                version = Some(v);
+                active = a.into_iter().map(|s| s as u32).collect();
+            }
+        }
+        Err(StorageError::Database { code, .. }) if code == "42P01" => {} // no metadata yet
+        Err(e) => return Err(e),
+    }
+    let wanted: BTreeSet<u32> = shards.iter().copied().collect();
+    let foreign_active: Vec<u32> = active.difference(&wanted).copied().collect();
+    if version == Some(SCHEMA_VERSION) && wanted.is_subset(&active) {
+        return Ok(MigrationReport {
+            warm: true,
+            foreign_active,
+            ..Default::default()
+        });
+    }
+
+    // Cold or partial: create what is missing.
+    lease.extend(Duration::from_secs(600));
+    lease
+        .query(
+            "SELECT pg_advisory_lock($1)",
+            &[(&MIGRATION_LOCK, Type::INT8)],
+        )
+        .await?;
+    let result = migrate(&mut lease, num_shards, &wanted).await;
+    let unlock = lease
+        .query(
+            "SELECT pg_advisory_unlock($1)",
+            &[(&MIGRATION_LOCK, Type::INT8)],
+        )
+        .await;
+    let (created_tables, adopted_tables) = result?;
+    unlock?;
+    Ok(MigrationReport {
+        warm: false,
+        created_tables,
+        adopted_tables,
+        foreign_active,
+    })
+}
+
+async fn migrate(
+    lease: &mut crate::backend::Lease<'_>,
+    num_shards: u32,
+    wanted: &BTreeSet<u32>,
+) -> Result<(usize, usize), StorageError> {
+    lease.batch_execute(META_DDL).await?;
+    let rows = lease
+        .query(
+            "SELECT c.relname::text FROM pg_class c \
+             WHERE c.relnamespace = current_schema()::regnamespace \
+               AND c.relkind IN ('r', 'p') AND c.relname ~ '^cells_[0-9]{4,}$'",
+            &[],
+        )
+        .await?;
+    let existing: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get::<_, String>(0).ok())
+        .collect();
+    let missing: Vec<u32> = wanted
+        .iter()
+        .copied()
+        .filter(|&s| !existing.contains(&cells_table(s)))
+        .collect();
+    for chunk in missing.chunks(CREATE_CHUNK) {
+        let mut sql = String::new();
+        for &s in chunk {
+            let _ = write!(sql, "{}", cells_table_ddl(s));
+        }
+        lease.batch_execute(&sql).await?;
+    }
+    let shards: Vec<i32> = wanted.iter().map(|&s| s as i32).collect();
+    lease
+        .query(
+            "INSERT INTO mezzanine_shard_state (shard, state) SELECT unnest($1::int4[]), 'active' \
+             ON CONFLICT (shard) DO NOTHING",
+            &[(&shards, Type::INT4_ARRAY)],
+        )
+        .await?;
+    let n = num_shards as i32;
+    lease
+        .query(
+            "INSERT INTO mezzanine_schema (id, version, num_shards) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, updated_at = now()",
+            &[(&SCHEMA_VERSION, Type::INT4), (&n, Type::INT4)],
+        )
+        .await?;
+    Ok((missing.len(), wanted.len() - missing.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_padded_to_four_digits() {
+        assert_eq!(cells_table(7), "cells_0007");
+        assert_eq!(cells_table(4095), "cells_4095");
+    }
+
+    #[test]
+    fn ddl_has_the_go_mezzanine_shape() {
+        let ddl = cells_table_ddl(7);
+        for part in [
+            "added_id BIGSERIAL PRIMARY KEY",
+            "row_key UUID NOT NULL",
+            "column_name TEXT NOT NULL",
+            "ref_key BIGINT NOT NULL",
+            "body JSONB NOT NULL",
+            "created_at TIMESTAMPTZ NOT NULL DEFAULT now()",
+            "UNIQUE (row_key, column_name, ref_key)",
+            "ON cells_0007 (row_key, column_name, ref_key DESC)",
+            "ON cells_0007 (column_name, added_id)",
+            "ON cells_0007 (column_name, created_at)",
+        ] {
+            assert!(ddl.contains(part), "missing {part}");
+        }
+    }
+}
