@@ -104,6 +104,9 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             .set(h.pool_max as f64);
         metrics::gauge!("mezzanine_pool_waiting", "backend" => b).set(h.pool_waiting as f64);
     }
+    if let Some(rss) = resident_memory_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -144,4 +147,11 @@ pub async fn openapi() -> Response {
         ApiDoc::openapi().to_json().unwrap_or_default(),
     )
         .into_response()
+}
+
+/// This process's resident set size, from /proc (Linux).
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
