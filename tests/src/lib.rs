@@ -1,1 +1,256 @@
-//! test harness
+//! The test harness: real PostgreSQL servers and real mezzanine servers, no mocks.
+//!
+//! - [`shared_pg`]: two throwaway PostgreSQL servers started once per test binary (from the
+//!   installed binaries, as the `postgres` user when root; see `mezzanine-pgcluster`), torn
+//!   down by their watchdogs when the binary exits, however it exits.
+//! - [`fresh_databases`]: new, empty databases for one test, spread over the shared servers,
+//!   so tests running in parallel never see each other's data.
+//! - [`TestServer`]: a mezzanine server on an ephemeral port inside the test process.
+//! - Fault tests that stop, kill or pause a server use [`dedicated_pg`] servers of their own.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use mezzanine_core::ShardMap;
+use mezzanine_pgcluster::{start_temp_servers, PgInstall, PgServer};
+use mezzanine_server::{http, AppState, ServeConfig, Server, StartError};
+
+static SHARED: OnceLock<Vec<PgServer>> = OnceLock::new();
+static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn install() -> PgInstall {
+    match PgInstall::locate() {
+        Ok(i) => i,
+        Err(e) => panic!("the tests need PostgreSQL server binaries: {e}"),
+    }
+}
+
+/// The PostgreSQL servers shared by the tests of this binary (started on first use).
+pub fn shared_pg() -> &'static [PgServer] {
+    SHARED.get_or_init(|| match start_temp_servers(&install(), 2) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start the test PostgreSQL servers: {e}"),
+    })
+}
+
+/// Throwaway PostgreSQL servers owned by one test (for stopping, killing or pausing them).
+pub fn dedicated_pg(n: usize) -> Vec<PgServer> {
+    match start_temp_servers(&install(), n) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start dedicated PostgreSQL servers: {e}"),
+    }
+}
+
+/// Runs SQL against a database URL (for set-up and inspection by tests).
+pub async fn sql(url: &str, statements: &str) {
+    let client = connect(url).await;
+    if let Err(e) = client.batch_execute(statements).await {
+        panic!("SQL failed on {url}: {e}\n{statements}");
+    }
+}
+
+/// A plain connection to a database (its driver task runs in the background).
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) => panic!("cannot connect to {url}: {e}"),
+    };
+    tokio::spawn(conn);
+    client
+}
+
+/// Creates a new empty database on `server` and returns its URL.
+pub async fn create_database(server: &PgServer) -> String {
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        DB_SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = connect(&server.url("postgres")).await;
+    let mut attempt = 0;
+    loop {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("CREATE DATABASE {name} failed ({e}), retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot create database {name}: {e}"),
+        }
+    }
+    server.url(&name)
+}
+
+/// `n` new databases on the shared servers, alternating between them.
+pub async fn fresh_databases(n: usize) -> Vec<String> {
+    let servers = shared_pg();
+    let mut urls = Vec::with_capacity(n);
+    for i in 0..n {
+        urls.push(create_database(&servers[i % servers.len()]).await);
+    }
+    urls
+}
+
+/// The server configuration with every default, listening on an ephemeral local port.
+pub fn default_config() -> ServeConfig {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+    let mut c = match <Defaults as clap::Parser>::try_parse_from(["mezzanine"]) {
+        Ok(d) => d.config,
+        Err(e) => panic!("default configuration does not parse: {e}"),
+    };
+    c.host = "127.0.0.1".into();
+    c.port = 0;
+    c
+}
+
+/// An even shard map over the given database URLs (backends named db1, db2, …).
+pub fn even_map(urls: &[String], num_shards: u32) -> ShardMap {
+    let named: Vec<(String, String)> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (format!("db{}", i + 1), u.clone()))
+        .collect();
+    match ShardMap::even_split(&named, num_shards) {
+        Ok(m) => m,
+        Err(e) => panic!("bad test map: {e}"),
+    }
+}
+
+/// A mezzanine server running inside the test process.
+pub struct TestServer {
+    pub base: String,
+    pub state: Arc<AppState>,
+    pub startup: Duration,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server over `map` with `config`.
+    pub async fn try_start(
+        mut config: ServeConfig,
+        map: ShardMap,
+    ) -> Result<TestServer, StartError> {
+        config.num_shards = map.num_shards();
+        let (read, idle, write) = (
+            config.http_read_timeout,
+            config.http_idle_timeout,
+            config.http_write_timeout,
+        );
+        let server = Server::start_with_map(config, map).await?;
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("cannot bind: {e}"),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = server.router();
+        let task = tokio::spawn(async move {
+            let _ = http::serve(listener, app, read, idle, write, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Ok(TestServer {
+            base: format!("http://{addr}"),
+            state: server.state,
+            startup: server.startup,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Starts a server over `map` with `config`, panicking if it cannot.
+    pub async fn start(config: ServeConfig, map: ShardMap) -> TestServer {
+        match TestServer::try_start(config, map).await {
+            Ok(s) => s,
+            Err(e) => panic!("server did not start: {e}"),
+        }
+    }
+
+    /// A server over `backends` fresh databases with `num_shards` shards and default settings.
+    pub async fn fresh(backends: usize, num_shards: u32) -> (TestServer, Vec<String>) {
+        let urls = fresh_databases(backends).await;
+        let server = TestServer::start(default_config(), even_map(&urls, num_shards)).await;
+        (server, urls)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits for the server to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    match reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("no HTTP client: {e}"),
+    }
+}
+
+/// A cell body for `POST /v1/cells`.
+pub fn cell(
+    row_key: &uuid::Uuid,
+    column: &str,
+    ref_key: i64,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({"row_key": row_key.to_string(), "column_name": column, "ref_key": ref_key, "body": body})
+}
+
+/// Posts JSON and returns the status and the parsed answer.
+pub async fn post_json(
+    c: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = match c.post(url).json(body).send().await {
+        Ok(r) => r,
+        Err(e) => panic!("POST {url}: {e}"),
+    };
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Gets a URL and returns the status and the parsed answer.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let resp = match c.get(url).send().await {
+        Ok(r) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}

@@ -508,9 +508,7 @@ pub fn parse_partition_query(
     };
     let from = match read_type {
         Some(2) => Some(PartitionRead::AfterAddedId(added_id.unwrap_or(0))),
-        Some(1) => Some(PartitionRead::AfterCreatedAt(
-            created_after.unwrap_or(DateTime::<Utc>::MIN_UTC),
-        )),
+        Some(1) => Some(PartitionRead::AfterCreatedAt(created_after)),
         Some(other) => {
             errors.push(FieldError::new(
                 "query.read_type",
@@ -559,7 +557,8 @@ pub async fn partition_read(
 
 /// The number of shards.
 #[utoipa::path(get, path = "/v1/shards/count", tag = "shards", operation_id = "shard-count",
-    responses((status = 200, description = "The number of shards", body = ShardCountResponse)))]
+    responses((status = 200, description = "The number of shards", body = ShardCountResponse),
+        (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
 pub async fn shard_count(State(st): State<Arc<AppState>>) -> Json<ShardCountResponse> {
     Json(ShardCountResponse {
         num_shards: st.num_shards(),

@@ -37,7 +37,8 @@ pub struct LiveResponse {
 }
 
 #[utoipa::path(get, path = "/v1/livez", tag = "health", operation_id = "livez",
-    responses((status = 200, description = "The process is alive", body = LiveResponse)))]
+    responses((status = 200, description = "The process is alive", body = LiveResponse),
+        (status = "default", description = "Error", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn livez() -> Json<LiveResponse> {
     Json(LiveResponse { status: "ok" })
 }
@@ -70,7 +71,8 @@ fn health_of(st: &AppState) -> (StatusCode, HealthResponse) {
 /// Readiness with per-backend status and probe latency; 503 when a backend is down.
 #[utoipa::path(get, path = "/v1/readyz", tag = "health", operation_id = "readyz",
     responses((status = 200, description = "Every backend is up", body = HealthResponse),
-              (status = 503, description = "A backend is down", body = HealthResponse)))]
+              (status = 503, description = "A backend is down", body = HealthResponse),
+        (status = "default", description = "Error", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     let (status, body) = health_of(&st);
     (status, Json(body)).into_response()
@@ -79,7 +81,8 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 /// Health check (go-mezzanine's), with per-backend status; 503 when a backend is down.
 #[utoipa::path(get, path = "/v1/health", tag = "health", operation_id = "health-check",
     responses((status = 200, description = "OK", body = HealthResponse),
-              (status = 503, description = "A backend is down", body = HealthResponse)))]
+              (status = 503, description = "A backend is down", body = HealthResponse),
+        (status = "default", description = "Error", body = crate::problem::Problem, content_type = "application/problem+json")))]
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {
     readyz(State(st)).await
 }

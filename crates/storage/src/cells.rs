@@ -49,8 +49,9 @@ pub enum WriteOutcome {
 pub enum PartitionRead {
     /// Cells with `added_id` greater than this, in `added_id` order.
     AfterAddedId(i64),
-    /// Cells created after this instant, in `created_at` (then `added_id`) order.
-    AfterCreatedAt(DateTime<Utc>),
+    /// Cells created after this instant (all cells when `None`), in `created_at` (then
+    /// `added_id`) order.
+    AfterCreatedAt(Option<DateTime<Utc>>),
 }
 
 const CELL_COLUMNS: &str = "added_id, row_key, column_name, ref_key, body::text, created_at";
@@ -291,12 +292,18 @@ pub async fn partition_read(
                 .query(&sql, &[(&id, Type::INT8), (&limit, Type::INT8)])
                 .await?
         }
-        PartitionRead::AfterCreatedAt(at) => {
-            let sql =
-                format!("SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $1 ORDER BY created_at, added_id LIMIT $2");
+        PartitionRead::AfterCreatedAt(Some(at)) => {
+            let sql = format!(
+                "SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $1 ORDER BY created_at, added_id LIMIT $2"
+            );
             lease
                 .query(&sql, &[(&at, Type::TIMESTAMPTZ), (&limit, Type::INT8)])
                 .await?
+        }
+        PartitionRead::AfterCreatedAt(None) => {
+            let sql =
+                format!("SELECT {CELL_COLUMNS} FROM {t} ORDER BY created_at, added_id LIMIT $1");
+            lease.query(&sql, &[(&limit, Type::INT8)]).await?
         }
     };
     cells_from(&rows, backend)
