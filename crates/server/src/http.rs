@@ -62,12 +62,15 @@ async fn problems_everywhere(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_problem = resp
+    // Problems, and deliberate JSON answers such as readyz's 503, pass through.
+    let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/problem+json"));
-    if is_problem {
+        .is_some_and(|ct| {
+            ct.starts_with("application/problem+json") || ct.starts_with("application/json")
+        });
+    if is_json {
         return resp;
     }
     let (parts, body) = resp.into_parts();

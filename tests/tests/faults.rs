@@ -1,0 +1,167 @@
+//! Failure isolation: a backend that is stopped or hung affects only its own shards. Those
+//! answer 503 with Retry-After within DB_QUERY_TIMEOUT, then fail fast while it stays bad;
+//! other shards keep serving; service resumes by itself when the backend returns.
+
+use std::time::{Duration, Instant};
+
+use mezzanine_core::shard_for_row_key;
+use mezzanine_e2e::*;
+use mezzanine_pgcluster::PgServer;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const SHARDS: u32 = 8; // db1: 0-3, db2: 4-7
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn key_on(backend: usize) -> Uuid {
+    std::iter::repeat_with(Uuid::new_v4)
+        .find(|u| (shard_for_row_key(u, SHARDS) as usize) / 4 == backend)
+        .unwrap()
+}
+
+async fn timed_get(c: &reqwest::Client, url: &str) -> (u16, Option<String>, Value, Duration) {
+    let t = Instant::now();
+    let resp = c.get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, retry, body, t.elapsed())
+}
+
+enum Fault {
+    Stop,
+    Pause,
+}
+
+async fn isolation(fault: Fault) {
+    let mut servers: Vec<PgServer> = tokio::task::spawn_blocking(|| dedicated_pg(2))
+        .await
+        .unwrap();
+    let urls = vec![
+        create_database(&servers[0]).await,
+        create_database(&servers[1]).await,
+    ];
+    let mut cfg = default_config();
+    cfg.db_query_timeout = QUERY_TIMEOUT;
+    cfg.db_health_check_period = Duration::from_millis(500);
+    let srv = TestServer::start(cfg, even_map(&urls, SHARDS)).await;
+    let c = client();
+    let (good, bad) = (key_on(0), key_on(1));
+    for k in [good, bad] {
+        let (s, _) = post_json(
+            &c,
+            &srv.url("/v1/cells"),
+            &cell(&k, "c", 1, json!("before")),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    let bad_url = srv.url(&format!("/v1/cells/{bad}/c"));
+    let good_url = srv.url(&format!("/v1/cells/{good}/c"));
+
+    let mut sick = servers.remove(1);
+    sick = tokio::task::spawn_blocking(move || {
+        match fault {
+            Fault::Stop => sick.stop().unwrap(),
+            Fault::Pause => sick.pause().unwrap(),
+        }
+        sick
+    })
+    .await
+    .unwrap();
+
+    // First request to the sick backend: 503 with Retry-After within the query timeout.
+    let (s, retry, body, took) = timed_get(&c, &bad_url).await;
+    assert_eq!(s, 503, "{body}");
+    assert!(retry.is_some(), "Retry-After missing");
+    assert_eq!(body["status"], 503);
+    assert!(
+        took < QUERY_TIMEOUT + Duration::from_millis(700),
+        "first failure took {took:?}"
+    );
+    // Then it fails fast while the backend stays bad, for reads and writes.
+    for _ in 0..5 {
+        let (s, retry, _, took) = timed_get(&c, &bad_url).await;
+        assert_eq!(s, 503);
+        assert!(retry.is_some());
+        assert!(took < Duration::from_millis(300), "fail-fast took {took:?}");
+    }
+    let t = Instant::now();
+    let (s, _) = post_json(
+        &c,
+        &srv.url("/v1/cells"),
+        &cell(&bad, "c", 2, json!("during")),
+    )
+    .await;
+    assert_eq!(s, 503);
+    assert!(t.elapsed() < Duration::from_millis(300));
+    // The healthy backend's shards are unaffected.
+    for i in 0..20 {
+        let (s, _, body, took) = timed_get(&c, &good_url).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(
+            took < Duration::from_millis(300),
+            "healthy read took {took:?}"
+        );
+        let (s, _) = post_json(
+            &c,
+            &srv.url("/v1/cells"),
+            &cell(&good, "c", 10 + i, json!(i)),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    let (s, health) = get_json(&c, &srv.url("/v1/readyz")).await;
+    assert_eq!(s, 503);
+    assert_eq!(health["backends"][0]["up"], true);
+    assert_eq!(health["backends"][1]["up"], false);
+    assert!(health["backends"][1]["error"].is_string());
+
+    // The backend comes back: service resumes by itself.
+    let sick = tokio::task::spawn_blocking(move || {
+        let mut sick = sick;
+        match sick.is_paused() {
+            true => sick.resume().unwrap(),
+            false => sick.restart().unwrap(),
+        }
+        sick
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, _, body, _) = timed_get(&c, &bad_url).await;
+        if s == 200 {
+            assert_eq!(body["body"], "before");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {s} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, _) = post_json(
+        &c,
+        &srv.url("/v1/cells"),
+        &cell(&bad, "c", 3, json!("after")),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = get_json(&c, &srv.url("/v1/readyz")).await;
+    assert_eq!(s, 200);
+    drop(srv);
+    tokio::task::spawn_blocking(move || drop((sick, servers)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_backend_affects_only_its_shards() {
+    isolation(Fault::Stop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_backend_affects_only_its_shards() {
+    isolation(Fault::Pause).await;
+}
