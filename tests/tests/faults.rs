@@ -165,3 +165,50 @@ async fn a_stopped_backend_affects_only_its_shards() {
 async fn a_hung_backend_affects_only_its_shards() {
     isolation(Fault::Pause).await;
 }
+
+/// Graceful shutdown: a request in flight when the server is told to stop completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let servers: Vec<PgServer> = tokio::task::spawn_blocking(|| dedicated_pg(1))
+        .await
+        .unwrap();
+    let urls = vec![create_database(&servers[0]).await];
+    let mut cfg = default_config();
+    cfg.db_query_timeout = Duration::from_secs(5);
+    let srv = TestServer::start(cfg, even_map(&urls, SHARDS)).await;
+    let c = client();
+    let url = srv.url("/v1/cells");
+    // Hold the database so that the write is certainly in flight when the stop begins.
+    let servers = tokio::task::spawn_blocking(move || {
+        servers[0].pause().unwrap();
+        servers
+    })
+    .await
+    .unwrap();
+    let row = Uuid::new_v4();
+    let write =
+        tokio::spawn(
+            async move { post_json(&c, &url, &cell(&row, "c", 1, json!("in flight"))).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = srv.base.clone();
+    let stopping = tokio::spawn(srv.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused while the old request is still running.
+    assert!(
+        reqwest::get(format!("{base}/v1/livez")).await.is_err(),
+        "still accepting after stop"
+    );
+    let servers = tokio::task::spawn_blocking(move || {
+        servers[0].resume().unwrap();
+        servers
+    })
+    .await
+    .unwrap();
+    let (s, v) = write.await.unwrap();
+    assert_eq!(s, 201, "{v}");
+    stopping.await.unwrap();
+    tokio::task::spawn_blocking(move || drop(servers))
+        .await
+        .unwrap();
+}

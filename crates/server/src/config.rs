@@ -94,3 +94,86 @@ impl ServeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+
+    #[test]
+    fn every_go_mezzanine_variable_has_a_flag() {
+        let args = [
+            "mezzanine",
+            "--shard-config-path=/etc/m/shards.json",
+            "--num-shards=4096",
+            "--port=9000",
+            "--log-level=debug",
+            "--index-config-path=/etc/m/indexes.json",
+            "--http-read-timeout=2s",
+            "--http-write-timeout=3s",
+            "--http-idle-timeout=1m",
+            "--db-max-conns=7",
+            "--db-min-conns=2",
+            "--db-max-conn-lifetime=10m",
+            "--db-max-conn-idle-time=90s",
+            "--db-health-check-period=250ms",
+            "--db-query-timeout=1500ms",
+            "--trigger-retry-max=9",
+            "--trigger-retry-backoff=2s",
+            "--trigger-rpc-timeout=4s",
+        ];
+        let c = Cli::try_parse_from(args).unwrap().config;
+        assert_eq!(c.num_shards, 4096);
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.db_query_timeout, Duration::from_millis(1500));
+        let p = c.pool_settings();
+        assert_eq!((p.max_conns, p.min_conns), (7, 2));
+        assert_eq!(p.max_conn_idle_time, Some(Duration::from_secs(90)));
+        assert_eq!(c.trigger_retry_max, 9);
+    }
+
+    #[test]
+    fn every_flag_is_bound_to_its_environment_variable() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let envs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for var in [
+            "SHARD_CONFIG_PATH",
+            "NUM_SHARDS",
+            "PORT",
+            "LOG_LEVEL",
+            "INDEX_CONFIG_PATH",
+            "HTTP_READ_TIMEOUT",
+            "HTTP_WRITE_TIMEOUT",
+            "HTTP_IDLE_TIMEOUT",
+            "DB_MAX_CONNS",
+            "DB_MIN_CONNS",
+            "DB_MAX_CONN_LIFETIME",
+            "DB_MAX_CONN_IDLE_TIME",
+            "DB_HEALTH_CHECK_PERIOD",
+            "DB_QUERY_TIMEOUT",
+            "TRIGGER_RETRY_MAX",
+            "TRIGGER_RETRY_BACKOFF",
+            "TRIGGER_RPC_TIMEOUT",
+        ] {
+            assert!(envs.iter().any(|e| e == var), "{var} has no flag");
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_a_message() {
+        let err = Cli::try_parse_from(["mezzanine", "--db-query-timeout=soon"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+    }
+}
