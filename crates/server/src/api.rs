@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -128,16 +129,21 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
     Err(p)
 }
 
-fn read_json(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, Problem> {
+fn read_json(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, Problem> {
     check_content_type(headers)?;
     let bytes = body.map_err(|r| {
         let status = r.status();
-        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is larger than the configured limit (MAX_BODY_BYTES)".to_owned()
-        } else {
-            r.body_text()
-        };
-        Problem::new(status, detail)
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return too_large(limit);
+        }
+        let mut p = Problem::new(status, r.body_text());
+        p.errors
+            .push(FieldError::new("body", "could not be read", None));
+        p
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         let mut p = Problem::new(
@@ -155,6 +161,41 @@ fn read_json(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
         ));
         p
     })
+}
+
+/// 413 for a body over the limit, naming the body.
+pub fn too_large(limit: usize) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)"),
+    );
+    p.errors.push(FieldError::new(
+        "body",
+        format!("must be at most {limit} bytes"),
+        None,
+    ));
+    p
+}
+
+/// Turns a path rejection (invalid percent-encoding or UTF-8) into a problem naming the segment.
+fn path_problem(r: PathRejection) -> Problem {
+    let location = match &r {
+        PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+            ErrorKind::InvalidUtf8InPathParam { key } => Some(format!("path.{key}")),
+            ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+                Some(format!("path.{key}"))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, r.body_text());
+    p.errors.push(FieldError::new(
+        location.unwrap_or_else(|| "path".into()),
+        "must be valid percent-encoded UTF-8",
+        None,
+    ));
+    p
 }
 
 fn cell_response(status: StatusCode, cell: Cell) -> Response {
@@ -191,7 +232,7 @@ pub async fn write_cell(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let v = read_json(&headers, body)?;
+    let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let cell = NewCell::from_json(&v, "body").map_err(Problem::invalid)?;
     let topo = st.topology();
     let shard = shard_for_row_key(&cell.key.row_key, topo.map.num_shards());
@@ -222,7 +263,7 @@ pub async fn write_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let v = read_json(&headers, body)?;
+    let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let Some(obj) = v.as_object() else {
         return Err(Problem::field(FieldError::new(
             "body",
@@ -373,8 +414,9 @@ fn path_key(row_key: &str, column_name: &str) -> Result<(uuid::Uuid, String), Pr
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_cell(
     State(st): State<Arc<AppState>>,
-    Path((row_key, column_name, ref_key)): Path<(String, String, String)>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
+    let Path((row_key, column_name, ref_key)) = path.map_err(path_problem)?;
     let key = path_key(&row_key, &column_name);
     let ref_key = parse_i64(&ref_key, "path.ref_key");
     let ((row_key, column_name), ref_key) = match (key, ref_key) {
@@ -410,8 +452,9 @@ pub async fn get_cell(
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_latest(
     State(st): State<Arc<AppState>>,
-    Path((row_key, column_name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
+    let Path((row_key, column_name)) = path.map_err(path_problem)?;
     let (row_key, column_name) = path_key(&row_key, &column_name)?;
     let topo = st.topology();
     let shard = shard_for_row_key(&row_key, topo.map.num_shards());
@@ -430,8 +473,9 @@ pub async fn get_latest(
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_row(
     State(st): State<Arc<AppState>>,
-    Path(row_key): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
+    let Path(row_key) = path.map_err(path_problem)?;
     let row = parse_row_key(&row_key, "path.row_key").map_err(Problem::field)?;
     let topo = st.topology();
     let shard = shard_for_row_key(&row, topo.map.num_shards());

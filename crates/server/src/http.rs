@@ -42,9 +42,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(middleware::from_fn(crate::metrics::track))
-        .layer(middleware::from_fn(problems_everywhere))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(middleware::from_fn_with_state(cfg.max_body_bytes, refuse_declared_oversize))
+        .layer(middleware::from_fn(problems_everywhere))
+        .layer(middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
@@ -52,6 +53,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Refuses at once a request whose declared `Content-Length` exceeds the body limit, before
+/// any of its body is read (a client must not hold a handler by announcing a huge body).
+async fn refuse_declared_oversize(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => crate::api::too_large(limit).into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// Turns every error answer that is not already a problem (a rejection by the framework, an
