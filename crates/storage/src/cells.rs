@@ -82,6 +82,32 @@ fn cells_from(rows: &[Row], backend: &Backend) -> Result<Vec<Cell>, StorageError
     rows.iter().map(|r| cell_from(r, 0, backend)).collect()
 }
 
+/// Cells as column arrays, bound to `unnest($n::uuid[], $n::text[], $n::int8[], $n::jsonb[])`.
+struct CellArrays<'a> {
+    row_keys: Vec<Uuid>,
+    columns: Vec<&'a str>,
+    ref_keys: Vec<i64>,
+    bodies: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> CellArrays<'a> {
+    fn of(cells: impl Iterator<Item = &'a NewCell>) -> Self {
+        let mut a = CellArrays {
+            row_keys: Vec::new(),
+            columns: Vec::new(),
+            ref_keys: Vec::new(),
+            bodies: Vec::new(),
+        };
+        for c in cells {
+            a.row_keys.push(c.key.row_key);
+            a.columns.push(c.key.column_name.as_str());
+            a.ref_keys.push(c.key.ref_key);
+            a.bodies.push(&c.body);
+        }
+        a
+    }
+}
+
 /// Writes cells that all belong to `shard`, as one statement (one transaction).
 ///
 /// The statement first locks the shard's row in `mezzanine_shard_state` and checks that the
@@ -110,20 +136,17 @@ pub async fn write_cells(
          SELECT (SELECT state FROM s), ins.* FROM (VALUES (1)) AS one(x) LEFT JOIN ins ON true"
     );
     let shard_i = shard as i32;
-    let row_keys: Vec<Uuid> = cells.iter().map(|c| c.key.row_key).collect();
-    let columns: Vec<&str> = cells.iter().map(|c| c.key.column_name.as_str()).collect();
-    let ref_keys: Vec<i64> = cells.iter().map(|c| c.key.ref_key).collect();
-    let bodies: Vec<&serde_json::Value> = cells.iter().map(|c| &c.body).collect();
+    let all = CellArrays::of(cells.iter().copied());
     let mut lease = backend.lease().await?;
     let rows = lease
         .query(
             &sql,
             &[
                 (&shard_i, Type::INT4),
-                (&row_keys, Type::UUID_ARRAY),
-                (&columns, Type::TEXT_ARRAY),
-                (&ref_keys, Type::INT8_ARRAY),
-                (&bodies, Type::JSONB_ARRAY),
+                (&all.row_keys, Type::UUID_ARRAY),
+                (&all.columns, Type::TEXT_ARRAY),
+                (&all.ref_keys, Type::INT8_ARRAY),
+                (&all.bodies, Type::JSONB_ARRAY),
             ],
         )
         .await?;
@@ -162,22 +185,16 @@ pub async fn write_cells(
              JOIN {t} c ON c.row_key = u.r AND c.column_name = u.cn AND c.ref_key = u.k",
             cols = CELL_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
         );
-        let p_rows: Vec<Uuid> = pending.iter().map(|&i| cells[i].key.row_key).collect();
-        let p_cols: Vec<&str> = pending
-            .iter()
-            .map(|&i| cells[i].key.column_name.as_str())
-            .collect();
-        let p_refs: Vec<i64> = pending.iter().map(|&i| cells[i].key.ref_key).collect();
-        let p_bodies: Vec<&serde_json::Value> = pending.iter().map(|&i| &cells[i].body).collect();
+        let p = CellArrays::of(pending.iter().map(|&i| cells[i]));
         let p_idx: Vec<i32> = pending.iter().map(|&i| i as i32).collect();
         let rows = lease
             .query(
                 &sql,
                 &[
-                    (&p_rows, Type::UUID_ARRAY),
-                    (&p_cols, Type::TEXT_ARRAY),
-                    (&p_refs, Type::INT8_ARRAY),
-                    (&p_bodies, Type::JSONB_ARRAY),
+                    (&p.row_keys, Type::UUID_ARRAY),
+                    (&p.columns, Type::TEXT_ARRAY),
+                    (&p.ref_keys, Type::INT8_ARRAY),
+                    (&p.bodies, Type::JSONB_ARRAY),
                     (&p_idx, Type::INT4_ARRAY),
                 ],
             )
