@@ -1,0 +1,209 @@
+//! `mezzanine dev` as a user runs it: zero configuration, data kept across restarts, a second
+//! node joining through mezzanine.env, and nothing left running after SIGINT or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(args: &[&str], envs: &[(String, String)], log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(base: &str, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/v1/readyz")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "exited early ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The postmaster pids of the servers under `dir` (from their postmaster.pid files).
+fn postmasters(dir: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("postmaster.pid")) {
+            if let Some(pid) = text.lines().next().and_then(|l| l.trim().parse().ok()) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+fn stop(child: &mut Child, signal: Signal, pids: &[i32], log: &Path) {
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "dev did not stop on {signal}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let left: Vec<_> = pids.iter().filter(|&&p| running(p)).collect();
+    assert!(
+        left.is_empty(),
+        "PostgreSQL left running after {signal}: {left:?}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn env_file(dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(dir.join("mezzanine.env"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("mz-dev-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = std::env::temp_dir().join(format!("mz-dev-{}.log", std::process::id()));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let args = [
+        "dev",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--num-shards",
+        "16",
+        "--spare",
+        "1",
+    ];
+    let c = reqwest::Client::new();
+
+    let mut dev = spawn(&args, &[], &log);
+    wait_ready(&base, &mut dev, &log).await;
+    let env = env_file(&dir);
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("NUM_SHARDS"), "16");
+    assert!(
+        get("MEZZANINE_SPARE_BACKENDS").starts_with("spare1=postgres://"),
+        "{env:?}"
+    );
+    let shards: Value =
+        serde_json::from_str(&std::fs::read_to_string(get("SHARD_CONFIG_PATH")).unwrap()).unwrap();
+    assert_eq!(shards["backends"].as_array().unwrap().len(), 2);
+    let row = uuid::Uuid::new_v4();
+    let cell = json!({"row_key": row.to_string(), "column_name": "c", "ref_key": 1, "body": {"kept": true}});
+    let r = c
+        .post(format!("{base}/v1/cells"))
+        .json(&cell)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // A second node joins with mezzanine.env and serves the same cells.
+    let port2 = free_port();
+    let mut envs = env.clone();
+    envs.push(("PORT".into(), port2.to_string()));
+    envs.push(("HOST".into(), "127.0.0.1".into()));
+    let log2 = log.with_extension("node2.log");
+    let mut node2 = spawn(&["serve"], &envs, &log2);
+    let base2 = format!("http://127.0.0.1:{port2}");
+    wait_ready(&base2, &mut node2, &log2).await;
+    let r = c
+        .get(format!("{base2}/v1/cells/{row}/c/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let logged = std::fs::read_to_string(&log2).unwrap();
+    assert!(
+        logged
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "serve logs JSON lines:\n{logged}"
+    );
+    stop(&mut node2, Signal::SIGTERM, &[], &log2);
+
+    let pids = postmasters(&dir);
+    assert_eq!(pids.len(), 3, "two backends and one spare");
+    stop(&mut dev, Signal::SIGINT, &pids, &log);
+
+    // Again on the same folder: the data is there; SIGTERM stops everything too.
+    let mut dev = spawn(&args, &[], &log);
+    wait_ready(&base, &mut dev, &log).await;
+    let got: Value = c
+        .get(format!("{base}/v1/cells/{row}/c/1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["body"], json!({"kept": true}));
+    let pids = postmasters(&dir);
+    stop(&mut dev, Signal::SIGTERM, &pids, &log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_postgresql_dev_says_what_to_install() {
+    let dir = std::env::temp_dir().join(format!("mz-nopg-{}", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["dev", "--data-dir", dir.to_str().unwrap()])
+        .env("PG_BIN_DIR", "/nonexistent/pg/bin")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("apt-get install postgresql"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
