@@ -325,10 +325,10 @@ impl Backend {
                     return;
                 };
                 backend.maintain_pool();
-                let result = backend.probe().await;
-                if let Err(e) = &result {
-                    backend.mark_down(&e.to_string());
-                } else {
+                // A failed probe has marked the backend down itself when the failure was about
+                // reachability; a probe that only waited for a busy pool leaves it up, so that
+                // load never turns into an outage.
+                if backend.probe().await.is_ok() {
                     backend.top_up().await;
                 }
                 let period = if backend.is_up() {
