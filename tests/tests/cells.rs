@@ -456,3 +456,37 @@ async fn body_limit_is_configurable_and_answers_413() {
     let (s, _) = post_json(&c, &srv.url("/v1/cells"), &small).await;
     assert_eq!(s, 201);
 }
+
+#[tokio::test]
+async fn bodies_keep_every_digit_and_character() {
+    let (srv, _) = TestServer::fresh(1, 4).await;
+    let c = client();
+    let row = Uuid::new_v4();
+    let raw = format!(
+        r#"{{"row_key":"{row}","column_name":"c","ref_key":1,"body":{{"big":123456789012345678901234567890,"pi":3.14159265358979323846264338327950288,"tiny":1e-30,"neg":-0.5,"s":"héllo \ud83d\ude00 \"q\"","nested":[[],{{}},null,true]}}}}"#
+    );
+    let resp = c
+        .post(srv.url("/v1/cells"))
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let text = c
+        .get(srv.url(&format!("/v1/cells/{row}/c/1")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for exact in [
+        "123456789012345678901234567890",
+        "3.14159265358979323846264338327950288",
+        "\"héllo 😀 \\\"q\\\"\"",
+        "[[], {}, null, true]",
+    ] {
+        assert!(text.contains(exact), "{exact} not kept in {text}");
+    }
+}
