@@ -212,3 +212,28 @@ async fn shutdown_lets_requests_in_flight_finish() {
         .await
         .unwrap();
 }
+
+/// A pool whose connections are all busy answers "unavailable" for that request but does not
+/// mark a healthy backend down: load must never turn into an outage.
+#[tokio::test]
+async fn a_busy_pool_is_load_not_an_outage() {
+    let urls = fresh_databases(1).await;
+    let settings = mezzanine_storage::PoolSettings {
+        max_conns: 1,
+        query_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let backend = mezzanine_storage::Backend::new("db1", &urls[0], settings).unwrap();
+    let held = backend.lease().await.unwrap();
+    let t = Instant::now();
+    let second = backend.lease().await;
+    assert!(matches!(
+        second,
+        Err(mezzanine_storage::StorageError::Unavailable { .. })
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(backend.is_up(), "a busy pool marked the backend down");
+    drop(held);
+    let lease = backend.lease().await.unwrap();
+    lease.query("SELECT 1", &[]).await.unwrap();
+}

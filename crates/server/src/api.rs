@@ -1,6 +1,6 @@
 //! The `/v1` cell API, compatible with go-mezzanine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
 use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
+use mezzanine_storage::Backend;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -250,6 +251,17 @@ pub async fn write_cell(
     }
 }
 
+/// Gives every cell of a group the same problem.
+fn fill_error(results: &mut [Option<BatchResult>], group: &[(usize, &NewCell)], p: &Problem) {
+    for (i, _) in group {
+        results[*i] = Some(BatchResult {
+            status: p.status,
+            cell: None,
+            error: Some(p.clone()),
+        });
+    }
+}
+
 /// Write up to 1000 cells: grouped by shard, one transaction per shard, one result per input
 /// cell in input order.
 #[utoipa::path(post, path = "/v1/cells/batch", tag = "cells", operation_id = "write-cells-batch",
@@ -322,59 +334,64 @@ pub async fn write_batch(
             })),
         }
     }
-    let mut groups: HashMap<u32, Vec<(usize, &NewCell)>> = HashMap::new();
+    // Group by shard, then by the backend serving each shard: a backend's shard groups go
+    // out together on one connection, each group its own transaction.
+    let mut by_shard: BTreeMap<u32, Vec<(usize, &NewCell)>> = BTreeMap::new();
     for (i, c) in &parsed {
-        groups
+        by_shard
             .entry(shard_for_row_key(&c.key.row_key, n))
             .or_default()
             .push((*i, c));
     }
-    let work = groups.into_iter().map(|(shard, group)| {
-        let topo = &topo;
-        async move {
-            let cells_in: Vec<&NewCell> = group.iter().map(|(_, c)| *c).collect();
-            let outcome = match topo.backend_for(shard) {
-                Ok(backend) => cells::write_cells(backend, shard, &cells_in)
-                    .await
-                    .map_err(Problem::from),
-                Err(p) => Err(p),
-            };
-            (shard, group, outcome)
+    type Groups<'c> = Vec<(u32, Vec<(usize, &'c NewCell)>)>;
+    let mut per_backend: HashMap<&str, (&Arc<Backend>, Groups)> = HashMap::new();
+    for (shard, group) in by_shard {
+        match topo.backend_for(shard) {
+            Ok(b) => per_backend
+                .entry(b.name())
+                .or_insert_with(|| (b, Vec::new()))
+                .1
+                .push((shard, group)),
+            Err(p) => fill_error(&mut results, &group, &p),
         }
-    });
-    for (shard, group, outcome) in futures::future::join_all(work).await {
-        match outcome {
-            Ok(outcomes) => {
-                metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
-                    .increment(group.len() as u64);
-                for ((i, _), o) in group.iter().zip(outcomes) {
-                    results[*i] = Some(match o {
-                        WriteOutcome::Created(c) => BatchResult {
-                            status: 201,
-                            cell: Some(c),
-                            error: None,
-                        },
-                        WriteOutcome::Existing(c) => BatchResult {
-                            status: 200,
-                            cell: Some(c),
-                            error: None,
-                        },
-                        WriteOutcome::Conflict(c) => BatchResult {
-                            status: 409,
-                            error: Some(conflict(&c)),
-                            cell: None,
-                        },
-                    });
+    }
+    let work = per_backend
+        .into_values()
+        .map(|(backend, groups)| async move {
+            let inputs: Vec<(u32, Vec<&NewCell>)> = groups
+                .iter()
+                .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
+                .collect();
+            let outcomes = cells::write_shard_groups(backend, &inputs).await;
+            (groups, outcomes)
+        });
+    for (groups, outcomes) in futures::future::join_all(work).await {
+        for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(outcomes) => {
+                    metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
+                        .increment(group.len() as u64);
+                    for ((i, _), o) in group.iter().zip(outcomes) {
+                        results[*i] = Some(match o {
+                            WriteOutcome::Created(c) => BatchResult {
+                                status: 201,
+                                cell: Some(c),
+                                error: None,
+                            },
+                            WriteOutcome::Existing(c) => BatchResult {
+                                status: 200,
+                                cell: Some(c),
+                                error: None,
+                            },
+                            WriteOutcome::Conflict(c) => BatchResult {
+                                status: 409,
+                                error: Some(conflict(&c)),
+                                cell: None,
+                            },
+                        });
+                    }
                 }
-            }
-            Err(p) => {
-                for (i, _) in &group {
-                    results[*i] = Some(BatchResult {
-                        status: p.status,
-                        cell: None,
-                        error: Some(p.clone()),
-                    });
-                }
+                Err(e) => fill_error(&mut results, &group, &Problem::from(e)),
             }
         }
     }

@@ -8,6 +8,7 @@
 //! connections.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -125,7 +126,8 @@ impl Backend {
         };
         let mut config =
             tokio_postgres::Config::from_str(database_url).map_err(|e| bad(e.to_string()))?;
-        let connect_timeout = settings.query_timeout.min(Duration::from_secs(10));
+        let connect_timeout =
+            (settings.query_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
         config.connect_timeout(connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
@@ -142,7 +144,7 @@ impl Backend {
         let pool = Pool::builder(manager)
             .max_size(settings.max_conns.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(settings.query_timeout))
+            .wait_timeout(None)
             .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(connect_timeout))
             .build()
@@ -249,13 +251,16 @@ impl Backend {
     }
 
     async fn lease_unchecked(&self) -> Result<Lease<'_>, StorageError> {
-        let deadline = tokio::time::Instant::now() + self.settings.query_timeout;
-        let obj = match timeout_at(deadline, self.pool.get()).await {
+        // Waiting for a free connection is bounded by the query timeout but never marks the
+        // backend down (all connections busy means load, not sickness); a connection attempt
+        // that fails or hangs (the pool's create timeout, shorter than the query timeout) does.
+        let waited = tokio::time::Instant::now() + self.settings.query_timeout;
+        let obj = match timeout_at(waited, self.pool.get()).await {
             Ok(Ok(obj)) => obj,
             Ok(Err(deadpool_postgres::PoolError::Timeout(
                 deadpool_postgres::TimeoutType::Wait,
-            ))) => {
-                // Every connection is busy: the backend is slow or overloaded, not known down.
+            )))
+            | Err(_) => {
                 return Err(self.unavailable("no free connection within the query timeout"));
             }
             Ok(Err(e)) => {
@@ -263,17 +268,14 @@ impl Backend {
                 self.mark_down(&reason);
                 return Err(self.unavailable(reason));
             }
-            Err(_) => {
-                let reason = "no connection within the query timeout".to_owned();
-                self.mark_down(&reason);
-                return Err(self.unavailable(reason));
-            }
         };
+        // The statements' own time starts now.
+        let deadline = tokio::time::Instant::now() + self.settings.query_timeout;
         Ok(Lease {
             backend: self,
             obj: Some(obj),
             deadline,
-            in_flight: false,
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -281,7 +283,7 @@ impl Backend {
     /// down by the result and returns the round-trip time.
     pub async fn probe(&self) -> Result<Duration, StorageError> {
         let started = Instant::now();
-        let mut lease = self.lease_unchecked().await?;
+        let lease = self.lease_unchecked().await?;
         lease.query("SELECT 1", &[]).await?;
         let latency = started.elapsed();
         self.mark_up(latency);
@@ -376,11 +378,16 @@ fn describe_pool_error(e: &deadpool_postgres::PoolError) -> String {
 }
 
 /// A connection taken from a backend's pool for one bounded operation.
+///
+/// Statements may run concurrently on one lease (`&self`): tokio-postgres pipelines them on
+/// the connection, each still its own statement and, outside an explicit transaction, its
+/// own transaction. All must finish within the query timeout from when the connection was
+/// obtained. A lease with a statement that did not complete is discarded on drop.
 pub struct Lease<'a> {
     backend: &'a Backend,
     obj: Option<Object>,
     deadline: tokio::time::Instant,
-    in_flight: bool,
+    in_flight: AtomicUsize,
 }
 
 impl Lease<'_> {
@@ -392,19 +399,18 @@ impl Lease<'_> {
 
     /// Runs one statement with typed parameters in a single round trip.
     pub async fn query(
-        &mut self,
+        &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, StorageError> {
-        let deadline = self.deadline;
-        self.in_flight = true;
-        let result = timeout_at(deadline, self.client()?.query_typed(sql, params)).await;
+        self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+        let result = timeout_at(self.deadline, self.client()?.query_typed(sql, params)).await;
         self.finish(result)
     }
 
     /// Runs statements given as one string (simple protocol, no parameters): DDL only.
-    pub async fn batch_execute(&mut self, sql: &str) -> Result<(), StorageError> {
-        self.in_flight = true;
+    pub async fn batch_execute(&self, sql: &str) -> Result<(), StorageError> {
+        self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
         let result = timeout_at(self.deadline, self.client()?.batch_execute(sql)).await;
         self.finish(result)
     }
@@ -415,18 +421,18 @@ impl Lease<'_> {
     }
 
     fn finish<T>(
-        &mut self,
+        &self,
         result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, StorageError> {
         match result {
             Ok(Ok(v)) => {
-                self.in_flight = false;
+                self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
                 Ok(v)
             }
             Ok(Err(e)) => {
                 let err = self.backend.classify(e);
                 if matches!(err, StorageError::Database { .. }) {
-                    self.in_flight = false;
+                    self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
                 }
                 Err(err)
             }
@@ -446,7 +452,7 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         // A connection whose statement did not complete may still be busy or broken: never
         // give it back to the pool.
-        if self.in_flight {
+        if *self.in_flight.get_mut() > 0 {
             if let Some(obj) = self.obj.take() {
                 drop(Object::take(obj));
             }

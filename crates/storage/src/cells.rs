@@ -124,6 +124,38 @@ pub async fn write_cells(
     if cells.is_empty() {
         return Ok(Vec::new());
     }
+    let lease = backend.lease().await?;
+    write_group(&lease, backend, shard, cells).await
+}
+
+/// Writes several shards' groups of cells held by one backend, as [`write_cells`] does for
+/// each, on one connection: the statements are pipelined (sent together, answered in order),
+/// and each is still its own transaction, so one group's failure leaves the others written.
+/// Results come back in the order of `groups`.
+pub async fn write_shard_groups(
+    backend: &Backend,
+    groups: &[(u32, Vec<&NewCell>)],
+) -> Vec<Result<Vec<WriteOutcome>, StorageError>> {
+    let lease = match backend.lease().await {
+        Ok(l) => l,
+        Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let lease = &lease;
+    futures::future::join_all(groups.iter().map(|(shard, cells)| async move {
+        if cells.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_group(lease, backend, *shard, cells).await
+    }))
+    .await
+}
+
+async fn write_group(
+    lease: &crate::backend::Lease<'_>,
+    backend: &Backend,
+    shard: u32,
+    cells: &[&NewCell],
+) -> Result<Vec<WriteOutcome>, StorageError> {
     let t = cells_table(shard);
     let sql = format!(
         "WITH s AS (SELECT state FROM mezzanine_shard_state WHERE shard = $1 FOR NO KEY UPDATE), \
@@ -137,7 +169,6 @@ pub async fn write_cells(
     );
     let shard_i = shard as i32;
     let all = CellArrays::of(cells.iter().copied());
-    let mut lease = backend.lease().await?;
     let rows = lease
         .query(
             &sql,
@@ -243,7 +274,7 @@ pub async fn get_cell(
         "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 AND ref_key = $3",
         t = cells_table(shard)
     );
-    let mut lease = backend.lease().await?;
+    let lease = backend.lease().await?;
     let rows = lease
         .query(
             &sql,
@@ -268,7 +299,7 @@ pub async fn get_latest(
         "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 ORDER BY ref_key DESC LIMIT 1",
         t = cells_table(shard)
     );
-    let mut lease = backend.lease().await?;
+    let lease = backend.lease().await?;
     let rows = lease
         .query(&sql, &[(row_key, Type::UUID), (&column_name, Type::TEXT)])
         .await?;
@@ -286,7 +317,7 @@ pub async fn get_row(
          ORDER BY column_name, ref_key DESC",
         t = cells_table(shard)
     );
-    let mut lease = backend.lease().await?;
+    let lease = backend.lease().await?;
     let rows = lease.query(&sql, &[(row_key, Type::UUID)]).await?;
     cells_from(&rows, backend)
 }
@@ -299,7 +330,7 @@ pub async fn partition_read(
     limit: i64,
 ) -> Result<Vec<Cell>, StorageError> {
     let t = cells_table(shard);
-    let mut lease = backend.lease().await?;
+    let lease = backend.lease().await?;
     let rows = match from {
         PartitionRead::AfterAddedId(id) => {
             let sql = format!(

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 /// What can go wrong talking to a backend.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The backend is down, hung or overloaded: retry later.
     #[error("backend {backend} is unavailable: {reason}")]

@@ -139,7 +139,7 @@ pub async fn prepare_backend(
             &[(&MIGRATION_LOCK, Type::INT8)],
         )
         .await?;
-    let result = migrate(&mut lease, num_shards, &wanted).await;
+    let result = migrate(&lease, num_shards, &wanted).await;
     let unlock = lease
         .query(
             "SELECT pg_advisory_unlock($1)",
@@ -157,7 +157,7 @@ pub async fn prepare_backend(
 }
 
 async fn migrate(
-    lease: &mut crate::backend::Lease<'_>,
+    lease: &crate::backend::Lease<'_>,
     num_shards: u32,
     wanted: &BTreeSet<u32>,
 ) -> Result<(usize, usize), StorageError> {

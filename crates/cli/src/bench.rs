@@ -1,9 +1,0 @@
-//! `mezzanine bench`.
-
-/// Benchmarks.
-#[derive(clap::Subcommand)]
-pub enum BenchCommand {}
-
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {}
-}

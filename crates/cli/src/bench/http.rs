@@ -1,0 +1,200 @@
+//! The HTTP side: the operations through the API, the seed rows, and the server's memory
+//! from `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use mezzanine_core::NewCell;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::runner::{OpFn, OpFuture};
+use super::{fresh_cells, new_cell, Op, Workload, COLUMNS, MAX_BATCH};
+
+#[derive(Deserialize)]
+struct BatchReply {
+    results: Vec<BatchStatus>,
+}
+
+#[derive(Deserialize)]
+struct BatchStatus {
+    status: u16,
+}
+
+/// Sends a request and reads the whole answer; a status other than 2xx is an error.
+pub async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        bail!("HTTP {status}: {text}");
+    }
+    Ok(body)
+}
+
+/// `POST /v1/cells/batch`; an error unless every cell was stored.
+async fn post_batch(work: &Workload, cells: &[NewCell]) -> anyhow::Result<u64> {
+    let wire: Vec<Value> = cells.iter().map(wire).collect();
+    let req = work
+        .client
+        .post(work.url("/v1/cells/batch"))
+        .json(&json!({ "cells": wire }));
+    let reply: BatchReply = serde_json::from_slice(&send(req).await?)?;
+    let failed: Vec<u16> = reply
+        .results
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| !(200..300).contains(s))
+        .collect();
+    if reply.results.len() != cells.len() || !failed.is_empty() {
+        bail!(
+            "{} of {} cells failed (statuses {:?})",
+            failed.len(),
+            cells.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+    Ok(cells.len() as u64)
+}
+
+/// A cell as the API takes it.
+fn wire(c: &NewCell) -> Value {
+    let k = &c.key;
+    json!({"row_key": k.row_key, "column_name": k.column_name, "ref_key": k.ref_key, "body": c.body})
+}
+
+/// An operation through the HTTP API.
+pub fn op(work: &Arc<Workload>, op: Op) -> OpFn {
+    let work = work.clone();
+    Arc::new(move || -> OpFuture {
+        let w = work.clone();
+        match op {
+            Op::Write => {
+                let cell = w.fresh_cell();
+                Box::pin(async move {
+                    send(w.client.post(w.url("/v1/cells")).json(&wire(&cell))).await?;
+                    Ok(1)
+                })
+            }
+            Op::Batch => {
+                let cells = fresh_cells(w.batch_size);
+                Box::pin(async move { post_batch(&w, &cells).await })
+            }
+            Op::Latest | Op::Row => {
+                let picked = w.pick();
+                Box::pin(async move {
+                    let (row, column) = picked.context("no seeded rows")?;
+                    let path = match op {
+                        Op::Latest => format!("/v1/cells/{row}/{column}"),
+                        _ => format!("/v1/cells/{row}"),
+                    };
+                    send(w.client.get(w.url(&path))).await?;
+                    Ok(1)
+                })
+            }
+            Op::Partition => {
+                let shard = w.random_shard();
+                Box::pin(async move {
+                    let path = format!(
+                        "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id=0&limit=100"
+                    );
+                    send(w.client.get(w.url(&path))).await?;
+                    Ok(1)
+                })
+            }
+        }
+    })
+}
+
+/// Writes `rows` rows x 3 columns x 2 versions through the batch API; returns the row keys.
+pub async fn seed(work: &Workload, rows: usize) -> anyhow::Result<Vec<Uuid>> {
+    let keys: Vec<Uuid> = (0..rows).map(|_| Uuid::new_v4()).collect();
+    let coordinates = keys
+        .iter()
+        .flat_map(|r| COLUMNS.map(|c| [(*r, c, 1), (*r, c, 2)]));
+    let cells: Vec<NewCell> = {
+        let mut rng = rand::thread_rng();
+        let cells = coordinates.flatten();
+        cells.map(|(r, c, v)| new_cell(r, c, v, &mut rng)).collect()
+    };
+    let mut sent = futures::stream::iter(cells.chunks(MAX_BATCH))
+        .map(|chunk| post_batch(work, chunk))
+        .buffer_unordered(4);
+    while let Some(result) = sent.next().await {
+        result.context("seeding through POST /v1/cells/batch failed")?;
+    }
+    Ok(keys)
+}
+
+/// The server's resident memory from `/metrics`, in bytes.
+pub async fn scrape_rss(client: &reqwest::Client, server: &str) -> Option<f64> {
+    let req = client
+        .get(format!("{server}/metrics"))
+        .timeout(Duration::from_secs(2));
+    let text = send(req).await.ok()?;
+    parse_rss(&String::from_utf8_lossy(&text))
+}
+
+fn parse_rss(metrics: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix("process_resident_memory_bytes")?;
+        let rest = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once('}')?.1,
+            None => rest,
+        };
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Scrapes `/metrics` every 500 ms while `phase` runs; returns its result and the most RSS
+/// seen, in MB.
+pub async fn watching_rss<T>(
+    work: &Workload,
+    phase: impl std::future::Future<Output = T>,
+) -> (T, Option<f64>) {
+    let (client, server) = (work.client.clone(), work.server.clone());
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        let mut max: Option<f64> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return max,
+                _ = tick.tick() => {
+                    if let Some(rss) = scrape_rss(&client, &server).await {
+                        max = Some(max.map_or(rss, |m| m.max(rss)));
+                    }
+                }
+            }
+        }
+    });
+    let out = phase.await;
+    let _ = stop.send(());
+    let max = watcher.await.ok().flatten();
+    (out, max.map(|b| b / 1e6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_from_prometheus_text() {
+        let text = "# TYPE process_resident_memory_bytes gauge\n\
+                    process_resident_memory_bytes_total 1\n\
+                    process_resident_memory_bytes 52428800\n";
+        assert_eq!(parse_rss(text), Some(52428800.0));
+        assert_eq!(
+            parse_rss("process_resident_memory_bytes{a=\"b\"} 7e3"),
+            Some(7000.0)
+        );
+        assert_eq!(parse_rss("up 1\n"), None);
+    }
+}
