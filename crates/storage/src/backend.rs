@@ -8,7 +8,7 @@
 //! connections.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,11 @@ pub struct Backend {
     pool: Pool,
     settings: PoolSettings,
     health: Mutex<HealthState>,
+    /// Reference point of `progress`.
+    epoch: Instant,
+    /// When (nanoseconds after `epoch`) a statement last completed on this backend: a backend
+    /// that keeps completing statements is alive, however slow one statement is.
+    progress: AtomicU64,
 }
 
 impl std::fmt::Debug for Backend {
@@ -131,6 +136,10 @@ impl Backend {
         config.connect_timeout(connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        // A session that leaves a transaction open (its client gone) must not hold shard
+        // locks for long.
+        let idle_tx = (settings.query_timeout + Duration::from_secs(5)).as_millis();
+        config.options(format!("-c idle_in_transaction_session_timeout={idle_tx}"));
         if config.get_application_name().is_none() {
             config.application_name("mezzanine");
         }
@@ -154,6 +163,8 @@ impl Backend {
             masked_url: mask_url(database_url),
             pool,
             settings,
+            epoch: Instant::now(),
+            progress: AtomicU64::new(0),
             health: Mutex::new(HealthState {
                 up: true,
                 changed: Instant::now(),
@@ -179,6 +190,10 @@ impl Backend {
     fn state(&self) -> MutexGuard<'_, HealthState> {
         // A poisoned lock only means a panic elsewhere while holding it; the state is plain data.
         self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     /// Whether the backend is believed reachable.
@@ -353,6 +368,15 @@ impl Backend {
             let code = db.code().code();
             // 08: connection exception; 57P0x: the server is shutting down or starting;
             // 53300: too many connections.
+            // Deadlock, serialization failure, lock or statement timeout: retryable, and no
+            // sign of a sick backend.
+            if matches!(code, "40P01" | "40001" | "55P03" | "57014") {
+                return StorageError::Unavailable {
+                    backend: self.name.clone(),
+                    reason: format!("{} ({code})", db.message()),
+                    retry_after: self.retry_after(),
+                };
+            }
             if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
                 let reason = format!("{} ({code})", db.message());
                 self.mark_down(&reason);
@@ -404,15 +428,17 @@ impl Lease<'_> {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, StorageError> {
         self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+        let started = self.backend.now_nanos();
         let result = timeout_at(self.deadline, self.client()?.query_typed(sql, params)).await;
-        self.finish(result)
+        self.finish(result, started)
     }
 
     /// Runs statements given as one string (simple protocol, no parameters): DDL only.
     pub async fn batch_execute(&self, sql: &str) -> Result<(), StorageError> {
         self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+        let started = self.backend.now_nanos();
         let result = timeout_at(self.deadline, self.client()?.batch_execute(sql)).await;
-        self.finish(result)
+        self.finish(result, started)
     }
 
     /// Extends this lease's deadline (for long maintenance work such as migrations).
@@ -423,26 +449,37 @@ impl Lease<'_> {
     fn finish<T>(
         &self,
         result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+        started: u64,
     ) -> Result<T, StorageError> {
+        let backend = self.backend;
         match result {
             Ok(Ok(v)) => {
                 self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
+                backend.progress.fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
                 Ok(v)
             }
             Ok(Err(e)) => {
-                let err = self.backend.classify(e);
+                let err = backend.classify(e);
                 if matches!(err, StorageError::Database { .. }) {
                     self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
+                    backend.progress.fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
                 }
                 Err(err)
             }
             Err(_) => {
-                let reason = format!(
-                    "no answer within the query timeout ({:?})",
-                    self.backend.settings.query_timeout
-                );
-                self.backend.mark_down(&reason);
-                Err(self.backend.unavailable(reason))
+                let timeout = backend.settings.query_timeout;
+                if backend.progress.load(AtomicOrdering::Acquire) < started {
+                    // Nothing completed on this backend since the statement began: hung.
+                    let reason = format!("no answer within the query timeout ({timeout:?})");
+                    backend.mark_down(&reason);
+                    Err(backend.unavailable(reason))
+                } else {
+                    // Others completed meanwhile: the backend is alive, this statement waited
+                    // (on a lock, or behind load). Fail it alone.
+                    Err(backend.unavailable(format!(
+                        "the statement did not finish within the query timeout ({timeout:?}); the backend is answering others"
+                    )))
+                }
             }
         }
     }
@@ -451,9 +488,17 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         // A connection whose statement did not complete may still be busy or broken: never
-        // give it back to the pool.
+        // give it back to the pool. Cancel what it runs, so that a transaction it left open
+        // releases its shard locks now rather than when its queued statements drain.
         if *self.in_flight.get_mut() > 0 {
             if let Some(obj) = self.obj.take() {
+                let cancel = obj.cancel_token();
+                let bound = self.backend.settings.query_timeout;
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tokio::time::timeout(bound, cancel.cancel_query(NoTls)).await;
+                    });
+                }
                 drop(Object::take(obj));
             }
         }

