@@ -455,14 +455,18 @@ impl Lease<'_> {
         match result {
             Ok(Ok(v)) => {
                 self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
-                backend.progress.fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
+                backend
+                    .progress
+                    .fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
                 Ok(v)
             }
             Ok(Err(e)) => {
                 let err = backend.classify(e);
                 if matches!(err, StorageError::Database { .. }) {
                     self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
-                    backend.progress.fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
+                    backend
+                        .progress
+                        .fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
                 }
                 Err(err)
             }

@@ -169,8 +169,12 @@ async fn write_transaction(
     if let Err(e) = lease.batch_execute("BEGIN").await {
         return all_failed(e);
     }
-    let results: Vec<Result<Vec<WriteOutcome>, StorageError>> =
-        futures::future::join_all(groups.iter().map(|(shard, cells)| write_group(lease, backend, *shard, cells))).await;
+    let results: Vec<Result<Vec<WriteOutcome>, StorageError>> = futures::future::join_all(
+        groups
+            .iter()
+            .map(|(shard, cells)| write_group(lease, backend, *shard, cells)),
+    )
+    .await;
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err().cloned()) {
         let _ = lease.batch_execute("ROLLBACK").await;
         return all_failed(e);
