@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use mezzanine_core::{CellKey, NewCell};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -78,7 +78,14 @@ fn cell_from(row: &Row, first: usize, backend: &Backend) -> Result<Cell, Storage
     })
 }
 
-fn cells_from(rows: &[Row], backend: &Backend) -> Result<Vec<Cell>, StorageError> {
+/// Runs a query whose rows are cells (`CELL_COLUMNS`) on a fresh lease.
+async fn select_cells(
+    backend: &Backend,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<Cell>, StorageError> {
+    let lease = backend.lease().await?;
+    let rows = lease.query(sql, params).await?;
     rows.iter().map(|r| cell_from(r, 0, backend)).collect()
 }
 
@@ -312,18 +319,12 @@ pub async fn get_cell(
         "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 AND ref_key = $3",
         t = cells_table(shard)
     );
-    let lease = backend.lease().await?;
-    let rows = lease
-        .query(
-            &sql,
-            &[
-                (&key.row_key, Type::UUID),
-                (&key.column_name, Type::TEXT),
-                (&key.ref_key, Type::INT8),
-            ],
-        )
-        .await?;
-    rows.first().map(|r| cell_from(r, 0, backend)).transpose()
+    let params: [(&(dyn ToSql + Sync), Type); 3] = [
+        (&key.row_key, Type::UUID),
+        (&key.column_name, Type::TEXT),
+        (&key.ref_key, Type::INT8),
+    ];
+    Ok(select_cells(backend, &sql, &params).await?.pop())
 }
 
 /// The latest version (highest `ref_key`) of a column.
@@ -337,11 +338,13 @@ pub async fn get_latest(
         "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 ORDER BY ref_key DESC LIMIT 1",
         t = cells_table(shard)
     );
-    let lease = backend.lease().await?;
-    let rows = lease
-        .query(&sql, &[(row_key, Type::UUID), (&column_name, Type::TEXT)])
-        .await?;
-    rows.first().map(|r| cell_from(r, 0, backend)).transpose()
+    Ok(select_cells(
+        backend,
+        &sql,
+        &[(row_key, Type::UUID), (&column_name, Type::TEXT)],
+    )
+    .await?
+    .pop())
 }
 
 /// The latest cell of every column of a row, ordered by column name.
@@ -355,9 +358,7 @@ pub async fn get_row(
          ORDER BY column_name, ref_key DESC",
         t = cells_table(shard)
     );
-    let lease = backend.lease().await?;
-    let rows = lease.query(&sql, &[(row_key, Type::UUID)]).await?;
-    cells_from(&rows, backend)
+    select_cells(backend, &sql, &[(row_key, Type::UUID)]).await
 }
 
 /// A page of a shard's cells in change-stream order.
@@ -368,29 +369,28 @@ pub async fn partition_read(
     limit: i64,
 ) -> Result<Vec<Cell>, StorageError> {
     let t = cells_table(shard);
-    let lease = backend.lease().await?;
-    let rows = match from {
+    match from {
         PartitionRead::AfterAddedId(id) => {
             let sql = format!(
                 "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $1 ORDER BY added_id LIMIT $2"
             );
-            lease
-                .query(&sql, &[(&id, Type::INT8), (&limit, Type::INT8)])
-                .await?
+            select_cells(backend, &sql, &[(&id, Type::INT8), (&limit, Type::INT8)]).await
         }
         PartitionRead::AfterCreatedAt(Some(at)) => {
             let sql = format!(
                 "SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $1 ORDER BY created_at, added_id LIMIT $2"
             );
-            lease
-                .query(&sql, &[(&at, Type::TIMESTAMPTZ), (&limit, Type::INT8)])
-                .await?
+            select_cells(
+                backend,
+                &sql,
+                &[(&at, Type::TIMESTAMPTZ), (&limit, Type::INT8)],
+            )
+            .await
         }
         PartitionRead::AfterCreatedAt(None) => {
             let sql =
                 format!("SELECT {CELL_COLUMNS} FROM {t} ORDER BY created_at, added_id LIMIT $1");
-            lease.query(&sql, &[(&limit, Type::INT8)]).await?
+            select_cells(backend, &sql, &[(&limit, Type::INT8)]).await
         }
-    };
-    cells_from(&rows, backend)
+    }
 }
