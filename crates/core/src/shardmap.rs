@@ -4,7 +4,12 @@
 //! `{"backends": [{"name", "database_url", "shard_start", "shard_end"}]}`, ranges inclusive,
 //! together covering `0..num_shards` exactly once.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::hash::shard_for_row_key;
 
 /// One backend entry of `shards.json`, as written in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +59,9 @@ pub enum MapError {
     #[error("shards {start}..={end} are not owned by any backend")]
     Gap { start: u32, end: u32 },
 }
+
+/// One backend's part of a grouping: its shards in ascending order, each with its items.
+pub type ShardGroups<T> = Vec<(u32, Vec<T>)>;
 
 /// Largest supported number of shards (table names carry four digits).
 pub const MAX_SHARDS: u32 = 10_000;
@@ -211,6 +219,34 @@ impl ShardMap {
             .map(|(s, _)| s as u32)
     }
 
+    /// Groups items by the shard of their row key, then by the backend owning each shard: one
+    /// entry per backend that receives anything (its index in [`ShardMap::backends`]), with its
+    /// shards in ascending order and each shard's items in input order. Batch writes use this
+    /// order so that concurrent batches take shard locks in one order.
+    pub fn group_by_backend<T>(
+        &self,
+        items: impl IntoIterator<Item = (Uuid, T)>,
+    ) -> Vec<(usize, ShardGroups<T>)> {
+        let mut by_shard: BTreeMap<u32, Vec<T>> = BTreeMap::new();
+        for (row_key, item) in items {
+            by_shard
+                .entry(shard_for_row_key(&row_key, self.num_shards))
+                .or_default()
+                .push(item);
+        }
+        let mut per_backend: Vec<ShardGroups<T>> =
+            self.backends.iter().map(|_| Vec::new()).collect();
+        for (shard, group) in by_shard {
+            // The shard comes from this map's own count, so it always has an owner.
+            per_backend[usize::from(self.owner[shard as usize])].push((shard, group));
+        }
+        per_backend
+            .into_iter()
+            .enumerate()
+            .filter(|(_, groups)| !groups.is_empty())
+            .collect()
+    }
+
     /// The map in `shards.json` form, one entry per contiguous range.
     pub fn to_file(&self) -> ShardsFile {
         let mut out: Vec<BackendSpec> = Vec::new();
@@ -308,6 +344,28 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn grouping_keeps_every_item_once_in_lock_order(keys in proptest::collection::vec(any::<[u8; 16]>(), 0..300), k in 1usize..5) {
+            let names: Vec<(String, String)> = (0..k).map(|i| (format!("db{i}"), format!("postgres://h/{i}"))).collect();
+            let m = ShardMap::even_split(&names, 64).unwrap();
+            let items: Vec<(Uuid, usize)> = keys.iter().enumerate().map(|(i, b)| (Uuid::from_bytes(*b), i)).collect();
+            let plan = m.group_by_backend(items.clone());
+            let mut seen: Vec<usize> = Vec::new();
+            for (b, groups) in &plan {
+                prop_assert!(groups.windows(2).all(|w| w[0].0 < w[1].0), "shards ascending");
+                for (shard, group) in groups {
+                    prop_assert_eq!(m.owner(*shard), Some(*b));
+                    prop_assert!(group.windows(2).all(|w| w[0] < w[1]), "input order kept");
+                    for &i in group {
+                        prop_assert_eq!(shard_for_row_key(&items[i].0, 64), *shard);
+                        seen.push(i);
+                    }
+                }
+            }
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..items.len()).collect::<Vec<_>>());
+        }
+
         #[test]
         fn even_split_covers_everything_evenly(n in 1u32..5000, k in 1usize..9) {
             let names: Vec<(String, String)> = (0..k).map(|i| (format!("db{i}"), format!("postgres://h/{i}"))).collect();

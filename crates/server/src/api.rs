@@ -1,6 +1,6 @@
 //! The `/v1` cell API, compatible with go-mezzanine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
 use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
-use mezzanine_storage::Backend;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -318,7 +317,6 @@ pub async fn write_batch(
         )));
     }
     let topo = st.topology();
-    let n = topo.map.num_shards();
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
     let mut parsed: Vec<(usize, NewCell)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -334,37 +332,31 @@ pub async fn write_batch(
             })),
         }
     }
-    // Group by shard, then by the backend serving each shard: a backend's shard groups go
-    // out together on one connection, each group its own transaction.
-    let mut by_shard: BTreeMap<u32, Vec<(usize, &NewCell)>> = BTreeMap::new();
-    for (i, c) in &parsed {
-        by_shard
-            .entry(shard_for_row_key(&c.key.row_key, n))
-            .or_default()
-            .push((*i, c));
-    }
-    type Groups<'c> = Vec<(u32, Vec<(usize, &'c NewCell)>)>;
-    let mut per_backend: HashMap<&str, (&Arc<Backend>, Groups)> = HashMap::new();
-    for (shard, group) in by_shard {
-        match topo.backend_for(shard) {
-            Ok(b) => per_backend
-                .entry(b.name())
-                .or_insert_with(|| (b, Vec::new()))
-                .1
-                .push((shard, group)),
-            Err(p) => fill_error(&mut results, &group, &p),
-        }
-    }
-    let work = per_backend
-        .into_values()
-        .map(|(backend, groups)| async move {
-            let inputs: Vec<(u32, Vec<&NewCell>)> = groups
-                .iter()
-                .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
-                .collect();
-            let outcomes = cells::write_shard_groups(backend, &inputs).await;
+    // By shard, then by backend: a backend's shard groups go out together on one connection,
+    // in one transaction, in ascending shard order.
+    let plan = topo
+        .map
+        .group_by_backend(parsed.iter().map(|(i, c)| (c.key.row_key, (*i, c))));
+    let work = plan.into_iter().map(|(b, groups)| {
+        let topo = &topo;
+        async move {
+            let outcomes: Vec<Result<Vec<WriteOutcome>, Problem>> = match topo.backend_at(b) {
+                Ok(backend) => {
+                    let inputs: Vec<(u32, Vec<&NewCell>)> = groups
+                        .iter()
+                        .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
+                        .collect();
+                    let written = cells::write_shard_groups(backend, &inputs).await;
+                    written
+                        .into_iter()
+                        .map(|r| r.map_err(Problem::from))
+                        .collect()
+                }
+                Err(p) => groups.iter().map(|_| Err(p.clone())).collect(),
+            };
             (groups, outcomes)
-        });
+        }
+    });
     for (groups, outcomes) in futures::future::join_all(work).await {
         for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
             match outcome {
@@ -391,7 +383,7 @@ pub async fn write_batch(
                         });
                     }
                 }
-                Err(e) => fill_error(&mut results, &group, &Problem::from(e)),
+                Err(p) => fill_error(&mut results, &group, &p),
             }
         }
     }

@@ -63,20 +63,30 @@ pub struct Topology {
 impl Topology {
     /// The backend serving `shard`, or a 503 problem if it cannot take traffic yet.
     pub fn backend_for(&self, shard: u32) -> Result<&Arc<Backend>, Problem> {
-        let slot = self
-            .map
-            .owner(shard)
-            .and_then(|i| self.backends.get(i))
-            .ok_or_else(|| {
-                Problem::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("shard {shard} has no backend"),
-                )
-            })?;
+        let index = self.map.owner(shard).ok_or_else(|| {
+            Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("shard {shard} has no backend"),
+            )
+        })?;
+        self.backend_at(index)
+    }
+
+    /// The backend at `index` of the map, or a 503 problem if it cannot take traffic yet.
+    pub fn backend_at(&self, index: usize) -> Result<&Arc<Backend>, Problem> {
+        let slot = self.backends.get(index).ok_or_else(|| {
+            Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("no backend #{index}"),
+            )
+        })?;
         if !slot.is_ready() {
             let mut p = Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                format!("backend {} holding shard {shard} is not prepared yet (unreachable since start)", slot.backend.name()),
+                format!(
+                    "backend {} is not prepared yet (unreachable since start)",
+                    slot.backend.name()
+                ),
             );
             p.retry_after = Some(Duration::from_secs(1));
             return Err(p);

@@ -1,7 +1,7 @@
 //! The baselines: the storage functions the server calls, sent straight to the backends of
 //! shards.json, and binary COPY into the shard tables.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -89,28 +89,20 @@ impl Direct {
     /// Cells grouped by shard, then by backend, each backend's groups pipelined on one
     /// connection (`write_shard_groups`): what the server's batch handler does.
     async fn write_batch(&self, cells: &[NewCell]) -> anyhow::Result<u64> {
-        let mut by_shard: BTreeMap<u32, Vec<&NewCell>> = BTreeMap::new();
-        for c in cells {
-            by_shard.entry(self.shard_of(c)).or_default().push(c);
-        }
-        let mut per_backend: Vec<Vec<(u32, Vec<&NewCell>)>> = vec![Vec::new(); self.backends.len()];
-        for (shard, group) in by_shard {
-            per_backend[self.owner(shard)?].push((shard, group));
-        }
-        let work = per_backend
-            .iter()
-            .enumerate()
-            .map(|(b, groups)| async move {
-                let outcomes = cells::write_shard_groups(&self.backends[b], groups).await;
-                let mut stored = 0;
-                for outcome in outcomes {
-                    stored += outcome?
-                        .iter()
-                        .filter(|o| !matches!(o, WriteOutcome::Conflict(_)))
-                        .count();
-                }
-                anyhow::Ok(stored)
-            });
+        let plan = self
+            .map
+            .group_by_backend(cells.iter().map(|c| (c.key.row_key, c)));
+        let work = plan.iter().map(|(b, groups)| async move {
+            let outcomes = cells::write_shard_groups(&self.backends[*b], groups).await;
+            let mut stored = 0;
+            for outcome in outcomes {
+                stored += outcome?
+                    .iter()
+                    .filter(|o| !matches!(o, WriteOutcome::Conflict(_)))
+                    .count();
+            }
+            anyhow::Ok(stored)
+        });
         // Like the server: wait for every group, even when one fails.
         let (mut stored, mut failure) = (0, None);
         for result in futures::future::join_all(work).await {
