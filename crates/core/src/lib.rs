@@ -1,11 +1,15 @@
 //! mezzanine's pure logic, free of I/O: the cell model and its validation, the go-mezzanine
-//! compatible shard function, the shard map and `shards.json`, and duration parsing.
+//! compatible shard function, the shard map and `shards.json`, shard sets (`8-15`), the
+//! live-move state machine, and duration parsing.
 
 pub mod cell;
 pub mod duration;
 pub mod hash;
+pub mod moves;
 pub mod shardmap;
+pub mod shardset;
 
 pub use cell::{CellKey, FieldError, NewCell, MAX_COLUMN_NAME_BYTES};
 pub use hash::{fnv1a_32, shard_for_row_key, shard_for_str};
-pub use shardmap::{BackendSpec, MapError, ShardMap, ShardsFile};
+pub use shardmap::{BackendSpec, MapBackend, MapError, ShardMap, ShardsFile};
+pub use shardset::{format_shard_set, parse_shard_set, ShardSetError};

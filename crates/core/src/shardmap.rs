@@ -37,7 +37,7 @@ pub enum MapError {
     BadShardCount { got: i64, max: u32 },
     #[error("backend #{index}: name {name:?} is invalid: use 1 to 63 characters of letters, digits, '_', '-' or '.'")]
     BadName { index: usize, name: String },
-    #[error("backend {name:?} appears twice in shards.json")]
+    #[error("backend {name:?} appears twice in shards.json with different database_url values")]
     DuplicateName { name: String },
     #[error("backend {name:?}: database_url is empty")]
     EmptyUrl { name: String },
@@ -58,6 +58,8 @@ pub enum MapError {
     },
     #[error("shards {start}..={end} are not owned by any backend")]
     Gap { start: u32, end: u32 },
+    #[error("shard {shard} is owned by {name:?}, which is not a known backend")]
+    UnknownOwner { shard: u32, name: String },
 }
 
 /// One backend's part of a grouping: its shards in ascending order, each with its items.
@@ -75,12 +77,19 @@ pub fn valid_backend_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// A backend known to a shard map (it may own no shard: a spare, or one being drained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapBackend {
+    pub name: String,
+    pub database_url: String,
+}
+
 /// The validated map from shard to backend. Backends are referred to by their index in
 /// [`ShardMap::backends`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {
     num_shards: u32,
-    backends: Vec<BackendSpec>,
+    backends: Vec<MapBackend>,
     owner: Vec<u16>,
 }
 
@@ -104,15 +113,11 @@ impl ShardMap {
             return Err(MapError::NoBackends);
         }
         let mut owner: Vec<Option<u16>> = vec![None; num_shards as usize];
+        let mut backends: Vec<MapBackend> = Vec::new();
         for (i, b) in file.backends.iter().enumerate() {
             if !valid_backend_name(&b.name) {
                 return Err(MapError::BadName {
                     index: i,
-                    name: b.name.clone(),
-                });
-            }
-            if file.backends[..i].iter().any(|o| o.name == b.name) {
-                return Err(MapError::DuplicateName {
                     name: b.name.clone(),
                 });
             }
@@ -121,6 +126,23 @@ impl ShardMap {
                     name: b.name.clone(),
                 });
             }
+            // A backend may be listed once per range it owns (the export of a map whose
+            // shards moved), always with the same URL.
+            let index = match backends.iter().position(|o| o.name == b.name) {
+                Some(j) if backends[j].database_url == b.database_url => j,
+                Some(_) => {
+                    return Err(MapError::DuplicateName {
+                        name: b.name.clone(),
+                    })
+                }
+                None => {
+                    backends.push(MapBackend {
+                        name: b.name.clone(),
+                        database_url: b.database_url.clone(),
+                    });
+                    backends.len() - 1
+                }
+            };
             let max = i64::from(num_shards) - 1;
             for s in [b.shard_start, b.shard_end] {
                 if !(0..=max).contains(&s) {
@@ -144,11 +166,11 @@ impl ShardMap {
                 if let Some(prev) = *slot {
                     return Err(MapError::Overlap {
                         shard: s as u32,
-                        first: file.backends[prev as usize].name.clone(),
+                        first: backends[prev as usize].name.clone(),
                         second: b.name.clone(),
                     });
                 }
-                *slot = Some(i as u16);
+                *slot = Some(index as u16);
             }
         }
         if let Some(start) = owner.iter().position(Option::is_none) {
@@ -164,7 +186,55 @@ impl ShardMap {
         let owner = owner.into_iter().map(|o| o.unwrap_or_default()).collect();
         Ok(ShardMap {
             num_shards,
-            backends: file.backends,
+            backends,
+            owner,
+        })
+    }
+
+    /// A map given shard by shard (as the catalog stores it): `owners[s]` is the name of the
+    /// backend owning shard `s`. Backends may own nothing, and a backend's shards need not be
+    /// contiguous.
+    pub fn from_owners(backends: Vec<MapBackend>, owners: &[&str]) -> Result<ShardMap, MapError> {
+        let num_shards = owners.len() as u32;
+        if num_shards == 0 || num_shards > MAX_SHARDS {
+            return Err(MapError::BadShardCount {
+                got: i64::from(num_shards),
+                max: MAX_SHARDS,
+            });
+        }
+        if backends.is_empty() {
+            return Err(MapError::NoBackends);
+        }
+        for (i, b) in backends.iter().enumerate() {
+            if !valid_backend_name(&b.name) {
+                return Err(MapError::BadName {
+                    index: i,
+                    name: b.name.clone(),
+                });
+            }
+            if backends[..i].iter().any(|o| o.name == b.name) {
+                return Err(MapError::DuplicateName {
+                    name: b.name.clone(),
+                });
+            }
+        }
+        let owner = owners
+            .iter()
+            .enumerate()
+            .map(|(s, name)| {
+                backends
+                    .iter()
+                    .position(|b| b.name == *name)
+                    .map(|i| i as u16)
+                    .ok_or_else(|| MapError::UnknownOwner {
+                        shard: s as u32,
+                        name: (*name).to_owned(),
+                    })
+            })
+            .collect::<Result<Vec<u16>, MapError>>()?;
+        Ok(ShardMap {
+            num_shards,
+            backends,
             owner,
         })
     }
@@ -201,8 +271,20 @@ impl ShardMap {
         self.num_shards
     }
 
-    pub fn backends(&self) -> &[BackendSpec] {
+    pub fn backends(&self) -> &[MapBackend] {
         &self.backends
+    }
+
+    /// The index of the backend called `name`.
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+
+    /// The name of the backend owning `shard`.
+    pub fn owner_name(&self, shard: u32) -> Option<&str> {
+        self.owner(shard)
+            .and_then(|i| self.backends.get(i))
+            .map(|b| b.name.as_str())
     }
 
     /// Index (into [`ShardMap::backends`]) of the backend owning `shard`.
@@ -257,9 +339,10 @@ impl ShardMap {
                     last.shard_end = s as i64
                 }
                 _ => out.push(BackendSpec {
+                    name: b.name.clone(),
+                    database_url: b.database_url.clone(),
                     shard_start: s as i64,
                     shard_end: s as i64,
-                    ..b.clone()
                 }),
             }
         }
@@ -312,8 +395,23 @@ mod tests {
         );
         let e = map(vec![spec("db1", 5, 2)], 64).unwrap_err();
         assert!(matches!(e, MapError::Inverted { .. }));
-        let e = map(vec![spec("db1", 0, 31), spec("db1", 32, 63)], 64).unwrap_err();
+        let mut other_url = spec("db1", 32, 63);
+        other_url.database_url = "postgres://elsewhere/db1".into();
+        let e = map(vec![spec("db1", 0, 31), other_url], 64).unwrap_err();
         assert!(matches!(e, MapError::DuplicateName { .. }));
+        // The same backend listed once per range it owns is one backend.
+        let m = map(
+            vec![spec("db1", 0, 9), spec("db2", 10, 63), spec("db1", 32, 32)],
+            64,
+        );
+        assert!(matches!(m, Err(MapError::Overlap { shard: 32, .. })));
+        let m = map(
+            vec![spec("db1", 0, 9), spec("db2", 10, 31), spec("db1", 32, 63)],
+            64,
+        )
+        .unwrap();
+        assert_eq!(m.backends().len(), 2);
+        assert_eq!(m.shards_of(0).count(), 42);
         let e = map(vec![spec("db 1", 0, 63)], 64).unwrap_err();
         assert!(matches!(e, MapError::BadName { .. }));
         let mut s = spec("db1", 0, 63);
@@ -367,6 +465,21 @@ mod tests {
         }
 
         #[test]
+        fn any_owner_assignment_round_trips_through_shards_json(owners in proptest::collection::vec(0usize..4, 1..300)) {
+            let backends: Vec<MapBackend> = (0..5).map(|i| MapBackend { name: format!("db{i}"), database_url: format!("postgres://h/{i}") }).collect();
+            let names: Vec<&str> = owners.iter().map(|&i| backends[i].name.as_str()).collect();
+            let m = ShardMap::from_owners(backends.clone(), &names).unwrap();
+            for (s, &o) in owners.iter().enumerate() {
+                prop_assert_eq!(m.owner_name(s as u32), Some(backends[o].name.as_str()));
+            }
+            // db4 owns nothing: the export omits it, and otherwise describes the same map.
+            let again = ShardMap::new(m.to_file(), m.num_shards()).unwrap();
+            for s in 0..m.num_shards() {
+                prop_assert_eq!(again.owner_name(s), m.owner_name(s));
+            }
+        }
+
+        #[test]
         fn even_split_covers_everything_evenly(n in 1u32..5000, k in 1usize..9) {
             let names: Vec<(String, String)> = (0..k).map(|i| (format!("db{i}"), format!("postgres://h/{i}"))).collect();
             prop_assume!(n as usize >= k);
@@ -388,7 +501,8 @@ mod tests {
             let m = map(specs, n).unwrap();
             for s in 0..n {
                 let o = m.owner(s).unwrap();
-                prop_assert!(i64::from(s) >= m.backends()[o].shard_start && i64::from(s) <= m.backends()[o].shard_end);
+                let i = bounds.windows(2).position(|w| s >= w[0] && s < w[1]).unwrap();
+                prop_assert_eq!(o, i);
             }
         }
     }

@@ -1,0 +1,440 @@
+//! The live-move state machine, free of I/O (DESIGN §5).
+//!
+//! A move job relocates a set of shards to one backend. Each shard goes through
+//!
+//! `pending → copying → catching_up → cutover → switched → cleaned`
+//!
+//! or ends `aborted` (by an operator, any time before the switch) or `failed` (the copy or
+//! the target failed). The mover records each state in the catalog before doing the step's
+//! work, and every step is idempotent, so a mover that is killed at any instant resumes from
+//! the recorded state. [`transition`] is the only way a state changes.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where one shard of a move stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShardMoveState {
+    /// Waiting for a slot (`--parallel`).
+    Pending,
+    /// The target is prepared (`importing`) and the bulk of the rows is being copied.
+    Copying,
+    /// Copying the rows written since, until the remaining lag is small.
+    CatchingUp,
+    /// The source is frozen (or about to be): last rows, verification, switch.
+    Cutover,
+    /// The map names the target; the source is `retired` and kept until cleaned.
+    Switched,
+    /// The source copy was dropped (after `complete` or the retention period).
+    Cleaned,
+    /// Stopped by an operator before the switch; the source stayed authoritative.
+    Aborted,
+    /// Stopped by an error before the switch; the source stayed authoritative.
+    Failed,
+}
+
+impl ShardMoveState {
+    pub const ALL: [ShardMoveState; 8] = [
+        ShardMoveState::Pending,
+        ShardMoveState::Copying,
+        ShardMoveState::CatchingUp,
+        ShardMoveState::Cutover,
+        ShardMoveState::Switched,
+        ShardMoveState::Cleaned,
+        ShardMoveState::Aborted,
+        ShardMoveState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardMoveState::Pending => "pending",
+            ShardMoveState::Copying => "copying",
+            ShardMoveState::CatchingUp => "catching_up",
+            ShardMoveState::Cutover => "cutover",
+            ShardMoveState::Switched => "switched",
+            ShardMoveState::Cleaned => "cleaned",
+            ShardMoveState::Aborted => "aborted",
+            ShardMoveState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ShardMoveState> {
+        ShardMoveState::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Still moving: the source is authoritative and the mover has work to do.
+    pub fn in_flight(self) -> bool {
+        matches!(
+            self,
+            ShardMoveState::Pending
+                | ShardMoveState::Copying
+                | ShardMoveState::CatchingUp
+                | ShardMoveState::Cutover
+        )
+    }
+
+    /// No further transition is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ShardMoveState::Cleaned | ShardMoveState::Aborted | ShardMoveState::Failed
+        )
+    }
+}
+
+impl fmt::Display for ShardMoveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveEvent {
+    /// A slot is free: prepare the target and start copying.
+    Start,
+    /// The bulk copy reached the source's end as of its snapshot.
+    Copied,
+    /// The lag is small enough to freeze the source.
+    CaughtUp,
+    /// The catalog map names the target.
+    Switched,
+    /// The retired source was dropped.
+    Cleaned,
+    /// An operator asked to abort.
+    Abort,
+    /// A step failed for good.
+    Fail,
+}
+
+/// A transition the protocol forbids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shard is {from}: {event:?} is not possible{hint}")]
+pub struct IllegalTransition {
+    pub from: ShardMoveState,
+    pub event: MoveEvent,
+    pub hint: &'static str,
+}
+
+/// The state after `event`, or why it cannot happen.
+pub fn transition(
+    from: ShardMoveState,
+    event: MoveEvent,
+) -> Result<ShardMoveState, IllegalTransition> {
+    use MoveEvent as E;
+    use ShardMoveState as S;
+    let to = match (from, event) {
+        (S::Pending, E::Start) => S::Copying,
+        (S::Copying, E::Copied) => S::CatchingUp,
+        (S::CatchingUp, E::CaughtUp) => S::Cutover,
+        (S::Cutover, E::Switched) => S::Switched,
+        (S::Switched, E::Cleaned) => S::Cleaned,
+        (s, E::Abort) if s.in_flight() => S::Aborted,
+        (s, E::Fail) if s.in_flight() => S::Failed,
+        _ => {
+            let hint = match (from, event) {
+                (S::Switched, E::Abort) => {
+                    " (the map already names the target: use revert to move it back)"
+                }
+                (s, _) if s.is_final() => " (the shard's move has ended)",
+                _ => "",
+            };
+            return Err(IllegalTransition { from, event, hint });
+        }
+    };
+    Ok(to)
+}
+
+/// What an abort or a failure must undo, by the state the shard was in. The target is always
+/// cleaned; the source is made `active` again when it may have been frozen or retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Undo {
+    /// The source may be `frozen` or `retired`: set it `active` again (after the target stops
+    /// being `active`, so two copies are never active at once).
+    pub reactivate_source: bool,
+    /// The target may hold rows or even be `active`: drop its copy.
+    pub clean_target: bool,
+}
+
+/// The undo work for a shard stopped in `state` (only in-flight states can be undone).
+pub fn undo_for(state: ShardMoveState) -> Option<Undo> {
+    match state {
+        ShardMoveState::Pending => Some(Undo {
+            reactivate_source: false,
+            clean_target: false,
+        }),
+        ShardMoveState::Copying | ShardMoveState::CatchingUp => Some(Undo {
+            reactivate_source: false,
+            clean_target: true,
+        }),
+        ShardMoveState::Cutover => Some(Undo {
+            reactivate_source: true,
+            clean_target: true,
+        }),
+        _ => None,
+    }
+}
+
+/// A job's state, shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Switched,
+    Completed,
+    Aborted,
+    Failed,
+    Reverted,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Switched => "switched",
+            JobState::Completed => "completed",
+            JobState::Aborted => "aborted",
+            JobState::Failed => "failed",
+            JobState::Reverted => "reverted",
+        }
+    }
+}
+
+/// A job's state from its shards' states. `reverted` says a revert job moved its switched
+/// shards back.
+pub fn job_state(shards: &[ShardMoveState], reverted: bool) -> JobState {
+    if shards.iter().any(|s| s.in_flight()) {
+        JobState::Running
+    } else if reverted {
+        JobState::Reverted
+    } else if shards.contains(&ShardMoveState::Failed) {
+        JobState::Failed
+    } else if shards.iter().all(|&s| s == ShardMoveState::Aborted) {
+        JobState::Aborted
+    } else if shards.contains(&ShardMoveState::Switched) {
+        JobState::Switched
+    } else {
+        JobState::Completed
+    }
+}
+
+/// When catching up stops and the cutover starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUpPolicy {
+    /// Freeze once at most this many rows remain to copy: they are copied inside the pause.
+    pub max_lag_rows: u64,
+    /// Freeze anyway after this many rounds (writes outrun the copy; the pause grows).
+    pub max_rounds: u32,
+}
+
+impl Default for CatchUpPolicy {
+    fn default() -> Self {
+        CatchUpPolicy {
+            max_lag_rows: 500,
+            max_rounds: 50,
+        }
+    }
+}
+
+impl CatchUpPolicy {
+    /// After a catch-up round that left `lag` rows behind, as the `round`-th round (from 1):
+    /// is it time to freeze?
+    pub fn ready(&self, lag: u64, round: u32) -> bool {
+        lag <= self.max_lag_rows || round >= self.max_rounds
+    }
+}
+
+/// How long to wait before copying more, so that `rows` copied in `elapsed` stay within
+/// `max_rows_per_sec` (none: no wait).
+pub fn throttle_delay(rows: u64, elapsed: Duration, max_rows_per_sec: Option<u64>) -> Duration {
+    match max_rows_per_sec {
+        Some(rate) if rate > 0 => {
+            let due = Duration::from_secs_f64(rows as f64 / rate as f64);
+            due.saturating_sub(elapsed)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// How many rows to copy per chunk: a chunk is one transaction on the target, and the
+/// high-water mark is recorded after each. Throttled copies use chunks of about a tenth of
+/// a second of their rate, so the limit is smooth.
+pub fn chunk_rows(max_rows_per_sec: Option<u64>) -> i64 {
+    match max_rows_per_sec {
+        Some(rate) if rate > 0 => (rate / 10).clamp(1, 100_000) as i64,
+        _ => 100_000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use MoveEvent as E;
+    use ShardMoveState as S;
+
+    const EVENTS: [MoveEvent; 7] = [
+        E::Start,
+        E::Copied,
+        E::CaughtUp,
+        E::Switched,
+        E::Cleaned,
+        E::Abort,
+        E::Fail,
+    ];
+
+    #[test]
+    fn the_happy_path() {
+        let mut s = S::Pending;
+        for (e, want) in [
+            (E::Start, S::Copying),
+            (E::Copied, S::CatchingUp),
+            (E::CaughtUp, S::Cutover),
+            (E::Switched, S::Switched),
+            (E::Cleaned, S::Cleaned),
+        ] {
+            s = transition(s, e).unwrap();
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn every_transition_is_listed() {
+        // The complete table: (from, event) -> Some(to) when legal.
+        let legal = |from: S, e: E| -> Option<S> {
+            match (from, e) {
+                (S::Pending, E::Start) => Some(S::Copying),
+                (S::Copying, E::Copied) => Some(S::CatchingUp),
+                (S::CatchingUp, E::CaughtUp) => Some(S::Cutover),
+                (S::Cutover, E::Switched) => Some(S::Switched),
+                (S::Switched, E::Cleaned) => Some(S::Cleaned),
+                (S::Pending | S::Copying | S::CatchingUp | S::Cutover, E::Abort) => {
+                    Some(S::Aborted)
+                }
+                (S::Pending | S::Copying | S::CatchingUp | S::Cutover, E::Fail) => Some(S::Failed),
+                _ => None,
+            }
+        };
+        let mut illegal = 0;
+        for from in S::ALL {
+            for e in EVENTS {
+                match (transition(from, e), legal(from, e)) {
+                    (Ok(to), Some(want)) => assert_eq!(to, want, "{from} {e:?}"),
+                    (Err(err), None) => {
+                        illegal += 1;
+                        assert_eq!(err.from, from);
+                    }
+                    (got, want) => panic!("{from} {e:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+        assert_eq!(illegal, 8 * 7 - 13);
+    }
+
+    #[test]
+    fn a_switched_shard_cannot_be_aborted_only_reverted() {
+        let e = transition(S::Switched, E::Abort).unwrap_err();
+        assert!(e.to_string().contains("revert"), "{e}");
+        assert!(transition(S::Switched, E::Fail).is_err());
+    }
+
+    #[test]
+    fn final_states_are_final() {
+        for s in [S::Cleaned, S::Aborted, S::Failed] {
+            for e in EVENTS {
+                assert!(transition(s, e).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in S::ALL {
+            assert_eq!(S::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(S::parse("moving"), None);
+    }
+
+    #[test]
+    fn undo_reactivates_the_source_only_from_cutover() {
+        assert_eq!(
+            undo_for(S::Copying).map(|u| u.reactivate_source),
+            Some(false)
+        );
+        assert_eq!(
+            undo_for(S::Cutover).map(|u| u.reactivate_source),
+            Some(true)
+        );
+        assert_eq!(undo_for(S::Switched), None);
+        assert_eq!(undo_for(S::Aborted), None);
+    }
+
+    #[test]
+    fn job_states() {
+        assert_eq!(
+            job_state(&[S::Switched, S::Copying], false),
+            JobState::Running
+        );
+        assert_eq!(
+            job_state(&[S::Switched, S::Switched], false),
+            JobState::Switched
+        );
+        assert_eq!(
+            job_state(&[S::Cleaned, S::Cleaned], false),
+            JobState::Completed
+        );
+        assert_eq!(
+            job_state(&[S::Aborted, S::Aborted], false),
+            JobState::Aborted
+        );
+        assert_eq!(job_state(&[S::Aborted, S::Failed], false), JobState::Failed);
+        assert_eq!(
+            job_state(&[S::Switched, S::Aborted], false),
+            JobState::Switched
+        );
+        assert_eq!(job_state(&[S::Switched], true), JobState::Reverted);
+    }
+
+    #[test]
+    fn catch_up_policy() {
+        let p = CatchUpPolicy::default();
+        assert!(!p.ready(10_000, 1));
+        assert!(p.ready(100, 1));
+        assert!(p.ready(10_000, 50));
+    }
+
+    #[test]
+    fn throttling() {
+        assert_eq!(throttle_delay(1000, Duration::ZERO, None), Duration::ZERO);
+        assert_eq!(
+            throttle_delay(1000, Duration::from_millis(200), Some(1000)),
+            Duration::from_millis(800)
+        );
+        assert_eq!(
+            throttle_delay(1000, Duration::from_secs(2), Some(1000)),
+            Duration::ZERO
+        );
+        assert_eq!(chunk_rows(Some(1000)), 100);
+        assert_eq!(chunk_rows(Some(3)), 1);
+        assert_eq!(chunk_rows(None), 100_000);
+    }
+
+    proptest! {
+        /// Whatever events arrive, a shard never leaves a final state, never reaches
+        /// `switched` without passing `cutover`, and is never aborted after the switch.
+        #[test]
+        fn random_event_sequences_keep_the_protocol(events in proptest::collection::vec(0usize..7, 0..40)) {
+            let mut s = S::Pending;
+            let mut saw_cutover = false;
+            for i in events {
+                let before = s;
+                if let Ok(next) = transition(s, EVENTS[i]) {
+                    prop_assert!(!before.is_final());
+                    if next == S::Switched { prop_assert!(saw_cutover); }
+                    if next == S::Aborted { prop_assert!(before.in_flight()); }
+                    s = next;
+                    saw_cutover |= s == S::Cutover;
+                }
+            }
+        }
+    }
+}
