@@ -155,6 +155,7 @@ impl TestServer {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        server.serving_on(&addr);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server.router();
         let task = tokio::spawn(async move {
@@ -193,6 +194,7 @@ impl TestServer {
 
     /// Stops accepting, lets requests in flight finish, and waits for the server to end.
     pub async fn stop(mut self) {
+        self.state.stop_background();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -204,6 +206,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        self.state.stop_background();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

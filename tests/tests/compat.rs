@@ -211,12 +211,12 @@ async fn second_start_is_warm_and_keeps_data() {
     let map = even_map(&urls, 32);
     let backend = mezzanine_storage::Backend::new("db1", &urls[0], Default::default()).unwrap();
     let shards: Vec<u32> = map.shards_of(0).collect();
-    let cold = mezzanine_storage::schema::prepare_backend(&backend, 32, &shards)
+    let cold = mezzanine_storage::schema::prepare_backend(&backend, 32, &shards, true)
         .await
         .unwrap();
     assert!(!cold.warm);
     assert_eq!(cold.created_tables, shards.len());
-    let warm = mezzanine_storage::schema::prepare_backend(&backend, 32, &shards)
+    let warm = mezzanine_storage::schema::prepare_backend(&backend, 32, &shards, true)
         .await
         .unwrap();
     assert!(warm.warm, "{warm:?}");

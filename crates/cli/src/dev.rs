@@ -248,10 +248,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tracing::info!(backend = %name, url = %mezzanine_storage::mask_url(url), "backend");
     }
     for (name, url) in &spare_urls {
-        tracing::info!(spare = %name, url = %mezzanine_storage::mask_url(url), "spare server (owns no shards)");
+        tracing::info!(spare = %name, url = %mezzanine_storage::mask_url(url), "spare server (registered as a backend that owns no shards)");
     }
     tracing::info!(env = %env_path.display(), "a second node can join with: set -a; . {}; PORT=8081 mezzanine serve", env_path.display());
-    let result = crate::run_server(config).await;
+    let result = crate::run_server_with_spares(config, spare_urls).await;
     tracing::info!("stopping PostgreSQL servers");
     tokio::task::spawn_blocking(move || {
         for mut s in servers {

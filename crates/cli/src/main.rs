@@ -65,6 +65,15 @@ pub async fn shutdown_signal() {
 
 /// Starts a server with `config` and serves until SIGINT or SIGTERM.
 pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
+    run_server_with_spares(config, Vec::new()).await
+}
+
+/// Runs a server; `spares` (name, URL) are registered as empty backends once the catalog
+/// exists, unless they are registered already.
+pub async fn run_server_with_spares(
+    config: ServeConfig,
+    spares: Vec<(String, String)>,
+) -> anyhow::Result<()> {
     let addr = format!("{}:{}", config.host, config.port);
     let (read, idle, write) = (
         config.http_read_timeout,
@@ -72,9 +81,24 @@ pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
         config.http_write_timeout,
     );
     let server = Server::start(config).await?;
+    let known = server.state.topology().map.backends().to_vec();
+    for (name, url) in spares {
+        if known.iter().any(|b| b.name == name) {
+            continue;
+        }
+        match server.state.add_backend(&name, &url).await {
+            Ok(()) => tracing::info!(backend = %name, "spare server registered as an empty backend"),
+            Err(p) => tracing::warn!(backend = %name, error = %p.detail, "spare server not registered"),
+        }
+    }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.clone());
+    server.serving_on(&local);
     tracing::info!(addr = %addr, startup_ms = server.startup.as_millis() as u64, "serving");
     http::serve(
         listener,
@@ -85,6 +109,7 @@ pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    server.state.stop_background();
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
 use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
+use mezzanine_storage::StorageError;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -129,7 +130,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
     Err(p)
 }
 
-fn read_json(
+pub(crate) fn read_json(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
@@ -178,7 +179,7 @@ pub fn too_large(limit: usize) -> Problem {
 }
 
 /// Turns a path rejection (invalid percent-encoding or UTF-8) into a problem naming the segment.
-fn path_problem(r: PathRejection) -> Problem {
+pub(crate) fn path_problem(r: PathRejection) -> Problem {
     let location = match &r {
         PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
             ErrorKind::InvalidUtf8InPathParam { key } => Some(format!("path.{key}")),
@@ -234,10 +235,14 @@ pub async fn write_cell(
 ) -> Result<Response, Problem> {
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let cell = NewCell::from_json(&v, "body").map_err(Problem::invalid)?;
-    let topo = st.topology();
-    let shard = shard_for_row_key(&cell.key.row_key, topo.map.num_shards());
-    let backend = topo.backend_for(shard)?;
-    let outcome = cells::write_cells(backend, shard, &[&cell]).await?.pop();
+    let shard = shard_for_row_key(&cell.key.row_key, st.num_shards());
+    let outcome = st
+        .on_shard(shard, |b| {
+            let cell = &cell;
+            async move { cells::write_cells(&b, shard, &[cell]).await }
+        })
+        .await?
+        .pop();
     metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string()).increment(1);
     match outcome {
         Some(WriteOutcome::Created(c)) => Ok(cell_response(StatusCode::CREATED, c)),
@@ -333,59 +338,98 @@ pub async fn write_batch(
         }
     }
     // By shard, then by backend: a backend's shard groups go out together on one connection,
-    // in one transaction, in ascending shard order.
-    let plan = topo
-        .map
-        .group_by_backend(parsed.iter().map(|(i, c)| (c.key.row_key, (*i, c))));
-    let work = plan.into_iter().map(|(b, groups)| {
-        let topo = &topo;
-        async move {
-            let outcomes: Vec<Result<Vec<WriteOutcome>, Problem>> = match topo.backend_at(b) {
-                Ok(backend) => {
-                    let inputs: Vec<(u32, Vec<&NewCell>)> = groups
-                        .iter()
-                        .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
-                        .collect();
-                    let written = cells::write_shard_groups(backend, &inputs).await;
-                    written
-                        .into_iter()
-                        .map(|r| r.map_err(Problem::from))
-                        .collect()
-                }
-                Err(p) => groups.iter().map(|_| Err(p.clone())).collect(),
-            };
-            (groups, outcomes)
-        }
-    });
-    for (groups, outcomes) in futures::future::join_all(work).await {
-        for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
-            match outcome {
-                Ok(outcomes) => {
-                    metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
-                        .increment(group.len() as u64);
-                    for ((i, _), o) in group.iter().zip(outcomes) {
-                        results[*i] = Some(match o {
-                            WriteOutcome::Created(c) => BatchResult {
-                                status: 201,
-                                cell: Some(c),
-                                error: None,
-                            },
-                            WriteOutcome::Existing(c) => BatchResult {
-                                status: 200,
-                                cell: Some(c),
-                                error: None,
-                            },
-                            WriteOutcome::Conflict(c) => BatchResult {
-                                status: 409,
-                                error: Some(conflict(&c)),
-                                cell: None,
-                            },
-                        });
+    // in one transaction, in ascending shard order. Cells of shards that a backend says it
+    // does not serve (moved, or in cutover) are held and retried at the new place.
+    let mut pending: Vec<(usize, &NewCell)> = parsed.iter().map(|(i, c)| (*i, c)).collect();
+    let mut hold: Option<crate::Hold> = None;
+    while !pending.is_empty() {
+        let topo = st.topology();
+        let version = topo.version;
+        let plan = topo
+            .map
+            .group_by_backend(pending.iter().map(|(i, c)| (c.key.row_key, (*i, *c))));
+        let work = plan.into_iter().map(|(b, groups)| {
+            let topo = &topo;
+            async move {
+                let outcomes: Vec<Result<Vec<WriteOutcome>, Problem>> = match topo.backend_at(b)
+                {
+                    Ok(backend) => {
+                        let inputs: Vec<(u32, Vec<&NewCell>)> = groups
+                            .iter()
+                            .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
+                            .collect();
+                        cells::write_shard_groups(backend, &inputs)
+                            .await
+                            .into_iter()
+                            .map(|r| match r {
+                                Err(e @ StorageError::NotServed { .. }) => Err(Problem::moved(e)),
+                                r => r.map_err(Problem::from),
+                            })
+                            .collect()
                     }
+                    Err(p) => groups.iter().map(|_| Err(p.clone())).collect(),
+                };
+                (groups, outcomes)
+            }
+        });
+        let mut moved: Vec<(usize, &NewCell)> = Vec::new();
+        let mut last_moved: Option<Problem> = None;
+        for (groups, outcomes) in futures::future::join_all(work).await {
+            for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(outcomes) => {
+                        metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
+                            .increment(group.len() as u64);
+                        for ((i, _), o) in group.iter().zip(outcomes) {
+                            results[*i] = Some(match o {
+                                WriteOutcome::Created(c) => BatchResult {
+                                    status: 201,
+                                    cell: Some(c),
+                                    error: None,
+                                },
+                                WriteOutcome::Existing(c) => BatchResult {
+                                    status: 200,
+                                    cell: Some(c),
+                                    error: None,
+                                },
+                                WriteOutcome::Conflict(c) => BatchResult {
+                                    status: 409,
+                                    error: Some(conflict(&c)),
+                                    cell: None,
+                                },
+                            });
+                        }
+                    }
+                    Err(p) if p.is_moved() => {
+                        moved.extend(group);
+                        last_moved = Some(p);
+                    }
+                    Err(p) => fill_error(&mut results, &group, &p),
                 }
-                Err(p) => fill_error(&mut results, &group, &p),
             }
         }
+        drop(topo);
+        if let Some(p) = last_moved {
+            let waited = match &mut hold {
+                Some(h) => Ok(h),
+                None => st.hold().map(|h| hold.insert(h)),
+            };
+            let gave_up = match waited {
+                Ok(h) => {
+                    if st.wait_for_map(version, h.deadline).await {
+                        None
+                    } else {
+                        Some(crate::held_too_long(&p.detail, st.config.move_hold_timeout))
+                    }
+                }
+                Err(too_many) => Some(too_many),
+            };
+            if let Some(p) = gave_up {
+                fill_error(&mut results, &moved, &p);
+                break;
+            }
+        }
+        pending = moved;
     }
     let results = results
         .into_iter()
@@ -437,14 +481,19 @@ pub async fn get_cell(
         (Err(p), _) => return Err(p),
         (_, Err(e)) => return Err(Problem::field(e)),
     };
-    let topo = st.topology();
-    let shard = shard_for_row_key(&row_key, topo.map.num_shards());
+    let shard = shard_for_row_key(&row_key, st.num_shards());
     let key = CellKey {
         row_key,
         column_name,
         ref_key,
     };
-    match cells::get_cell(topo.backend_for(shard)?, shard, &key).await? {
+    let found = st
+        .on_shard(shard, |b| {
+            let key = &key;
+            async move { cells::get_cell(&b, shard, key).await }
+        })
+        .await?;
+    match found {
         Some(c) => Ok(cell_response(StatusCode::OK, c)),
         None => Err(Problem::not_found(format!(
             "no cell ({}, {}, {})",
@@ -465,9 +514,14 @@ pub async fn get_latest(
 ) -> Result<Response, Problem> {
     let Path((row_key, column_name)) = path.map_err(path_problem)?;
     let (row_key, column_name) = path_key(&row_key, &column_name)?;
-    let topo = st.topology();
-    let shard = shard_for_row_key(&row_key, topo.map.num_shards());
-    match cells::get_latest(topo.backend_for(shard)?, shard, &row_key, &column_name).await? {
+    let shard = shard_for_row_key(&row_key, st.num_shards());
+    let found = st
+        .on_shard(shard, |b| {
+            let (row_key, column_name) = (&row_key, &column_name);
+            async move { cells::get_latest(&b, shard, row_key, column_name).await }
+        })
+        .await?;
+    match found {
         Some(c) => Ok(cell_response(StatusCode::OK, c)),
         None => Err(Problem::not_found(format!(
             "no cell in column {column_name:?} of row {row_key}"
@@ -486,9 +540,13 @@ pub async fn get_row(
 ) -> Result<Response, Problem> {
     let Path(row_key) = path.map_err(path_problem)?;
     let row = parse_row_key(&row_key, "path.row_key").map_err(Problem::field)?;
-    let topo = st.topology();
-    let shard = shard_for_row_key(&row, topo.map.num_shards());
-    let cells = cells::get_row(topo.backend_for(shard)?, shard, &row).await?;
+    let shard = shard_for_row_key(&row, st.num_shards());
+    let cells = st
+        .on_shard(shard, |b| {
+            let row = &row;
+            async move { cells::get_row(&b, shard, row).await }
+        })
+        .await?;
     Ok(Json(RowResponse {
         row_key: row.to_string(),
         cells,
@@ -497,7 +555,7 @@ pub async fn get_row(
 }
 
 /// The query of a partition read, validated.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartitionQuery {
     pub partition: u32,
     pub from: PartitionRead,
@@ -601,10 +659,12 @@ pub async fn partition_read(
     State(st): State<Arc<AppState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
-    let topo = st.topology();
-    let q = parse_partition_query(raw.as_deref(), topo.map.num_shards())?;
-    let cells =
-        cells::partition_read(topo.backend_for(q.partition)?, q.partition, q.from, q.limit).await?;
+    let q = parse_partition_query(raw.as_deref(), st.num_shards())?;
+    let cells = st
+        .on_shard(q.partition, |b| async move {
+            cells::partition_read(&b, q.partition, q.from, q.limit).await
+        })
+        .await?;
     Ok(Json(cells).into_response())
 }
 

@@ -65,6 +65,33 @@ pub struct ServeConfig {
     /// down and its shards answer 503 with Retry-After.
     #[arg(long, env = "DB_QUERY_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub db_query_timeout: Duration,
+    /// The catalog database (shard map, backends, moves, audit log). Default: the schema
+    /// `mezzanine` in the first backend of shards.json.
+    #[arg(long, env = "CATALOG_URL")]
+    pub catalog_url: Option<String>,
+    /// Whether this node may lead the mover (`--no-mover` or MOVER_ENABLED=false: it serves
+    /// traffic but never runs moves).
+    #[arg(long, env = "MOVER_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub mover_enabled: bool,
+    /// Keep this node out of the mover's leader election (same as MOVER_ENABLED=false).
+    #[arg(long = "no-mover", default_value_t = false)]
+    pub no_mover: bool,
+    /// This node's id in the status and the audit log (default: random at start).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Longest time a request that meets a shard in cutover is held before a 503.
+    #[arg(long, env = "MOVE_HOLD_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub move_hold_timeout: Duration,
+    /// Most requests held at once (beyond, 503 at once).
+    #[arg(long, env = "MOVE_HOLD_MAX", default_value_t = 10_000)]
+    pub move_hold_max: usize,
+    /// Retired sources of switched shards are dropped this long after the switch, unless
+    /// `move complete` dropped them before.
+    #[arg(long, env = "MOVE_RETENTION", default_value = "168h", value_parser = duration)]
+    pub move_retention: Duration,
+    /// Fallback re-read of the catalog map version (changes normally arrive by LISTEN/NOTIFY).
+    #[arg(long, env = "CATALOG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub catalog_poll_interval: Duration,
     /// Trigger delivery: attempts per event (used by trigger plugins, a later version).
     #[arg(long, env = "TRIGGER_RETRY_MAX", default_value_t = 3)]
     pub trigger_retry_max: u32,
@@ -77,6 +104,11 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Whether this node takes part in the mover's leader election.
+    pub fn mover(&self) -> bool {
+        self.mover_enabled && !self.no_mover
+    }
+
     /// The pool settings every backend gets.
     pub fn pool_settings(&self) -> PoolSettings {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
@@ -167,6 +199,18 @@ mod tests {
         ] {
             assert!(envs.iter().any(|e| e == var), "{var} has no flag");
         }
+    }
+
+    #[test]
+    fn the_mover_can_be_switched_off_by_flag_or_variable() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert!(c.mover());
+        let c = Cli::try_parse_from(["mezzanine", "--no-mover"]).unwrap().config;
+        assert!(!c.mover());
+        let c = Cli::try_parse_from(["mezzanine", "--mover-enabled=false"])
+            .unwrap()
+            .config;
+        assert!(!c.mover());
     }
 
     #[test]

@@ -1,26 +1,39 @@
 //! mezzanine's HTTP server.
 //!
-//! [`Server::start`] reads the shard map, opens one pool per backend, prepares every backend's
-//! schema (one round trip each when it is current) and returns a server whose axum [`Router`]
-//! serves the `/v1` cell API. The shard map lives behind an [`ArcSwap`]: every request loads
-//! the current [`Topology`] once, and a new map can replace it atomically while serving.
+//! [`Server::start`] reads `shards.json`, opens the catalog (seeding it from that file the
+//! first time; afterwards the catalog is the source of truth), opens one pool per backend,
+//! prepares every backend's schema (one round trip each when it is current) and returns a
+//! server whose axum [`Router`] serves the `/v1` cell API and the `/admin/v1` API.
+//!
+//! The shard map lives behind an [`ArcSwap`]: every request loads the current [`Topology`]
+//! once, and the refresher ([`refresh`]) swaps in a new one when the catalog's map version
+//! changes (LISTEN/NOTIFY, a periodic re-read as a fallback, or on demand when a backend
+//! answers that it does not serve a shard). Requests that meet a shard in cutover are held
+//! ([`AppState::on_shard`]) and completed at the new place.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod problem;
+pub mod refresh;
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use axum::http::StatusCode;
 use axum::Router;
+use mezzanine_catalog::{Catalog, CatalogError, MapSnapshot};
 use mezzanine_core::ShardMap;
 use mezzanine_storage::schema::prepare_backend;
-use mezzanine_storage::{Backend, StorageError};
+use mezzanine_storage::{Backend, PoolSettings, StorageError};
+use tokio::sync::{watch, Notify, Semaphore};
 
 pub use config::ServeConfig;
 pub use problem::Problem;
@@ -40,11 +53,15 @@ pub enum StartError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
 
 /// A backend as the router sees it: its pool, and whether its schema is ready for traffic.
 pub struct BackendSlot {
     pub backend: Arc<Backend>,
+    /// The URL it was opened with (a changed URL gets a new pool).
+    url: String,
     ready: AtomicBool,
 }
 
@@ -56,7 +73,11 @@ impl BackendSlot {
 
 /// The shard map and the backends it names, swapped as one value.
 pub struct Topology {
+    /// The catalog's map version this topology was built from.
+    pub version: i64,
     pub map: ShardMap,
+    /// Each shard's epoch in the catalog.
+    pub epochs: Vec<i64>,
     pub backends: Vec<Arc<BackendSlot>>,
 }
 
@@ -65,7 +86,7 @@ impl Topology {
     pub fn backend_for(&self, shard: u32) -> Result<&Arc<Backend>, Problem> {
         let index = self.map.owner(shard).ok_or_else(|| {
             Problem::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::INTERNAL_SERVER_ERROR,
                 format!("shard {shard} has no backend"),
             )
         })?;
@@ -76,13 +97,13 @@ impl Topology {
     pub fn backend_at(&self, index: usize) -> Result<&Arc<Backend>, Problem> {
         let slot = self.backends.get(index).ok_or_else(|| {
             Problem::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::INTERNAL_SERVER_ERROR,
                 format!("no backend #{index}"),
             )
         })?;
         if !slot.is_ready() {
             let mut p = Problem::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "backend {} is not prepared yet (unreachable since start)",
                     slot.backend.name()
@@ -99,6 +120,17 @@ impl Topology {
 pub struct AppState {
     topology: ArcSwap<Topology>,
     pub config: ServeConfig,
+    pub catalog: Arc<Catalog>,
+    /// This node's id (audit log, status, mover leadership).
+    pub node_id: String,
+    addr: OnceLock<String>,
+    version_tx: watch::Sender<i64>,
+    reload_requested: Notify,
+    /// When set, catalog notifications and the periodic re-read are ignored (tests use it to
+    /// make a node's map stale on purpose); on-demand reloads still happen.
+    pub hold_refresh: AtomicBool,
+    held: Arc<Semaphore>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl AppState {
@@ -107,17 +139,214 @@ impl AppState {
         self.topology.load()
     }
 
-    /// Replaces the topology atomically; requests in flight finish on the one they loaded.
-    pub fn replace_topology(&self, t: Topology) {
-        self.topology.store(Arc::new(t));
-    }
-
     pub fn num_shards(&self) -> u32 {
         self.topology.load().map.num_shards()
     }
+
+    /// The address this node serves on (`host:port`), once known.
+    pub fn addr(&self) -> &str {
+        self.addr.get().map(String::as_str).unwrap_or("")
+    }
+
+    /// The map version of the current topology.
+    pub fn map_version(&self) -> i64 {
+        self.topology.load().version
+    }
+
+    /// Asks the refresher to re-read the catalog now.
+    pub fn request_reload(&self) {
+        self.reload_requested.notify_one();
+    }
+
+    /// Re-reads the catalog and installs its map if it is newer; returns the map version now
+    /// in use.
+    pub async fn reload(&self) -> Result<i64, CatalogError> {
+        let snap = self.catalog.load().await?;
+        self.install(snap).await;
+        Ok(self.map_version())
+    }
+
+    /// Installs a catalog snapshot if it is newer than the current topology. Backends that
+    /// stay keep their pools; new ones get a pool (their schema was prepared when they were
+    /// added, or by the mover).
+    pub async fn install(&self, snap: MapSnapshot) {
+        let current = self.topology.load_full();
+        if snap.version <= current.version {
+            return;
+        }
+        let existing: HashMap<(&str, &str), &Arc<BackendSlot>> = current
+            .backends
+            .iter()
+            .map(|s| ((s.backend.name(), s.url.as_str()), s))
+            .collect();
+        let mut slots = Vec::with_capacity(snap.map.backends().len());
+        for spec in snap.map.backends() {
+            if let Some(slot) = existing.get(&(spec.name.as_str(), spec.database_url.as_str())) {
+                slots.push((*slot).clone());
+                continue;
+            }
+            match Backend::new(&spec.name, &spec.database_url, self.config.pool_settings()) {
+                Ok(backend) => {
+                    backend.spawn_health_loop();
+                    slots.push(Arc::new(BackendSlot {
+                        backend,
+                        url: spec.database_url.clone(),
+                        ready: AtomicBool::new(true),
+                    }));
+                }
+                Err(e) => {
+                    tracing::error!(backend = %spec.name, error = %e, "cannot open a backend of the new map; keeping the current map");
+                    return;
+                }
+            }
+        }
+        let version = snap.version;
+        self.topology.store(Arc::new(Topology {
+            version,
+            map: snap.map,
+            epochs: snap.epochs,
+            backends: slots,
+        }));
+        self.version_tx.send_replace(version);
+        tracing::info!(map_version = version, "shard map reloaded");
+    }
+
+    /// Registers an empty backend: checks that it can be reached and used (mezzanine's
+    /// metadata is prepared there, and a backend laid out for another `NUM_SHARDS` is
+    /// refused), then records it in the catalog and reloads the map.
+    pub async fn add_backend(&self, name: &str, url: &str) -> Result<(), Problem> {
+        use mezzanine_core::FieldError;
+        use serde_json::Value;
+        let masked = Value::String(mezzanine_storage::mask_url(url));
+        if !mezzanine_core::shardmap::valid_backend_name(name) {
+            return Err(Problem::field(FieldError::new(
+                "body.name",
+                "must be 1 to 63 characters of letters, digits, '_', '-' or '.'",
+                Some(Value::String(name.to_owned())),
+            )));
+        }
+        let backend = Backend::new(name, url, self.config.pool_settings()).map_err(|e| {
+            Problem::field(FieldError::new("body.url", e.to_string(), Some(masked.clone())))
+        })?;
+        prepare_backend(&backend, self.num_shards(), &[], false)
+            .await
+            .map_err(|e| {
+                Problem::field(FieldError::new(
+                    "body.url",
+                    format!("the backend cannot be used: {e}"),
+                    Some(masked.clone()),
+                ))
+            })?;
+        self.catalog.add_backend(name, url).await?;
+        if let Err(e) = self.reload().await {
+            tracing::warn!(error = %e, "backend added, but the map could not be reloaded yet");
+        }
+        Ok(())
+    }
+
+    /// Runs `op` against the backend that owns `shard`. If that backend answers that it does
+    /// not serve the shard (it moved, or is in cutover), the request is held: the map is
+    /// re-read and the operation retried at the owner, until the hold bound
+    /// (`MOVE_HOLD_TIMEOUT`, and at most `MOVE_HOLD_MAX` held requests); only then is the
+    /// answer a 503 with `Retry-After`.
+    pub async fn on_shard<T, F, Fut>(&self, shard: u32, op: F) -> Result<T, Problem>
+    where
+        F: Fn(Arc<Backend>) -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let mut hold: Option<Hold> = None;
+        loop {
+            let (backend, version) = {
+                let topo = self.topology();
+                (topo.backend_for(shard)?.clone(), topo.version)
+            };
+            match op(backend).await {
+                Err(e @ StorageError::NotServed { .. }) => {
+                    let h = match &mut hold {
+                        Some(h) => h,
+                        None => hold.insert(self.hold()?),
+                    };
+                    if !self.wait_for_map(version, h.deadline).await {
+                        return Err(held_too_long(&e.to_string(), self.config.move_hold_timeout));
+                    }
+                }
+                other => return other.map_err(Problem::from),
+            }
+        }
+    }
+
+    /// Starts holding a request (a 503 at once when too many are held).
+    pub fn hold(&self) -> Result<Hold, Problem> {
+        let permit = self.held.clone().try_acquire_owned().map_err(|_| {
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many requests are waiting for shards in cutover (MOVE_HOLD_MAX={})",
+                    self.config.move_hold_max
+                ),
+            );
+            p.retry_after = Some(Duration::from_secs(1));
+            p
+        })?;
+        Ok(Hold {
+            deadline: tokio::time::Instant::now() + self.config.move_hold_timeout,
+            _permit: permit,
+        })
+    }
+
+    /// Waits until the map is newer than `version`, or a short while (a cutover in progress
+    /// is then retried), asking for a reload. Returns `false` once `deadline` has passed.
+    pub async fn wait_for_map(&self, version: i64, deadline: tokio::time::Instant) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        self.request_reload();
+        let mut rx = self.version_tx.subscribe();
+        let until = deadline.min(now + HOLD_RETRY);
+        let _ = tokio::time::timeout_at(until, rx.wait_for(|v| *v > version)).await;
+        true
+    }
+
+    fn spawn(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    /// Stops the background tasks (map refresher, mover).
+    pub fn stop_background(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
 }
 
-/// A started server: backends opened and prepared, ready to serve.
+/// How often a held request retries while its shard is in cutover.
+const HOLD_RETRY: Duration = Duration::from_millis(25);
+
+/// A held request: its deadline, and its place among the held ones.
+pub struct Hold {
+    pub deadline: tokio::time::Instant,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+pub(crate) fn held_too_long(why: &str, bound: Duration) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{why}; the shard did not become available within MOVE_HOLD_TIMEOUT ({bound:?})"),
+    );
+    p.retry_after = Some(Duration::from_secs(1));
+    p
+}
+
+/// A started server: catalog read, backends opened and prepared, ready to serve.
 pub struct Server {
     pub state: Arc<AppState>,
     /// How long start-up took.
@@ -125,7 +354,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Reads the shard map named by `config` and starts.
+    /// Reads `shards.json` (the catalog's seed) and starts.
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
         let path = config.shard_config_path.display().to_string();
         let text = tokio::fs::read_to_string(&config.shard_config_path)
@@ -139,28 +368,53 @@ impl Server {
         Server::start_with_map(config, map).await
     }
 
-    /// Starts with a given shard map. A backend that cannot be reached now is prepared in the
-    /// background, its shards answering 503 until then; a backend whose layout contradicts the
-    /// configuration (another `NUM_SHARDS`) stops the start.
-    pub async fn start_with_map(config: ServeConfig, map: ShardMap) -> Result<Server, StartError> {
+    /// Starts with `seed` as the map the catalog is seeded from if it does not exist yet.
+    /// A backend that cannot be reached now is prepared in the background, its shards
+    /// answering 503 until then; a backend whose layout contradicts the configuration
+    /// (another `NUM_SHARDS`) stops the start, and so does a catalog that records another
+    /// `NUM_SHARDS`.
+    pub async fn start_with_map(config: ServeConfig, seed: ShardMap) -> Result<Server, StartError> {
         let started = Instant::now();
         metrics::init();
         let settings = config.pool_settings();
+        let node_id = config.node_id.clone().unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("node-{}", &id[..8])
+        });
+        let num_shards = seed.num_shards();
+        let catalog_url = match &config.catalog_url {
+            Some(u) => u.clone(),
+            None => seed
+                .backends()
+                .first()
+                .map(|b| b.database_url.clone())
+                .unwrap_or_default(),
+        };
+        let catalog = Arc::new(Catalog::open(&catalog_url, catalog_settings(&settings), &node_id)?);
+        let ensured = catalog.ensure(num_shards, &seed).await?;
+        if ensured.seeded {
+            tracing::info!("catalog created from shards.json; from now on the catalog is the source of truth");
+        }
+        for d in &ensured.differences {
+            tracing::warn!(difference = %d, "shards.json disagrees with the catalog; the catalog wins");
+        }
+        let snap = catalog.load().await?;
         let mut slots = Vec::new();
-        for spec in map.backends() {
+        for spec in snap.map.backends() {
             let backend = Backend::new(&spec.name, &spec.database_url, settings.clone())?;
             slots.push(Arc::new(BackendSlot {
                 backend,
+                url: spec.database_url.clone(),
                 ready: AtomicBool::new(false),
             }));
         }
-        let num_shards = map.num_shards();
+        let create_missing = ensured.seeded;
         let preparations = slots.iter().enumerate().map(|(i, slot)| {
-            let shards: Vec<u32> = map.shards_of(i).collect();
+            let shards: Vec<u32> = snap.map.shards_of(i).collect();
             async move {
                 (
                     slot,
-                    prepare_backend(&slot.backend, num_shards, &shards).await,
+                    prepare_backend(&slot.backend, num_shards, &shards, create_missing).await,
                     shards,
                 )
             }
@@ -174,7 +428,7 @@ impl Server {
                 }
                 Err(e @ StorageError::Unavailable { .. }) => {
                     tracing::error!(backend = %name, error = %e, "backend unreachable at start; its shards answer 503 until it is prepared");
-                    spawn_prepare_retry(slot.clone(), num_shards, shards);
+                    spawn_prepare_retry(slot.clone(), num_shards, shards, create_missing);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -185,25 +439,88 @@ impl Server {
         if let Some(p) = &config.index_config_path {
             tracing::warn!(path = %p.display(), "INDEX_CONFIG_PATH is set, but secondary indexes are not served by this version");
         }
+        let (version_tx, _) = watch::channel(snap.version);
+        let held = Arc::new(Semaphore::new(config.move_hold_max.max(1)));
         let state = Arc::new(AppState {
             topology: ArcSwap::from_pointee(Topology {
-                map,
+                version: snap.version,
+                map: snap.map,
+                epochs: snap.epochs,
                 backends: slots,
             }),
             config,
+            catalog,
+            node_id,
+            addr: OnceLock::new(),
+            version_tx,
+            reload_requested: Notify::new(),
+            hold_refresh: AtomicBool::new(false),
+            held,
+            tasks: Mutex::new(Vec::new()),
         });
+        state.spawn(tokio::spawn(refresh::run(state.clone())));
         let startup = started.elapsed();
         tracing::info!(
             startup_ms = startup.as_millis() as u64,
             num_shards,
+            node = %state.node_id,
+            map_version = state.map_version(),
             "mezzanine ready"
         );
         Ok(Server { state, startup })
     }
 
+    /// Records the address this node serves on and, unless `--no-mover`, enters the mover's
+    /// leader election. Call once listening.
+    pub fn serving_on(&self, addr: &str) {
+        let st = &self.state;
+        let _ = st.addr.set(addr.to_owned());
+        if !st.config.mover() {
+            tracing::info!("mover disabled on this node (--no-mover)");
+            return;
+        }
+        let config = mezzanine_mover::MoverConfig {
+            catalog_url: st.catalog.url().to_owned(),
+            node: mezzanine_catalog::LeaderInfo {
+                id: st.node_id.clone(),
+                addr: addr.to_owned(),
+            },
+            num_shards: st.num_shards(),
+            pool: mover_settings(&st.config.pool_settings()),
+            poll: Duration::from_millis(500),
+            retention: st.config.move_retention,
+            policy: Default::default(),
+            attempts: 3,
+        };
+        let catalog = st.catalog.clone();
+        st.spawn(tokio::spawn(mezzanine_mover::run(
+            config,
+            catalog,
+            std::future::pending(),
+        )));
+    }
+
     /// The HTTP application.
     pub fn router(&self) -> Router {
         http::router(self.state.clone())
+    }
+}
+
+/// The catalog's pool: small.
+fn catalog_settings(s: &PoolSettings) -> PoolSettings {
+    PoolSettings {
+        max_conns: 4,
+        min_conns: 0,
+        ..s.clone()
+    }
+}
+
+/// The mover's own pools: separate from client traffic.
+fn mover_settings(s: &PoolSettings) -> PoolSettings {
+    PoolSettings {
+        max_conns: 8,
+        min_conns: 0,
+        ..s.clone()
     }
 }
 
@@ -221,17 +538,29 @@ fn log_report(backend: &str, r: &mezzanine_storage::schema::MigrationReport) {
     if !r.foreign_active.is_empty() {
         tracing::warn!(
             backend,
-            shards = ?r.foreign_active,
-            "this backend marks shards active that the shard map gives to another backend; they are not served from here"
+            shards = %mezzanine_core::format_shard_set(&r.foreign_active),
+            "this backend marks shards active that the catalog gives to another backend; they are not served from here"
+        );
+    }
+    if !r.not_active.is_empty() {
+        tracing::warn!(
+            backend,
+            shards = %mezzanine_core::format_shard_set(&r.not_active),
+            "the catalog gives these shards to this backend but it does not mark them active (a cutover in progress, or a damaged backend: `mezzanine verify`); requests for them are held, then answered 503"
         );
     }
 }
 
-fn spawn_prepare_retry(slot: Arc<BackendSlot>, num_shards: u32, shards: Vec<u32>) {
+fn spawn_prepare_retry(
+    slot: Arc<BackendSlot>,
+    num_shards: u32,
+    shards: Vec<u32>,
+    create_missing: bool,
+) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            match prepare_backend(&slot.backend, num_shards, &shards).await {
+            match prepare_backend(&slot.backend, num_shards, &shards, create_missing).await {
                 Ok(report) => {
                     log_report(slot.backend.name(), &report);
                     slot.ready.store(true, Ordering::Release);

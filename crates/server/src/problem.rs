@@ -8,6 +8,8 @@ use mezzanine_core::FieldError;
 use mezzanine_storage::StorageError;
 use serde::Serialize;
 
+const MOVED: &str = "urn:mezzanine:problem:shard-not-served";
+
 /// A problem answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -68,6 +70,20 @@ impl Problem {
         Problem::invalid(vec![e])
     }
 
+    /// 503: the backend asked does not serve the shard (it moved, or is in cutover). Requests
+    /// hold and retry on this one; clients see it only past the hold bound.
+    pub fn moved(e: StorageError) -> Problem {
+        Problem {
+            type_: MOVED.into(),
+            retry_after: Some(Duration::from_secs(1)),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+
+    pub fn is_moved(&self) -> bool {
+        self.type_ == MOVED
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, detail)
     }
@@ -95,6 +111,28 @@ impl From<StorageError> for Problem {
             retry_after,
             ..Problem::new(status, e.to_string())
         }
+    }
+}
+
+impl From<mezzanine_catalog::CatalogError> for Problem {
+    fn from(e: mezzanine_catalog::CatalogError) -> Problem {
+        use mezzanine_catalog::CatalogError as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Conflict(_) => StatusCode::CONFLICT,
+            E::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Storage(s) => return Problem::from(s.clone()),
+            E::Session(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::NumShards { .. } | E::Corrupt(_) => {
+                tracing::error!(error = %e, "catalog error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut p = Problem::new(status, e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            p.retry_after = Some(Duration::from_secs(1));
+        }
+        p
     }
 }
 

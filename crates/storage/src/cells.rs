@@ -78,15 +78,43 @@ fn cell_from(row: &Row, first: usize, backend: &Backend) -> Result<Cell, Storage
     })
 }
 
-/// Runs a query whose rows are cells (`CELL_COLUMNS`) on a fresh lease.
+/// Runs a fenced read of one shard on a fresh lease. `sql` selects `CELL_COLUMNS` from the
+/// shard's table; it is wrapped so that the same statement (one snapshot) also reads the
+/// shard's state row on this backend, and nothing is returned unless the shard is `active`
+/// or `frozen` here (invariant I2: a node with a stale map never reads a copy that moved
+/// away). `$1` is the shard; the query's own parameters start at `$2`.
 async fn select_cells(
     backend: &Backend,
+    shard: u32,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<Vec<Cell>, StorageError> {
+    let fenced = format!(
+        "SELECT st.state, c.* FROM mezzanine_shard_state st \
+         LEFT JOIN LATERAL ({sql}) c ON st.state IN ('active', 'frozen') \
+         WHERE st.shard = $1"
+    );
+    let shard_i = shard as i32;
+    let mut all: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity(params.len() + 1);
+    all.push((&shard_i, Type::INT4));
+    all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
     let lease = backend.lease().await?;
-    let rows = lease.query(sql, params).await?;
-    rows.iter().map(|r| cell_from(r, 0, backend)).collect()
+    let rows = lease.query(&fenced, &all).await?;
+    let state: Option<String> = rows.first().and_then(|r| r.try_get(0).ok());
+    match state.as_deref() {
+        Some("active") | Some("frozen") => {}
+        other => {
+            return Err(StorageError::NotServed {
+                shard,
+                backend: backend.name().to_owned(),
+                state: other.unwrap_or("absent").to_owned(),
+            })
+        }
+    }
+    rows.iter()
+        .filter(|r| r.try_get::<_, Option<i64>>(1).ok().flatten().is_some())
+        .map(|r| cell_from(r, 1, backend))
+        .collect()
 }
 
 /// Cells as column arrays, bound to `unnest($n::uuid[], $n::text[], $n::int8[], $n::jsonb[])`.
@@ -300,7 +328,7 @@ pub async fn get_cell(
     key: &CellKey,
 ) -> Result<Option<Cell>, StorageError> {
     let sql = format!(
-        "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 AND ref_key = $3",
+        "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $2 AND column_name = $3 AND ref_key = $4",
         t = cells_table(shard)
     );
     let params: [(&(dyn ToSql + Sync), Type); 3] = [
@@ -308,7 +336,7 @@ pub async fn get_cell(
         (&key.column_name, Type::TEXT),
         (&key.ref_key, Type::INT8),
     ];
-    Ok(select_cells(backend, &sql, &params).await?.pop())
+    Ok(select_cells(backend, shard, &sql, &params).await?.pop())
 }
 
 /// The latest version (highest `ref_key`) of a column.
@@ -319,11 +347,12 @@ pub async fn get_latest(
     column_name: &str,
 ) -> Result<Option<Cell>, StorageError> {
     let sql = format!(
-        "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $1 AND column_name = $2 ORDER BY ref_key DESC LIMIT 1",
+        "SELECT {CELL_COLUMNS} FROM {t} WHERE row_key = $2 AND column_name = $3 ORDER BY ref_key DESC LIMIT 1",
         t = cells_table(shard)
     );
     Ok(select_cells(
         backend,
+        shard,
         &sql,
         &[(row_key, Type::UUID), (&column_name, Type::TEXT)],
     )
@@ -338,11 +367,11 @@ pub async fn get_row(
     row_key: &Uuid,
 ) -> Result<Vec<Cell>, StorageError> {
     let sql = format!(
-        "SELECT DISTINCT ON (column_name) {CELL_COLUMNS} FROM {t} WHERE row_key = $1 \
+        "SELECT DISTINCT ON (column_name) {CELL_COLUMNS} FROM {t} WHERE row_key = $2 \
          ORDER BY column_name, ref_key DESC",
         t = cells_table(shard)
     );
-    select_cells(backend, &sql, &[(row_key, Type::UUID)]).await
+    select_cells(backend, shard, &sql, &[(row_key, Type::UUID)]).await
 }
 
 /// A page of a shard's cells in change-stream order.
@@ -356,16 +385,17 @@ pub async fn partition_read(
     match from {
         PartitionRead::AfterAddedId(id) => {
             let sql = format!(
-                "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $1 ORDER BY added_id LIMIT $2"
+                "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $2 ORDER BY added_id LIMIT $3"
             );
-            select_cells(backend, &sql, &[(&id, Type::INT8), (&limit, Type::INT8)]).await
+            select_cells(backend, shard, &sql, &[(&id, Type::INT8), (&limit, Type::INT8)]).await
         }
         PartitionRead::AfterCreatedAt(Some(at)) => {
             let sql = format!(
-                "SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $1 ORDER BY created_at, added_id LIMIT $2"
+                "SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $2 ORDER BY created_at, added_id LIMIT $3"
             );
             select_cells(
                 backend,
+                shard,
                 &sql,
                 &[(&at, Type::TIMESTAMPTZ), (&limit, Type::INT8)],
             )
@@ -373,8 +403,8 @@ pub async fn partition_read(
         }
         PartitionRead::AfterCreatedAt(None) => {
             let sql =
-                format!("SELECT {CELL_COLUMNS} FROM {t} ORDER BY created_at, added_id LIMIT $1");
-            select_cells(backend, &sql, &[(&limit, Type::INT8)]).await
+                format!("SELECT {CELL_COLUMNS} FROM {t} ORDER BY created_at, added_id LIMIT $2");
+            select_cells(backend, shard, &sql, &[(&limit, Type::INT8)]).await
         }
     }
 }

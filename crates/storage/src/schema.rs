@@ -72,15 +72,25 @@ pub struct MigrationReport {
     pub adopted_tables: usize,
     /// Shards this backend marks active although the configured map gives them elsewhere.
     pub foreign_active: Vec<u32>,
+    /// Shards the map gives to this backend that it does not mark active (left alone when
+    /// `create_missing` is false: a cutover in progress, or a damaged backend).
+    pub not_active: Vec<u32>,
 }
 
 /// Makes sure `backend` holds `shards` ready for traffic. When the layout is current this is a
 /// single query; otherwise the missing tables and metadata are created, in batches, under an
 /// advisory lock so that nodes starting together do not race.
+///
+/// `create_missing` is true only when the shard map comes from `shards.json` for the first
+/// time (a new cluster, or adopting go-mezzanine databases): then a shard without a state row
+/// is taken to be served here and marked `active`. Once the catalog exists, only moves create
+/// shards on a backend, so a missing one is reported ([`MigrationReport::not_active`]) and
+/// never created empty (which would serve an empty shard in place of its data).
 pub async fn prepare_backend(
     backend: &Backend,
     num_shards: u32,
     shards: &[u32],
+    create_missing: bool,
 ) -> Result<MigrationReport, StorageError> {
     let layout = |message: String| StorageError::Layout {
         backend: backend.name().to_owned(),
@@ -123,13 +133,20 @@ pub async fn prepare_backend(
     }
     let wanted: BTreeSet<u32> = shards.iter().copied().collect();
     let foreign_active: Vec<u32> = active.difference(&wanted).copied().collect();
-    if version == Some(SCHEMA_VERSION) && wanted.is_subset(&active) {
+    let not_active: Vec<u32> = wanted.difference(&active).copied().collect();
+    if version == Some(SCHEMA_VERSION) && (not_active.is_empty() || !create_missing) {
         return Ok(MigrationReport {
             warm: true,
             foreign_active,
+            not_active,
             ..Default::default()
         });
     }
+    let wanted = if create_missing {
+        wanted
+    } else {
+        BTreeSet::new()
+    };
 
     // Cold or partial: create what is missing.
     lease.extend(Duration::from_secs(600));
@@ -153,6 +170,7 @@ pub async fn prepare_backend(
         created_tables,
         adopted_tables,
         foreign_active,
+        not_active: if create_missing { Vec::new() } else { not_active },
     })
 }
 

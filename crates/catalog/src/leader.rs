@@ -1,0 +1,406 @@
+//! Dedicated catalog connections: change notifications for every node, and the mover's
+//! leadership.
+//!
+//! The leader is whoever holds a session-level advisory lock on the catalog. The lock lives
+//! as long as the session: when the leader's process dies (even by `kill -9`) or loses its
+//! connection, PostgreSQL releases it and another node takes it. Every catalog change the
+//! mover makes goes through that same session ([`LeaderSession`]), so a node that lost the
+//! lock can no longer change a move.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mezzanine_core::moves::ShardMoveState;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+
+use crate::{corrupt, CatalogError, CHANNEL};
+
+/// Key of the advisory lock whose holder leads the mover.
+pub const LEADER_LOCK: i64 = 0x6d65_7a7a_0003;
+
+/// Who leads the mover.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaderInfo {
+    pub id: String,
+    pub addr: String,
+}
+
+/// A connection of its own to the catalog (not from a pool), with its notifications.
+pub struct Dedicated {
+    client: Client,
+    notifications: mpsc::UnboundedReceiver<String>,
+    alive: watch::Receiver<bool>,
+    timeout: Duration,
+}
+
+impl Dedicated {
+    /// Connects within `timeout`; statements on it are bounded by `timeout` too.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Dedicated, CatalogError> {
+        let lost = |m: String| CatalogError::Session(m);
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| lost(e.to_string()))?;
+        config.connect_timeout(timeout);
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.application_name("mezzanine-catalog");
+        let (client, mut conn) = tokio::time::timeout(timeout, config.connect(NoTls))
+            .await
+            .map_err(|_| lost(format!("no connection within {timeout:?}")))?
+            .map_err(|e| lost(e.to_string()))?;
+        let (tx, notifications) = mpsc::unbounded_channel();
+        let (alive_tx, alive) = watch::channel(true);
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.send(n.payload().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "catalog session lost");
+                        break;
+                    }
+                }
+            }
+            let _ = alive_tx.send(false);
+        });
+        Ok(Dedicated {
+            client,
+            notifications,
+            alive,
+            timeout,
+        })
+    }
+
+    /// Whether the session is still connected.
+    pub fn is_alive(&self) -> bool {
+        *self.alive.borrow() && !self.client.is_closed()
+    }
+
+    /// Resolves when the session is lost.
+    pub async fn lost(&self) {
+        let mut alive = self.alive.clone();
+        while *alive.borrow_and_update() {
+            if alive.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One statement, bounded by the session's timeout.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, CatalogError> {
+        match tokio::time::timeout(self.timeout, self.client.query_typed(sql, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(CatalogError::Session(match e.as_db_error() {
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            })),
+            Err(_) => Err(CatalogError::Session(format!(
+                "the catalog did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Subscribes to catalog change notifications.
+    pub async fn listen(&self) -> Result<(), CatalogError> {
+        match tokio::time::timeout(
+            self.timeout,
+            self.client.batch_execute(&format!("LISTEN {CHANNEL}")),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CatalogError::Session(e.to_string())),
+            Err(_) => Err(CatalogError::Session("LISTEN timed out".into())),
+        }
+    }
+
+    /// The next notification's payload; `None` once the session is lost.
+    pub async fn next_notification(&mut self) -> Option<String> {
+        self.notifications.recv().await
+    }
+}
+
+/// A node's candidacy for the mover's leadership.
+pub struct Leader {
+    url: String,
+    timeout: Duration,
+    pub info: LeaderInfo,
+}
+
+impl Leader {
+    pub fn new(url: &str, timeout: Duration, info: LeaderInfo) -> Leader {
+        Leader {
+            url: url.to_owned(),
+            timeout,
+            info,
+        }
+    }
+
+    /// Tries to become the leader: `Some` session holding the lock, or `None` when another
+    /// node leads.
+    pub async fn try_acquire(&self) -> Result<Option<LeaderSession>, CatalogError> {
+        let session = Dedicated::connect(&self.url, self.timeout).await?;
+        let rows = session
+            .query(
+                "SELECT pg_try_advisory_lock($1)",
+                &[(&LEADER_LOCK, Type::INT8)],
+            )
+            .await?;
+        let got: bool = rows
+            .first()
+            .ok_or_else(|| CatalogError::Corrupt("no row".into()))?
+            .try_get(0)
+            .map_err(corrupt)?;
+        if !got {
+            return Ok(None);
+        }
+        session
+            .query(
+                "INSERT INTO mezzanine.leader (id, node_id, addr, pid, since) \
+                 VALUES (1, $1, $2, pg_backend_pid(), now()) \
+                 ON CONFLICT (id) DO UPDATE SET node_id = EXCLUDED.node_id, addr = EXCLUDED.addr, \
+                   pid = EXCLUDED.pid, since = EXCLUDED.since",
+                &[(&self.info.id, Type::TEXT), (&self.info.addr, Type::TEXT)],
+            )
+            .await?;
+        let s = LeaderSession {
+            session,
+            node: self.info.id.clone(),
+        };
+        s.audit("leader", &serde_json::json!({"node": self.info.id, "addr": self.info.addr}))
+            .await?;
+        Ok(Some(s))
+    }
+}
+
+/// The current leader, if any node holds the lock.
+pub async fn current_leader(catalog: &crate::Catalog) -> Result<Option<LeaderInfo>, CatalogError> {
+    let rows = crate::query(
+        catalog,
+        "SELECT l.node_id, l.addr FROM mezzanine.leader l \
+         WHERE EXISTS (SELECT 1 FROM pg_locks k WHERE k.pid = l.pid AND k.locktype = 'advisory' \
+                       AND k.granted AND k.objid::bigint = ($1::bigint & 4294967295))",
+        &[(&LEADER_LOCK, Type::INT8)],
+    )
+    .await?;
+    rows.first()
+        .map(|r| {
+            Ok(LeaderInfo {
+                id: r.try_get(0).map_err(corrupt)?,
+                addr: r.try_get(1).map_err(corrupt)?,
+            })
+        })
+        .transpose()
+}
+
+/// The leader's session: it holds the lock, and carries every catalog change of the mover.
+pub struct LeaderSession {
+    session: Dedicated,
+    node: String,
+}
+
+impl LeaderSession {
+    pub fn is_alive(&self) -> bool {
+        self.session.is_alive()
+    }
+
+    /// Resolves when the leadership is lost (the session ended).
+    pub async fn lost(&self) {
+        self.session.lost().await
+    }
+
+    pub async fn audit(&self, kind: &str, detail: &serde_json::Value) -> Result<(), CatalogError> {
+        self.session
+            .query(
+                "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
+                &[(&self.node, Type::TEXT), (&kind, Type::TEXT), (detail, Type::JSONB)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn notify(&self, kind: &str) -> Result<(), CatalogError> {
+        self.session
+            .query(
+                "SELECT pg_notify($1, $2)",
+                &[(&CHANNEL, Type::TEXT), (&kind, Type::TEXT)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a shard of a job from state `from` to `to` (only if it is in `from`), with an
+    /// error message for `failed`. Returns whether it changed.
+    pub async fn set_state(
+        &self,
+        move_id: i64,
+        shard: u32,
+        from: ShardMoveState,
+        to: ShardMoveState,
+        error: Option<&str>,
+    ) -> Result<bool, CatalogError> {
+        let s = shard as i32;
+        let rows = self
+            .session
+            .query(
+                "UPDATE mezzanine.move_shards SET state = $4, error = coalesce($5, error), updated_at = now() \
+                 WHERE move_id = $1 AND shard = $2 AND state = $3 RETURNING shard",
+                &[
+                    (&move_id, Type::INT8),
+                    (&s, Type::INT4),
+                    (&from.as_str(), Type::TEXT),
+                    (&to.as_str(), Type::TEXT),
+                    (&error, Type::TEXT),
+                ],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.audit(
+            "move_shard",
+            &serde_json::json!({"move": move_id, "shard": shard, "from": from.as_str(), "to": to.as_str(), "error": error}),
+        )
+        .await?;
+        self.notify("moves").await?;
+        Ok(true)
+    }
+
+    /// Records copy progress.
+    pub async fn progress(
+        &self,
+        move_id: i64,
+        shard: u32,
+        high_water: i64,
+        rows_copied: i64,
+        rows_total: i64,
+        lag: Option<i64>,
+    ) -> Result<(), CatalogError> {
+        let s = shard as i32;
+        self.session
+            .query(
+                "UPDATE mezzanine.move_shards SET high_water = $3, rows_copied = $4, rows_total = $5, \
+                        lag = $6, updated_at = now() WHERE move_id = $1 AND shard = $2",
+                &[
+                    (&move_id, Type::INT8),
+                    (&s, Type::INT4),
+                    (&high_water, Type::INT8),
+                    (&rows_copied, Type::INT8),
+                    (&rows_total, Type::INT8),
+                    (&lag, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The epoch the shard will have on its target after the switch.
+    pub async fn next_epoch(&self, shard: u32) -> Result<i64, CatalogError> {
+        let s = shard as i32;
+        let rows = self
+            .session
+            .query(
+                "SELECT epoch + 1 FROM mezzanine.shards WHERE shard = $1",
+                &[(&s, Type::INT4)],
+            )
+            .await?;
+        rows.first()
+            .ok_or_else(|| CatalogError::Corrupt(format!("shard {shard} is not in the catalog")))?
+            .try_get(0)
+            .map_err(corrupt)
+    }
+
+    /// Switches the map: the shard's owner becomes `to` (only if it is `from`), its epoch is
+    /// bumped, the map version too, the move's shard becomes `switched`; all in one statement,
+    /// with an audit row and a notification. Idempotent: when the map names `to` already it
+    /// only marks the shard switched. Returns the new map version.
+    pub async fn switch(
+        &self,
+        move_id: i64,
+        shard: u32,
+        from: &str,
+        to: &str,
+        pause_ms: f64,
+    ) -> Result<i64, CatalogError> {
+        let s = shard as i32;
+        let detail = serde_json::json!({"move": move_id, "shard": shard, "from": from, "to": to, "pause_ms": pause_ms});
+        let rows = self
+            .session
+            .query(
+                "WITH sh AS (UPDATE mezzanine.shards SET backend = $4, epoch = epoch + 1 \
+                             WHERE shard = $2 AND backend = $3 RETURNING epoch), \
+                      v AS (UPDATE mezzanine.meta SET map_version = map_version + 1 \
+                            WHERE EXISTS (SELECT 1 FROM sh) RETURNING map_version), \
+                      ms AS (UPDATE mezzanine.move_shards SET state = 'switched', switched_at = now(), \
+                                    pause_ms = $5, updated_at = now() \
+                             WHERE move_id = $1 AND shard = $2 AND state = 'cutover' \
+                               AND EXISTS (SELECT 1 FROM mezzanine.shards WHERE shard = $2 AND backend IN ($3, $4)) \
+                             RETURNING shard), \
+                      a AS (INSERT INTO mezzanine.audit (node, kind, detail) SELECT $6, 'switch', $7 FROM v) \
+                 SELECT coalesce((SELECT map_version FROM v), (SELECT map_version FROM mezzanine.meta)), \
+                        pg_notify($8, 'map')::text",
+                &[
+                    (&move_id, Type::INT8),
+                    (&s, Type::INT4),
+                    (&from, Type::TEXT),
+                    (&to, Type::TEXT),
+                    (&pause_ms, Type::FLOAT8),
+                    (&self.node, Type::TEXT),
+                    (&detail, Type::JSONB),
+                    (&CHANNEL, Type::TEXT),
+                ],
+            )
+            .await?;
+        rows.first()
+            .ok_or_else(|| CatalogError::Corrupt("no row".into()))?
+            .try_get(0)
+            .map_err(corrupt)
+    }
+
+    /// Who owns `shard` in the catalog now.
+    pub async fn owner(&self, shard: u32) -> Result<String, CatalogError> {
+        let s = shard as i32;
+        let rows = self
+            .session
+            .query(
+                "SELECT backend FROM mezzanine.shards WHERE shard = $1",
+                &[(&s, Type::INT4)],
+            )
+            .await?;
+        rows.first()
+            .ok_or_else(|| CatalogError::Corrupt(format!("shard {shard} is not in the catalog")))?
+            .try_get(0)
+            .map_err(corrupt)
+    }
+
+    /// Clears a job's handled request.
+    pub async fn clear_request(&self, move_id: i64) -> Result<(), CatalogError> {
+        self.session
+            .query(
+                "UPDATE mezzanine.moves SET requested = NULL, updated_at = now() WHERE id = $1",
+                &[(&move_id, Type::INT8)],
+            )
+            .await?;
+        self.notify("moves").await
+    }
+
+    /// Records a job-level error message.
+    pub async fn job_error(&self, move_id: i64, error: &str) -> Result<(), CatalogError> {
+        self.session
+            .query(
+                "UPDATE mezzanine.moves SET error = $2, updated_at = now() WHERE id = $1",
+                &[(&move_id, Type::INT8), (&error, Type::TEXT)],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,583 @@
+//! mezzanine's catalog (DESIGN §4): the source of truth for the topology once seeded.
+//!
+//! It lives in the schema `mezzanine` of a PostgreSQL database (`CATALOG_URL`, or by default
+//! the first backend of `shards.json`) and holds:
+//!
+//! - `meta`: `num_shards` (recorded once) and the map version, bumped by every map change;
+//! - `backends` and `shards` (shard → backend, with an epoch bumped by every move);
+//! - `moves` and `move_shards`: move jobs and each shard's state in them (a partial unique
+//!   index allows one in-flight move per shard);
+//! - `audit`: one row per change of the map, the backends or a move;
+//! - `leader`: who leads the mover (valid only while its session holds the advisory lock).
+//!
+//! Every change is committed with `pg_notify('mezzanine_catalog', kind)`; [`listen`] delivers
+//! those notifications to server nodes, which reload the map.
+
+pub mod leader;
+pub mod moves;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mezzanine_core::{MapBackend, ShardMap};
+use mezzanine_storage::backend::Lease;
+use mezzanine_storage::{Backend, PoolSettings, StorageError};
+use tokio_postgres::types::{ToSql, Type};
+
+pub use leader::{current_leader, Dedicated, Leader, LeaderInfo, LeaderSession};
+pub use moves::{MoveJob, MoveShard, NewMove, Request};
+
+/// The notification channel of catalog changes.
+pub const CHANNEL: &str = "mezzanine_catalog";
+
+/// Key of the advisory lock that serialises catalog set-up.
+const SETUP_LOCK: i64 = 0x6d65_7a7a_0002;
+
+/// What can go wrong with the catalog.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog: {0}")]
+    Storage(#[from] StorageError),
+    #[error(
+        "the catalog records NUM_SHARDS={catalog}, but NUM_SHARDS={given} was given; the shard \
+         of every row key depends on it, so mezzanine refuses to start"
+    )]
+    NumShards { catalog: u32, given: u32 },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("catalog: {0}")]
+    Corrupt(String),
+    /// A dedicated catalog session (a listener's, or the mover leader's) failed or was lost.
+    #[error("catalog session: {0}")]
+    Session(String),
+}
+
+const DDL: &str = "\
+CREATE SCHEMA IF NOT EXISTS mezzanine;
+CREATE TABLE IF NOT EXISTS mezzanine.meta (
+    id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    num_shards INT NOT NULL,
+    map_version BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS mezzanine.backends (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    added_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS mezzanine.shards (
+    shard INT PRIMARY KEY,
+    backend TEXT NOT NULL REFERENCES mezzanine.backends (name),
+    epoch BIGINT NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS mezzanine.moves (
+    id BIGSERIAL PRIMARY KEY,
+    to_backend TEXT NOT NULL,
+    shards_spec TEXT NOT NULL,
+    parallel INT NOT NULL,
+    max_rows_per_sec BIGINT,
+    requested TEXT CHECK (requested IN ('abort', 'complete')),
+    reverts BIGINT REFERENCES mezzanine.moves (id),
+    reverted_by BIGINT REFERENCES mezzanine.moves (id),
+    error TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS mezzanine.move_shards (
+    move_id BIGINT NOT NULL REFERENCES mezzanine.moves (id),
+    shard INT NOT NULL,
+    from_backend TEXT NOT NULL,
+    to_backend TEXT NOT NULL,
+    state TEXT NOT NULL,
+    high_water BIGINT NOT NULL DEFAULT 0,
+    rows_copied BIGINT NOT NULL DEFAULT 0,
+    rows_total BIGINT NOT NULL DEFAULT 0,
+    lag BIGINT,
+    pause_ms DOUBLE PRECISION,
+    error TEXT,
+    switched_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (move_id, shard));
+CREATE UNIQUE INDEX IF NOT EXISTS move_shards_one_in_flight ON mezzanine.move_shards (shard)
+    WHERE state IN ('pending', 'copying', 'catching_up', 'cutover');
+CREATE TABLE IF NOT EXISTS mezzanine.audit (
+    id BIGSERIAL PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail JSONB NOT NULL);
+CREATE TABLE IF NOT EXISTS mezzanine.leader (
+    id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    node_id TEXT NOT NULL,
+    addr TEXT NOT NULL,
+    pid INT NOT NULL,
+    since TIMESTAMPTZ NOT NULL DEFAULT now());";
+
+/// The map as the catalog holds it.
+#[derive(Debug, Clone)]
+pub struct MapSnapshot {
+    /// Bumped by every change of the map or of the backends.
+    pub version: i64,
+    pub map: ShardMap,
+    /// Each shard's epoch (bumped by every move of the shard).
+    pub epochs: Vec<i64>,
+}
+
+/// What [`Catalog::ensure`] found.
+#[derive(Debug, Clone, Default)]
+pub struct EnsureReport {
+    /// The catalog was created now, from `shards.json`.
+    pub seeded: bool,
+    /// Where `shards.json` disagrees with the catalog (which wins).
+    pub differences: Vec<String>,
+}
+
+/// A backend as registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRecord {
+    pub name: String,
+    pub url: String,
+}
+
+/// A handle on the catalog database.
+pub struct Catalog {
+    db: Arc<Backend>,
+    url: String,
+    node: String,
+}
+
+impl Catalog {
+    /// A pool on the catalog database; `node` names this process in the audit log.
+    pub fn open(url: &str, settings: PoolSettings, node: &str) -> Result<Catalog, CatalogError> {
+        Ok(Catalog {
+            db: Backend::new("catalog", url, settings)?,
+            url: url.to_owned(),
+            node: node.to_owned(),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.db
+    }
+
+    pub(crate) async fn lease(&self) -> Result<Lease<'_>, CatalogError> {
+        Ok(self.db.lease().await?)
+    }
+
+    /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if
+    /// it exists, checks `num_shards` and reports where `seed` disagrees with it.
+    pub async fn ensure(
+        &self,
+        num_shards: u32,
+        seed: &ShardMap,
+    ) -> Result<EnsureReport, CatalogError> {
+        let mut lease = self.lease().await?;
+        lease.extend(Duration::from_secs(60));
+        lease
+            .query("SELECT pg_advisory_lock($1)", &[(&SETUP_LOCK, Type::INT8)])
+            .await?;
+        let result = self.ensure_locked(&lease, num_shards, seed).await;
+        let unlock = lease
+            .query("SELECT pg_advisory_unlock($1)", &[(&SETUP_LOCK, Type::INT8)])
+            .await;
+        let report = result?;
+        unlock?;
+        Ok(report)
+    }
+
+    async fn ensure_locked(
+        &self,
+        lease: &Lease<'_>,
+        num_shards: u32,
+        seed: &ShardMap,
+    ) -> Result<EnsureReport, CatalogError> {
+        lease.batch_execute(DDL).await?;
+        let rows = lease
+            .query("SELECT num_shards FROM mezzanine.meta", &[])
+            .await?;
+        if let Some(row) = rows.first() {
+            let n: i32 = row.try_get(0).map_err(corrupt)?;
+            if n as u32 != num_shards {
+                return Err(CatalogError::NumShards {
+                    catalog: n as u32,
+                    given: num_shards,
+                });
+            }
+            drop(rows);
+            let current = self.load_on(lease).await?;
+            return Ok(EnsureReport {
+                seeded: false,
+                differences: differences(seed, &current.map),
+            });
+        }
+        let names: Vec<&str> = seed.backends().iter().map(|b| b.name.as_str()).collect();
+        let urls: Vec<&str> = seed
+            .backends()
+            .iter()
+            .map(|b| b.database_url.as_str())
+            .collect();
+        let shards: Vec<i32> = (0..num_shards as i32).collect();
+        let owners: Vec<&str> = (0..num_shards)
+            .map(|s| seed.owner_name(s).unwrap_or_default())
+            .collect();
+        let n = num_shards as i32;
+        let detail = serde_json::json!({"from": "shards.json", "num_shards": num_shards, "backends": names});
+        lease.batch_execute("BEGIN").await?;
+        let seeded = async {
+            lease
+                .query(
+                    "INSERT INTO mezzanine.backends (name, url) SELECT * FROM unnest($1::text[], $2::text[])",
+                    &[(&names, Type::TEXT_ARRAY), (&urls, Type::TEXT_ARRAY)],
+                )
+                .await?;
+            lease
+                .query(
+                    "INSERT INTO mezzanine.shards (shard, backend) SELECT * FROM unnest($1::int4[], $2::text[])",
+                    &[(&shards, Type::INT4_ARRAY), (&owners, Type::TEXT_ARRAY)],
+                )
+                .await?;
+            lease
+                .query(
+                    "INSERT INTO mezzanine.meta (num_shards, map_version) VALUES ($1, 1)",
+                    &[(&n, Type::INT4)],
+                )
+                .await?;
+            self.audit_on(lease, "seed", &detail).await?;
+            Ok::<(), CatalogError>(())
+        }
+        .await;
+        match seeded {
+            Ok(()) => lease.batch_execute("COMMIT").await?,
+            Err(e) => {
+                let _ = lease.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+        Ok(EnsureReport {
+            seeded: true,
+            differences: Vec::new(),
+        })
+    }
+
+    /// The current map, read in one statement (one snapshot).
+    pub async fn load(&self) -> Result<MapSnapshot, CatalogError> {
+        let lease = self.lease().await?;
+        self.load_on(&lease).await
+    }
+
+    async fn load_on(&self, lease: &Lease<'_>) -> Result<MapSnapshot, CatalogError> {
+        let rows = lease
+            .query(
+                "SELECT m.map_version, \
+                        ARRAY(SELECT name FROM mezzanine.backends ORDER BY added_at, name), \
+                        ARRAY(SELECT url FROM mezzanine.backends ORDER BY added_at, name), \
+                        ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard), \
+                        ARRAY(SELECT epoch FROM mezzanine.shards ORDER BY shard) \
+                 FROM mezzanine.meta m",
+                &[],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| CatalogError::Corrupt("the catalog has no meta row".into()))?;
+        let version: i64 = row.try_get(0).map_err(corrupt)?;
+        let names: Vec<String> = row.try_get(1).map_err(corrupt)?;
+        let urls: Vec<String> = row.try_get(2).map_err(corrupt)?;
+        let owners: Vec<String> = row.try_get(3).map_err(corrupt)?;
+        let epochs: Vec<i64> = row.try_get(4).map_err(corrupt)?;
+        let backends = names
+            .into_iter()
+            .zip(urls)
+            .map(|(name, database_url)| MapBackend { name, database_url })
+            .collect();
+        let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
+        let map = ShardMap::from_owners(backends, &owners)
+            .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        Ok(MapSnapshot {
+            version,
+            map,
+            epochs,
+        })
+    }
+
+    /// The map version only (a cheap poll).
+    pub async fn version(&self) -> Result<i64, CatalogError> {
+        let lease = self.lease().await?;
+        let rows = lease
+            .query("SELECT map_version FROM mezzanine.meta", &[])
+            .await?;
+        rows.first()
+            .ok_or_else(|| CatalogError::Corrupt("the catalog has no meta row".into()))?
+            .try_get(0)
+            .map_err(corrupt)
+    }
+
+    /// The registered backends, URLs unmasked (callers mask them before showing them).
+    pub async fn backends(&self) -> Result<Vec<BackendRecord>, CatalogError> {
+        Ok(self
+            .load()
+            .await?
+            .map
+            .backends()
+            .iter()
+            .map(|b| BackendRecord {
+                name: b.name.clone(),
+                url: b.database_url.clone(),
+            })
+            .collect())
+    }
+
+    /// Registers an empty backend. The caller checks the connection and prepares the schema
+    /// first.
+    pub async fn add_backend(&self, name: &str, url: &str) -> Result<i64, CatalogError> {
+        if !mezzanine_core::shardmap::valid_backend_name(name) {
+            return Err(CatalogError::Invalid(format!(
+                "name {name:?} is invalid: use 1 to 63 characters of letters, digits, '_', '-' or '.'"
+            )));
+        }
+        let detail = serde_json::json!({"name": name, "url": mezzanine_storage::mask_url(url)});
+        let lease = self.begin_change().await?;
+        let body = async {
+            let rows = lease
+                .query(
+                    "INSERT INTO mezzanine.backends (name, url) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING RETURNING name",
+                    &[(&name, Type::TEXT), (&url, Type::TEXT)],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Err(CatalogError::Conflict(format!(
+                    "backend {name:?} exists already"
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        Ok(self.end_change(lease, body, "backend_add", &detail).await?.1)
+    }
+
+    /// Unregisters a backend that owns no shard and takes part in no unfinished move.
+    pub async fn remove_backend(&self, name: &str) -> Result<i64, CatalogError> {
+        let detail = serde_json::json!({"name": name});
+        let lease = self.begin_change().await?;
+        let body = async {
+            let rows = lease
+                .query(
+                    "SELECT (SELECT count(*) FROM mezzanine.backends WHERE name = $1), \
+                            (SELECT count(*) FROM mezzanine.shards WHERE backend = $1), \
+                            (SELECT count(*) FROM mezzanine.move_shards \
+                              WHERE (from_backend = $1 OR to_backend = $1) \
+                                AND state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched'))",
+                    &[(&name, Type::TEXT)],
+                )
+                .await?;
+            let row = rows.first().ok_or_else(|| CatalogError::Corrupt("no row".into()))?;
+            let (exists, owned, moving): (i64, i64, i64) = (
+                row.try_get(0).map_err(corrupt)?,
+                row.try_get(1).map_err(corrupt)?,
+                row.try_get(2).map_err(corrupt)?,
+            );
+            if exists == 0 {
+                return Err(CatalogError::NotFound(format!("no backend {name:?}")));
+            }
+            if owned > 0 {
+                return Err(CatalogError::Conflict(format!(
+                    "backend {name:?} owns {owned} shards: move them away first (mezzanine backend drain, or move start)"
+                )));
+            }
+            if moving > 0 {
+                return Err(CatalogError::Conflict(format!(
+                    "backend {name:?} takes part in {moving} unfinished shard moves (running, or switched and not completed): finish, complete or abort them first"
+                )));
+            }
+            lease
+                .query(
+                    "DELETE FROM mezzanine.backends WHERE name = $1",
+                    &[(&name, Type::TEXT)],
+                )
+                .await?;
+            Ok(())
+        }
+        .await;
+        Ok(self.end_change(lease, body, "backend_remove", &detail).await?.1)
+    }
+
+    /// Starts a change of the catalog: a transaction holding the `meta` row lock, which
+    /// serialises changes and orders them by version. End it with [`Catalog::end_change`].
+    pub(crate) async fn begin_change(&self) -> Result<Lease<'_>, CatalogError> {
+        let lease = self.lease().await?;
+        lease.batch_execute("BEGIN").await?;
+        if let Err(e) = lease
+            .query("SELECT map_version FROM mezzanine.meta FOR UPDATE", &[])
+            .await
+        {
+            let _ = lease.batch_execute("ROLLBACK").await;
+            return Err(e.into());
+        }
+        Ok(lease)
+    }
+
+    /// Ends a change begun with [`Catalog::begin_change`]: when `body` succeeded, bumps the map
+    /// version, writes the audit row, notifies every node and commits (returning the new
+    /// version); otherwise rolls back.
+    pub(crate) async fn end_change<T>(
+        &self,
+        lease: Lease<'_>,
+        body: Result<T, CatalogError>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(T, i64), CatalogError> {
+        let done = match body {
+            Ok(v) => match self.bump_on(&lease, kind, detail).await {
+                Ok(version) => lease
+                    .batch_execute("COMMIT")
+                    .await
+                    .map(|()| (v, version))
+                    .map_err(CatalogError::from),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            let _ = lease.batch_execute("ROLLBACK").await;
+        }
+        done
+    }
+
+    /// Bumps the map version, audits and notifies, inside the caller's transaction.
+    pub(crate) async fn bump_on(
+        &self,
+        lease: &Lease<'_>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64, CatalogError> {
+        let rows = lease
+            .query(
+                "UPDATE mezzanine.meta SET map_version = map_version + 1 RETURNING map_version",
+                &[],
+            )
+            .await?;
+        let version: i64 = rows
+            .first()
+            .ok_or_else(|| CatalogError::Corrupt("the catalog has no meta row".into()))?
+            .try_get(0)
+            .map_err(corrupt)?;
+        self.audit_on(lease, kind, detail).await?;
+        notify_on(lease, "map").await?;
+        Ok(version)
+    }
+
+    pub(crate) async fn audit_on(
+        &self,
+        lease: &Lease<'_>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), CatalogError> {
+        lease
+            .query(
+                "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
+                &[
+                    (&self.node, Type::TEXT),
+                    (&kind, Type::TEXT),
+                    (detail, Type::JSONB),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The most recent audit entries, newest first: `(at, node, kind, detail)`.
+    pub async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, CatalogError> {
+        let lease = self.lease().await?;
+        let rows = lease
+            .query(
+                "SELECT id, at, node, kind, detail FROM mezzanine.audit ORDER BY id DESC LIMIT $1",
+                &[(&limit, Type::INT8)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get(0).map_err(corrupt)?,
+                    at: r.try_get(1).map_err(corrupt)?,
+                    node: r.try_get(2).map_err(corrupt)?,
+                    kind: r.try_get(3).map_err(corrupt)?,
+                    detail: r.try_get(4).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub node: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+pub(crate) async fn notify_on(lease: &Lease<'_>, kind: &str) -> Result<(), CatalogError> {
+    lease
+        .query(
+            "SELECT pg_notify($1, $2)",
+            &[(&CHANNEL, Type::TEXT), (&kind, Type::TEXT)],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(crate) fn corrupt(e: tokio_postgres::Error) -> CatalogError {
+    CatalogError::Corrupt(format!("unexpected row shape: {e}"))
+}
+
+/// Where `seed` (shards.json) and `catalog` disagree, as sentences for the log.
+pub fn differences(seed: &ShardMap, catalog: &ShardMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in seed.backends() {
+        match catalog.backends().iter().find(|c| c.name == b.name) {
+            None => out.push(format!(
+                "backend {:?} is in shards.json but not in the catalog",
+                b.name
+            )),
+            Some(c) if c.database_url != b.database_url => out.push(format!(
+                "backend {:?} has another database_url in shards.json ({}) than in the catalog ({})",
+                b.name,
+                mezzanine_storage::mask_url(&b.database_url),
+                mezzanine_storage::mask_url(&c.database_url)
+            )),
+            Some(_) => {}
+        }
+    }
+    let moved: Vec<u32> = (0..catalog.num_shards().min(seed.num_shards()))
+        .filter(|&s| seed.owner_name(s) != catalog.owner_name(s))
+        .collect();
+    if !moved.is_empty() {
+        out.push(format!(
+            "{} shards have another owner in the catalog than in shards.json (shards {}); the catalog is the source of truth: `mezzanine shards export` prints it",
+            moved.len(),
+            mezzanine_core::format_shard_set(&moved)
+        ));
+    }
+    out
+}
+
+/// Runs `sql` with `params` on a fresh lease of the catalog: a helper for single statements.
+pub(crate) async fn query(
+    catalog: &Catalog,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<tokio_postgres::Row>, CatalogError> {
+    let lease = catalog.lease().await?;
+    Ok(lease.query(sql, params).await?)
+}

@@ -1,0 +1,409 @@
+//! Move jobs in the catalog: creating them, reading them, and operators' requests (abort,
+//! complete, revert). The mover's own updates go through the leader's session
+//! ([`crate::LeaderSession`]), so that only the leader changes a running move.
+
+use chrono::{DateTime, Utc};
+use mezzanine_core::moves::{job_state, JobState, ShardMoveState};
+use serde::Serialize;
+use tokio_postgres::types::Type;
+use tokio_postgres::Row;
+
+use crate::{corrupt, notify_on, query, Catalog, CatalogError};
+
+/// A move job with its shards.
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveJob {
+    pub id: i64,
+    /// `running`, `switched`, `completed`, `aborted`, `failed` or `reverted`.
+    #[serde(serialize_with = "job_state_name")]
+    pub state: JobState,
+    /// The target backend (several, comma-separated, for a revert of shards from several).
+    pub to: String,
+    pub shards_spec: String,
+    pub parallel: i32,
+    pub max_rows_per_sec: Option<i64>,
+    /// An operator's pending request: `abort` or `complete`.
+    pub requested: Option<String>,
+    /// The job this one moves back.
+    pub reverts: Option<i64>,
+    /// The job that moved this one's shards back.
+    pub reverted_by: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub shards: Vec<MoveShard>,
+}
+
+impl MoveJob {
+    pub fn job_state(&self) -> JobState {
+        self.state
+    }
+}
+
+fn job_state_name<S: serde::Serializer>(s: &JobState, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+/// One shard of a move job.
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveShard {
+    pub shard: u32,
+    pub from: String,
+    pub to: String,
+    #[serde(serialize_with = "state_name")]
+    pub state: ShardMoveState,
+    /// Highest `added_id` copied to the target.
+    pub high_water: i64,
+    pub rows_copied: i64,
+    /// The source's row count (an estimate while copying).
+    pub rows_total: i64,
+    /// Rows still to copy after the last catch-up round.
+    pub lag: Option<i64>,
+    /// How long client writes of this shard were paused by the cutover.
+    pub pause_ms: Option<f64>,
+    pub error: Option<String>,
+    pub switched_at: Option<DateTime<Utc>>,
+}
+
+fn state_name<S: serde::Serializer>(s: &ShardMoveState, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+/// A move to create.
+#[derive(Debug, Clone)]
+pub struct NewMove {
+    /// The shards, each with its target.
+    pub shards: Vec<(u32, String)>,
+    pub shards_spec: String,
+    pub parallel: i32,
+    pub max_rows_per_sec: Option<i64>,
+    pub reverts: Option<i64>,
+}
+
+/// What an operator asks of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Abort,
+    Complete,
+}
+
+const JOB_COLUMNS: &str = "m.id, m.to_backend, m.shards_spec, m.parallel, m.max_rows_per_sec, \
+    m.requested, m.reverts, m.reverted_by, m.error, m.created_at, m.updated_at, \
+    coalesce((SELECT bool_and(r.state IN ('switched', 'cleaned')) FROM mezzanine.move_shards r \
+              WHERE r.move_id = m.reverted_by), false)";
+
+const SHARD_COLUMNS: &str = "move_id, shard, from_backend, to_backend, state, high_water, \
+    rows_copied, rows_total, lag, pause_ms, error, switched_at";
+
+fn shard_from(r: &Row) -> Result<(i64, MoveShard), CatalogError> {
+    let state: String = r.try_get(4).map_err(corrupt)?;
+    let shard: i32 = r.try_get(1).map_err(corrupt)?;
+    Ok((
+        r.try_get(0).map_err(corrupt)?,
+        MoveShard {
+            shard: shard as u32,
+            from: r.try_get(2).map_err(corrupt)?,
+            to: r.try_get(3).map_err(corrupt)?,
+            state: ShardMoveState::parse(&state)
+                .ok_or_else(|| CatalogError::Corrupt(format!("unknown move state {state:?}")))?,
+            high_water: r.try_get(5).map_err(corrupt)?,
+            rows_copied: r.try_get(6).map_err(corrupt)?,
+            rows_total: r.try_get(7).map_err(corrupt)?,
+            lag: r.try_get(8).map_err(corrupt)?,
+            pause_ms: r.try_get(9).map_err(corrupt)?,
+            error: r.try_get(10).map_err(corrupt)?,
+            switched_at: r.try_get(11).map_err(corrupt)?,
+        },
+    ))
+}
+
+fn job_from(r: &Row, shards: Vec<MoveShard>) -> Result<MoveJob, CatalogError> {
+    let reverted: bool = r.try_get(11).map_err(corrupt)?;
+    let states: Vec<ShardMoveState> = shards.iter().map(|s| s.state).collect();
+    Ok(MoveJob {
+        id: r.try_get(0).map_err(corrupt)?,
+        state: job_state(&states, reverted),
+        to: r.try_get(1).map_err(corrupt)?,
+        shards_spec: r.try_get(2).map_err(corrupt)?,
+        parallel: r.try_get(3).map_err(corrupt)?,
+        max_rows_per_sec: r.try_get(4).map_err(corrupt)?,
+        requested: r.try_get(5).map_err(corrupt)?,
+        reverts: r.try_get(6).map_err(corrupt)?,
+        reverted_by: r.try_get(7).map_err(corrupt)?,
+        error: r.try_get(8).map_err(corrupt)?,
+        created_at: r.try_get(9).map_err(corrupt)?,
+        updated_at: r.try_get(10).map_err(corrupt)?,
+        shards,
+    })
+}
+
+impl Catalog {
+    /// Jobs by id (all of them when `ids` is `None`, newest first, at most `limit`).
+    async fn jobs(&self, ids: Option<&[i64]>, limit: i64) -> Result<Vec<MoveJob>, CatalogError> {
+        let rows = match ids {
+            Some(ids) => {
+                let ids = ids.to_vec();
+                query(
+                    self,
+                    &format!("SELECT {JOB_COLUMNS} FROM mezzanine.moves m WHERE m.id = ANY($1) ORDER BY m.id DESC"),
+                    &[(&ids, Type::INT8_ARRAY)],
+                )
+                .await?
+            }
+            None => {
+                query(
+                    self,
+                    &format!("SELECT {JOB_COLUMNS} FROM mezzanine.moves m ORDER BY m.id DESC LIMIT $1"),
+                    &[(&limit, Type::INT8)],
+                )
+                .await?
+            }
+        };
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get(0).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let shard_rows = query(
+            self,
+            &format!("SELECT {SHARD_COLUMNS} FROM mezzanine.move_shards WHERE move_id = ANY($1) ORDER BY move_id, shard"),
+            &[(&ids, Type::INT8_ARRAY)],
+        )
+        .await?;
+        let mut shards: Vec<(i64, MoveShard)> = shard_rows
+            .iter()
+            .map(shard_from)
+            .collect::<Result<_, _>>()?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get(0).map_err(corrupt)?;
+                let mine: Vec<MoveShard> = shards
+                    .iter_mut()
+                    .filter(|(m, _)| *m == id)
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                job_from(r, mine)
+            })
+            .collect()
+    }
+
+    /// The most recent jobs, newest first.
+    pub async fn list_moves(&self, limit: i64) -> Result<Vec<MoveJob>, CatalogError> {
+        self.jobs(None, limit).await
+    }
+
+    /// One job.
+    pub async fn get_move(&self, id: i64) -> Result<MoveJob, CatalogError> {
+        self.jobs(Some(&[id]), 1)
+            .await?
+            .pop()
+            .ok_or_else(|| CatalogError::NotFound(format!("no move job {id}")))
+    }
+
+    /// Jobs the mover has work for: a shard in flight, a pending request, or switched shards
+    /// (cleaned once completed or past the retention period).
+    pub async fn open_moves(&self) -> Result<Vec<MoveJob>, CatalogError> {
+        let rows = query(
+            self,
+            "SELECT DISTINCT move_id FROM mezzanine.move_shards \
+             WHERE state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched')",
+            &[],
+        )
+        .await?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get(0).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.jobs(Some(&ids), ids.len() as i64).await
+    }
+
+    /// Creates a move job (state `pending` for every shard). Refused when a target is unknown,
+    /// a shard is on its target already, or a shard is in another unfinished move.
+    pub async fn create_move(&self, new: &NewMove) -> Result<MoveJob, CatalogError> {
+        if new.shards.is_empty() {
+            return Err(CatalogError::Invalid("shards: no shard to move".into()));
+        }
+        let lease = self.begin_change().await?;
+        let body = async {
+            let shard_ids: Vec<i32> = new.shards.iter().map(|(s, _)| *s as i32).collect();
+            let targets: Vec<&str> = new.shards.iter().map(|(_, t)| t.as_str()).collect();
+            let rows = lease
+                .query(
+                    "SELECT u.s, u.t, s.backend, (SELECT count(*) FROM mezzanine.backends b WHERE b.name = u.t) \
+                     FROM unnest($1::int4[], $2::text[]) AS u(s, t) \
+                     LEFT JOIN mezzanine.shards s ON s.shard = u.s ORDER BY u.s",
+                    &[(&shard_ids, Type::INT4_ARRAY), (&targets, Type::TEXT_ARRAY)],
+                )
+                .await?;
+            let mut from: Vec<String> = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let s: i32 = r.try_get(0).map_err(corrupt)?;
+                let t: String = r.try_get(1).map_err(corrupt)?;
+                let owner: Option<String> = r.try_get(2).map_err(corrupt)?;
+                let known: i64 = r.try_get(3).map_err(corrupt)?;
+                if known == 0 {
+                    return Err(CatalogError::NotFound(format!(
+                        "to: no backend {t:?} (register it with `mezzanine backend add`)"
+                    )));
+                }
+                let owner = owner.ok_or_else(|| {
+                    CatalogError::Invalid(format!("shards: shard {s} does not exist"))
+                })?;
+                if owner == t {
+                    return Err(CatalogError::Conflict(format!(
+                        "shards: shard {s} is on backend {t:?} already"
+                    )));
+                }
+                from.push(owner);
+            }
+            let to_all = {
+                let mut v: Vec<&str> = targets.clone();
+                v.sort_unstable();
+                v.dedup();
+                v.join(",")
+            };
+            let rows = lease
+                .query(
+                    "INSERT INTO mezzanine.moves (to_backend, shards_spec, parallel, max_rows_per_sec, reverts) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[
+                        (&to_all, Type::TEXT),
+                        (&new.shards_spec, Type::TEXT),
+                        (&new.parallel, Type::INT4),
+                        (&new.max_rows_per_sec, Type::INT8),
+                        (&new.reverts, Type::INT8),
+                    ],
+                )
+                .await?;
+            let id: i64 = rows
+                .first()
+                .ok_or_else(|| CatalogError::Corrupt("no id".into()))?
+                .try_get(0)
+                .map_err(corrupt)?;
+            let mut sorted: Vec<(i32, &str)> = shard_ids.iter().copied().zip(targets.iter().copied()).collect();
+            sorted.sort_unstable();
+            let (s_sorted, t_sorted): (Vec<i32>, Vec<&str>) = sorted.into_iter().unzip();
+            let inserted = lease
+                .query(
+                    "INSERT INTO mezzanine.move_shards (move_id, shard, from_backend, to_backend, state) \
+                     SELECT $1, u.s, u.f, u.t, 'pending' FROM unnest($2::int4[], $3::text[], $4::text[]) AS u(s, f, t)",
+                    &[
+                        (&id, Type::INT8),
+                        (&s_sorted, Type::INT4_ARRAY),
+                        (&from, Type::TEXT_ARRAY),
+                        (&t_sorted, Type::TEXT_ARRAY),
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(_) => {}
+                Err(mezzanine_storage::StorageError::Database { code, .. }) if code == "23505" => {
+                    return Err(CatalogError::Conflict(
+                        "shards: some of these shards are in another unfinished move (see `mezzanine move list`)".into(),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(r) = new.reverts {
+                lease
+                    .query(
+                        "UPDATE mezzanine.moves SET reverted_by = $2, updated_at = now() WHERE id = $1",
+                        &[(&r, Type::INT8), (&id, Type::INT8)],
+                    )
+                    .await?;
+            }
+            Ok(id)
+        }
+        .await;
+        let detail = serde_json::json!({
+            "shards": new.shards_spec,
+            "to": new.shards.first().map(|(_, t)| t.clone()),
+            "reverts": new.reverts,
+        });
+        let (id, _) = self.end_change(lease, body, "move_start", &detail).await?;
+        self.get_move(id).await
+    }
+
+    /// Records an operator's request; the mover's leader carries it out.
+    pub async fn request_move(&self, id: i64, what: Request) -> Result<MoveJob, CatalogError> {
+        let job = self.get_move(id).await?;
+        let state = job.job_state();
+        let name = match what {
+            Request::Abort => {
+                if state != JobState::Running {
+                    return Err(CatalogError::Conflict(format!(
+                        "move {id} is {}: only a running move can be aborted{}",
+                        state.as_str(),
+                        if state == JobState::Switched {
+                            " (its shards are switched: use revert to move them back)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                "abort"
+            }
+            Request::Complete => {
+                if !job
+                    .shards
+                    .iter()
+                    .any(|s| s.state == ShardMoveState::Switched)
+                    || state == JobState::Running
+                {
+                    return Err(CatalogError::Conflict(format!(
+                        "move {id} is {}: complete drops the sources of switched shards, once every shard is switched",
+                        state.as_str()
+                    )));
+                }
+                "complete"
+            }
+        };
+        let lease = self.lease().await?;
+        lease
+            .query(
+                "UPDATE mezzanine.moves SET requested = $2, updated_at = now() WHERE id = $1",
+                &[(&id, Type::INT8), (&name, Type::TEXT)],
+            )
+            .await?;
+        self.audit_on(&lease, &format!("move_{name}"), &serde_json::json!({"id": id}))
+            .await?;
+        notify_on(&lease, "moves").await?;
+        drop(lease);
+        self.get_move(id).await
+    }
+
+    /// Creates the job that moves the switched shards of job `id` back to where they came
+    /// from.
+    pub async fn revert_move(&self, id: i64) -> Result<MoveJob, CatalogError> {
+        let job = self.get_move(id).await?;
+        if job.reverted_by.is_some() {
+            return Err(CatalogError::Conflict(format!(
+                "move {id} was reverted already (by move {})",
+                job.reverted_by.unwrap_or_default()
+            )));
+        }
+        let back: Vec<(u32, String)> = job
+            .shards
+            .iter()
+            .filter(|s| matches!(s.state, ShardMoveState::Switched | ShardMoveState::Cleaned))
+            .map(|s| (s.shard, s.from.clone()))
+            .collect();
+        if back.is_empty() || job.job_state() == JobState::Running {
+            return Err(CatalogError::Conflict(format!(
+                "move {id} is {}: only a move whose shards are switched can be reverted",
+                job.state.as_str()
+            )));
+        }
+        let shards: Vec<u32> = back.iter().map(|(s, _)| *s).collect();
+        self.create_move(&NewMove {
+            shards: back,
+            shards_spec: mezzanine_core::format_shard_set(&shards),
+            parallel: job.parallel,
+            max_rows_per_sec: job.max_rows_per_sec,
+            reverts: Some(id),
+        })
+        .await
+    }
+}

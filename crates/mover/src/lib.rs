@@ -1,0 +1,254 @@
+//! The mover: carries out the move jobs recorded in the catalog (DESIGN §5).
+//!
+//! It runs inside server nodes. One node at a time leads it (the holder of an advisory lock
+//! on the catalog, [`mezzanine_catalog::Leader`]); the others wait and take over when the
+//! leader's session ends. The leader reads the open jobs from the catalog and drives each
+//! shard through the state machine of [`mezzanine_core::moves`]; each state is recorded in
+//! the catalog before its work starts, and every step is idempotent, so a leader killed at
+//! any instant leaves a state the next one resumes from (invariant I5).
+//!
+//! The per-shard work is in [`shard`]; this module elects, schedules and carries out
+//! operators' requests (abort, complete) and the retention period.
+
+pub mod failpoint;
+pub mod shard;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mezzanine_catalog::{Catalog, CatalogError, Leader, LeaderInfo, LeaderSession, MoveJob};
+use mezzanine_core::moves::{CatchUpPolicy, ShardMoveState};
+use mezzanine_storage::{Backend, PoolSettings, StorageError};
+use tokio::task::JoinHandle;
+
+/// Why a step of a move failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MoveError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("backend {0:?} is not registered")]
+    UnknownBackend(String),
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Settings of the mover.
+#[derive(Debug, Clone)]
+pub struct MoverConfig {
+    pub catalog_url: String,
+    pub node: LeaderInfo,
+    pub num_shards: u32,
+    /// Pool settings of the mover's own connections to the backends.
+    pub pool: PoolSettings,
+    /// How often a waiting node tries to take the leadership, and the leader re-reads jobs.
+    pub poll: Duration,
+    /// Retired sources are dropped this long after their switch, if not completed before.
+    pub retention: Duration,
+    pub policy: CatchUpPolicy,
+    /// Attempts of a failing step before the shard's move fails.
+    pub attempts: u32,
+}
+
+/// The mover's connections to the backends, by name (its own pools: long copies never take
+/// connections from client traffic).
+pub struct Pools {
+    settings: PoolSettings,
+    by_name: Mutex<HashMap<String, Arc<Backend>>>,
+}
+
+impl Pools {
+    pub fn new(settings: PoolSettings) -> Pools {
+        Pools {
+            settings,
+            by_name: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool of backend `name`, opened on first use from the catalog's URL.
+    pub async fn get(&self, catalog: &Catalog, name: &str) -> Result<Arc<Backend>, MoveError> {
+        if let Some(b) = self.lock().get(name) {
+            return Ok(b.clone());
+        }
+        let rec = catalog
+            .backends()
+            .await?
+            .into_iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| MoveError::UnknownBackend(name.to_owned()))?;
+        let b = Backend::new(name, &rec.url, self.settings.clone())?;
+        Ok(self.lock().entry(name.to_owned()).or_insert(b).clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Backend>>> {
+        self.by_name.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the mover until `shutdown` resolves: waits for the leadership, then leads.
+pub async fn run(
+    config: MoverConfig,
+    catalog: Arc<Catalog>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let leader = Leader::new(&config.catalog_url, config.pool.query_timeout, config.node.clone());
+    let pools = Arc::new(Pools::new(config.pool.clone()));
+    let work = async {
+        loop {
+            match leader.try_acquire().await {
+                Ok(Some(session)) => {
+                    tracing::info!(node = %config.node.id, "this node leads the mover");
+                    let session = Arc::new(session);
+                    lead(&config, &catalog, &pools, session).await;
+                    tracing::warn!(node = %config.node.id, "mover leadership lost");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot try the mover leadership"),
+            }
+            tokio::time::sleep(config.poll).await;
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = shutdown => {}
+    }
+}
+
+/// A running shard task and its abort flag.
+struct Running {
+    handle: JoinHandle<()>,
+    abort: Arc<AtomicBool>,
+}
+
+/// Leads until the session is lost: schedules shard tasks, carries out requests.
+async fn lead(
+    config: &MoverConfig,
+    catalog: &Arc<Catalog>,
+    pools: &Arc<Pools>,
+    session: Arc<LeaderSession>,
+) {
+    let mut running: HashMap<(i64, u32), Running> = HashMap::new();
+    let mut listener = match mezzanine_catalog::Dedicated::connect(
+        catalog.url(),
+        config.pool.query_timeout,
+    )
+    .await
+    {
+        Ok(l) => match l.listen().await {
+            Ok(()) => Some(l),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    loop {
+        if !session.is_alive() {
+            break;
+        }
+        running.retain(|_, r| !r.handle.is_finished());
+        match catalog.open_moves().await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(e) =
+                        schedule(config, catalog, pools, &session, &job, &mut running).await
+                    {
+                        tracing::warn!(job = job.id, error = %e, "move job step failed; will retry");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read move jobs"),
+        }
+        let wait = tokio::time::sleep(config.poll);
+        tokio::select! {
+            _ = wait => {}
+            _ = session.lost() => break,
+            Some(_) = async {
+                match listener.as_mut() {
+                    Some(l) => l.next_notification().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+    // Lost the lock: stop at once, the next leader resumes from the catalog.
+    for (_, r) in running {
+        r.handle.abort();
+    }
+}
+
+/// One pass over a job: start shard tasks up to its parallelism, pass on aborts, clean
+/// switched shards that are completed or past retention.
+async fn schedule(
+    config: &MoverConfig,
+    catalog: &Arc<Catalog>,
+    pools: &Arc<Pools>,
+    session: &Arc<LeaderSession>,
+    job: &MoveJob,
+    running: &mut HashMap<(i64, u32), Running>,
+) -> Result<(), MoveError> {
+    let abort = job.requested.as_deref() == Some("abort");
+    let complete = job.requested.as_deref() == Some("complete");
+    let mut active = running.keys().filter(|(j, _)| *j == job.id).count();
+    for s in &job.shards {
+        let key = (job.id, s.shard);
+        if let Some(r) = running.get(&key) {
+            if abort {
+                r.abort.store(true, Ordering::Release);
+            }
+            continue;
+        }
+        match s.state {
+            ShardMoveState::Pending if abort => {
+                session
+                    .set_state(job.id, s.shard, s.state, ShardMoveState::Aborted, None)
+                    .await?;
+            }
+            state if state.in_flight() => {
+                if !abort && state == ShardMoveState::Pending && active >= job.parallel.max(1) as usize {
+                    continue;
+                }
+                let flag = Arc::new(AtomicBool::new(abort));
+                let task = shard::ShardTask {
+                    config: config.clone(),
+                    catalog: catalog.clone(),
+                    pools: pools.clone(),
+                    session: session.clone(),
+                    move_id: job.id,
+                    shard: s.clone(),
+                    max_rows_per_sec: job.max_rows_per_sec.map(|r| r.max(1) as u64),
+                    abort: flag.clone(),
+                };
+                active += 1;
+                running.insert(
+                    key,
+                    Running {
+                        handle: tokio::spawn(task.run()),
+                        abort: flag,
+                    },
+                );
+            }
+            ShardMoveState::Switched => {
+                let expired = s.switched_at.is_some_and(|t| {
+                    chrono::Utc::now()
+                        .signed_duration_since(t)
+                        .to_std()
+                        .is_ok_and(|age| age >= config.retention)
+                });
+                if complete || expired {
+                    shard::clean(catalog, pools, session, job.id, s).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    // A request is done once nothing it concerns is left: no shard in flight for an abort
+    // (each stopped one is `aborted`), no switched shard for a complete (each is `cleaned`).
+    if abort && !job.shards.iter().any(|s| s.state.in_flight()) || complete {
+        session.clear_request(job.id).await?;
+    }
+    Ok(())
+}

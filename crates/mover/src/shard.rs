@@ -1,0 +1,425 @@
+//! One shard's move, step by step. Each step is idempotent and starts from what the catalog
+//! and the two backends say, so a leader that takes over resumes wherever the last one died.
+//!
+//! The cutover, in this order (the freeze is the only time client writes of the shard wait):
+//!
+//! 1. the source is set `frozen` (waits for in-flight writers, stops new ones; reads go on);
+//! 2. the rows written since the last catch-up round are copied;
+//! 3. the tail is verified (count and an order-independent checksum over every column; the
+//!    prefix was verified before the freeze, cells being immutable) and the highest `added_id`
+//!    must be equal on both sides;
+//! 4. the target's sequence is advanced past the highest `added_id` (I4);
+//! 5. the source is set `retired`: from here no read is served there either, so a node whose
+//!    map is stale can never read a copy that is about to miss new writes (I2);
+//! 6. the target is set `active` with the shard's next epoch;
+//! 7. the catalog map is switched (with the move's shard state, one statement) and every node
+//!    is notified; requests held meanwhile complete at the target.
+//!
+//! DESIGN §5 lists "activate target, switch the map, retire the source"; retiring before
+//! activating closes the window in which a stale node could read the frozen source while the
+//! target already takes writes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
+use mezzanine_core::moves::{
+    chunk_rows, throttle_delay, transition, undo_for, MoveEvent, ShardMoveState,
+};
+use mezzanine_storage::transfer::{self, ShardState};
+use mezzanine_storage::{Backend, StorageError};
+
+use crate::{failpoint, MoveError, MoverConfig, Pools};
+
+/// The work of one shard of one job.
+pub struct ShardTask {
+    pub config: MoverConfig,
+    pub catalog: Arc<Catalog>,
+    pub pools: Arc<Pools>,
+    pub session: Arc<LeaderSession>,
+    pub move_id: i64,
+    pub shard: MoveShard,
+    pub max_rows_per_sec: Option<u64>,
+    pub abort: Arc<AtomicBool>,
+}
+
+fn retryable(e: &MoveError) -> bool {
+    matches!(
+        e,
+        MoveError::Storage(StorageError::Unavailable { .. })
+            | MoveError::Storage(StorageError::Database { .. })
+    )
+}
+
+impl ShardTask {
+    /// Drives the shard until it is switched, aborted or failed. Transient errors are retried
+    /// a few times; then the shard's move fails and what it did is undone (I6).
+    pub async fn run(self) {
+        let mut state = self.shard.state;
+        let mut verified = 0i64;
+        let mut attempt = 0u32;
+        loop {
+            match self.drive(&mut state, &mut verified).await {
+                Ok(()) => return,
+                Err(MoveError::Catalog(e)) if !self.session.is_alive() => {
+                    tracing::warn!(shard = self.shard.shard, error = %e, "mover session lost; the next leader resumes");
+                    return;
+                }
+                Err(e) if retryable(&e) && attempt + 1 < self.config.attempts => {
+                    attempt += 1;
+                    tracing::warn!(move_id = self.move_id, shard = self.shard.shard, state = %state, attempt, error = %e, "move step failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1 << attempt.min(4))).await;
+                }
+                Err(e) => {
+                    tracing::error!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "shard move failed; undoing");
+                    if let Err(u) = self
+                        .undo(state, ShardMoveState::Failed, Some(&e.to_string()))
+                        .await
+                    {
+                        tracing::error!(shard = self.shard.shard, error = %u, "undo failed; will retry on the next pass");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn drive(&self, state: &mut ShardMoveState, verified: &mut i64) -> Result<(), MoveError> {
+        let src = self.pools.get(&self.catalog, &self.shard.from).await?;
+        let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
+        let shard = self.shard.shard;
+        loop {
+            if self.aborted() && state.in_flight() {
+                return self.undo(*state, ShardMoveState::Aborted, None).await;
+            }
+            *state = match *state {
+                ShardMoveState::Pending => {
+                    transfer::prepare_import(&tgt, self.config.num_shards, shard).await?;
+                    self.step(*state, MoveEvent::Start).await?
+                }
+                ShardMoveState::Copying => {
+                    if !self.copy_bulk(&src, &tgt).await? {
+                        continue; // aborted
+                    }
+                    self.step(*state, MoveEvent::Copied).await?
+                }
+                ShardMoveState::CatchingUp => {
+                    let Some(hw) = self.catch_up(&src, &tgt).await? else {
+                        continue; // aborted
+                    };
+                    *verified = hw;
+                    self.step(*state, MoveEvent::CaughtUp).await?
+                }
+                ShardMoveState::Cutover => {
+                    self.cutover(&src, &tgt, *verified).await?;
+                    ShardMoveState::Switched
+                }
+                _ => return Ok(()),
+            };
+        }
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+
+    /// Records a transition in the catalog (only from the state this task believes).
+    async fn step(
+        &self,
+        from: ShardMoveState,
+        event: MoveEvent,
+    ) -> Result<ShardMoveState, MoveError> {
+        let to = transition(from, event).map_err(|e| MoveError::Protocol(e.to_string()))?;
+        if !self
+            .session
+            .set_state(self.move_id, self.shard.shard, from, to, None)
+            .await?
+        {
+            return Err(MoveError::Protocol(format!(
+                "shard {} is no longer {from} in the catalog",
+                self.shard.shard
+            )));
+        }
+        Ok(to)
+    }
+
+    /// Copies every row the target lacks, in chunks (each its own transaction on the target),
+    /// recording progress. Returns `false` when an abort interrupted it.
+    async fn copy_bulk(&self, src: &Backend, tgt: &Backend) -> Result<bool, MoveError> {
+        let shard = self.shard.shard;
+        let total = transfer::count_rows(src, shard).await?;
+        let mut hw = transfer::max_added_id(tgt, shard).await?;
+        let mut copied = transfer::count_rows(tgt, shard).await?;
+        self.session
+            .progress(self.move_id, shard, hw, copied, total, None)
+            .await?;
+        let chunk = chunk_rows(self.max_rows_per_sec);
+        let started = Instant::now();
+        let mut this_run = 0u64;
+        loop {
+            if self.aborted() {
+                return Ok(false);
+            }
+            let r = transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?;
+            if r.rows == 0 {
+                return Ok(true);
+            }
+            hw = r.max_added_id;
+            copied += r.rows as i64;
+            this_run += r.rows;
+            self.session
+                .progress(self.move_id, shard, hw, copied, total.max(copied), None)
+                .await?;
+            failpoint::pause("copying").await;
+            let wait = throttle_delay(this_run, started.elapsed(), self.max_rows_per_sec);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if (r.rows as i64) < chunk {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Copies what was written since, round after round, until the lag is small; then
+    /// verifies the copied prefix. Returns the verified high-water mark, or `None` on abort.
+    async fn catch_up(&self, src: &Backend, tgt: &Backend) -> Result<Option<i64>, MoveError> {
+        let shard = self.shard.shard;
+        let chunk = chunk_rows(self.max_rows_per_sec);
+        let mut hw = transfer::max_added_id(tgt, shard).await?;
+        let mut copied = self.shard.rows_copied;
+        let started = Instant::now();
+        let mut this_run = 0u64;
+        for round in 1u32.. {
+            let mut lag = 0u64;
+            loop {
+                if self.aborted() {
+                    return Ok(None);
+                }
+                let r = transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?;
+                if r.rows > 0 {
+                    hw = r.max_added_id;
+                }
+                lag += r.rows;
+                this_run += r.rows;
+                let wait = throttle_delay(this_run, started.elapsed(), self.max_rows_per_sec);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                if (r.rows as i64) < chunk {
+                    break;
+                }
+            }
+            copied += lag as i64;
+            let total = copied.max(self.shard.rows_total);
+            self.session
+                .progress(self.move_id, shard, hw, copied, total, Some(lag as i64))
+                .await?;
+            failpoint::pause("catching_up").await;
+            if self.config.policy.ready(lag, round) {
+                break;
+            }
+        }
+        // Cells are immutable: the prefix verified now stays verified.
+        self.verify(src, tgt, 0, hw).await?;
+        Ok(Some(hw))
+    }
+
+    async fn verify(
+        &self,
+        src: &Backend,
+        tgt: &Backend,
+        after: i64,
+        upto: i64,
+    ) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        let (a, b) = futures::future::try_join(
+            transfer::checksum(src, shard, after, upto),
+            transfer::checksum(tgt, shard, after, upto),
+        )
+        .await?;
+        if a != b {
+            return Err(MoveError::Verify(format!(
+                "shard {shard}, added_id in ({after}, {upto}]: source has {} rows (checksum {}), target {} rows (checksum {}); `mezzanine verify --shards {shard}` lists the differences",
+                a.rows, a.sum, b.rows, b.sum
+            )));
+        }
+        Ok(())
+    }
+
+    /// The fenced cutover (see the module documentation for the order and why).
+    async fn cutover(&self, src: &Backend, tgt: &Backend, verified: i64) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        let started = Instant::now();
+        match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
+            Some(ShardState::Active) | Some(ShardState::Frozen) => {
+                transfer::set_state(
+                    src,
+                    shard,
+                    &[ShardState::Active],
+                    ShardState::Frozen,
+                    None,
+                )
+                .await?;
+            }
+            Some(ShardState::Retired) => {} // resumed after step 5
+            other => {
+                return Err(MoveError::Protocol(format!(
+                    "shard {shard}: the source {:?} is {} instead of active",
+                    self.shard.from,
+                    other.map_or("absent", |s| s.as_str())
+                )))
+            }
+        }
+        failpoint::pause("after_freeze").await;
+        // 2. The tail: nothing is written to the source any more. (A target that is active
+        // already was activated by a leader that died before the switch: nothing to copy.)
+        let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
+        if target_state != Some(ShardState::Active) {
+            let hw = transfer::max_added_id(tgt, shard).await?;
+            transfer::copy_rows(src, tgt, shard, hw, None).await?;
+        }
+        // 3. Verify the tail and the end.
+        let (max_s, max_t) = futures::future::try_join(
+            transfer::max_added_id(src, shard),
+            transfer::max_added_id(tgt, shard),
+        )
+        .await?;
+        if max_s != max_t {
+            return Err(MoveError::Verify(format!(
+                "shard {shard}: highest added_id is {max_s} on the source but {max_t} on the target"
+            )));
+        }
+        self.verify(src, tgt, verified.min(max_s), max_s).await?;
+        // 4. New writes on the target continue the sequence (I4).
+        transfer::advance_sequence(tgt, shard, max_s).await?;
+        // 5. Retire the source: no client read or write is served there from now on.
+        transfer::set_state(
+            src,
+            shard,
+            &[ShardState::Frozen],
+            ShardState::Retired,
+            None,
+        )
+        .await?;
+        // 6. Activate the target with the shard's next epoch.
+        let epoch = self.session.next_epoch(shard).await?;
+        transfer::set_state(
+            tgt,
+            shard,
+            &[ShardState::Importing],
+            ShardState::Active,
+            Some(epoch),
+        )
+        .await?;
+        // 7. Switch the map and notify every node.
+        let pause_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let version = self
+            .session
+            .switch(self.move_id, shard, &self.shard.from, &self.shard.to, pause_ms)
+            .await?;
+        tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, "shard switched");
+        failpoint::pause("after_switch").await;
+        Ok(())
+    }
+
+    /// Undoes what a shard's move did before the switch and records `end` (`aborted` or
+    /// `failed`): the target stops being active and its copy is dropped (best effort: a target
+    /// that is down keeps an `importing` copy, which no client reads and a retry reuses), then
+    /// the source is made active again.
+    async fn undo(
+        &self,
+        state: ShardMoveState,
+        end: ShardMoveState,
+        error: Option<&str>,
+    ) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        let Some(u) = undo_for(state) else {
+            return Ok(());
+        };
+        let owner = self.session.owner(shard).await?;
+        if owner != self.shard.from {
+            return Err(MoveError::Protocol(format!(
+                "shard {shard} is owned by {owner:?} in the catalog, not by the move's source {:?}: nothing undone",
+                self.shard.from
+            )));
+        }
+        if u.clean_target {
+            let cleaned = async {
+                let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
+                transfer::set_state(
+                    &tgt,
+                    shard,
+                    &[ShardState::Active],
+                    ShardState::Importing,
+                    None,
+                )
+                .await?;
+                transfer::drop_shard(&tgt, shard).await?;
+                Ok::<(), MoveError>(())
+            }
+            .await;
+            if let Err(e) = cleaned {
+                if u.reactivate_source {
+                    // The target might still be active: never make the source active too.
+                    let tgt_state = match self.pools.get(&self.catalog, &self.shard.to).await {
+                        Ok(t) => transfer::shard_state(&t, shard).await.ok().flatten(),
+                        Err(_) => None,
+                    };
+                    if tgt_state.map(|(s, _)| s) != Some(ShardState::Importing) {
+                        return Err(e);
+                    }
+                }
+                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and a retry reuses it");
+            }
+        }
+        if u.reactivate_source {
+            let src = self.pools.get(&self.catalog, &self.shard.from).await?;
+            transfer::set_state(
+                &src,
+                shard,
+                &[ShardState::Frozen, ShardState::Retired],
+                ShardState::Active,
+                None,
+            )
+            .await?;
+        }
+        transition(state, if end == ShardMoveState::Aborted { MoveEvent::Abort } else { MoveEvent::Fail })
+            .map_err(|e| MoveError::Protocol(e.to_string()))?;
+        self.session
+            .set_state(self.move_id, shard, state, end, error)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Drops the retired source of a switched shard (after `complete` or the retention period)
+/// and records it `cleaned`. The source is dropped only if it is still a retired copy: if the
+/// shard came back to it (a revert) or is moving to it again, its copy is kept.
+pub async fn clean(
+    catalog: &Catalog,
+    pools: &Pools,
+    session: &LeaderSession,
+    move_id: i64,
+    s: &MoveShard,
+) -> Result<(), MoveError> {
+    failpoint::pause("cleanup").await;
+    let src = pools.get(catalog, &s.from).await?;
+    let owner = session.owner(s.shard).await?;
+    let state = transfer::shard_state(&src, s.shard).await?.map(|(st, _)| st);
+    if owner != s.from && state == Some(ShardState::Retired) {
+        transfer::drop_shard(&src, s.shard).await?;
+        tracing::info!(move_id, shard = s.shard, backend = %s.from, "retired source dropped");
+    }
+    session
+        .set_state(
+            move_id,
+            s.shard,
+            ShardMoveState::Switched,
+            ShardMoveState::Cleaned,
+            None,
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The admin API (`/admin/v1`, DESIGN §8): the map, backends, moves, verification, reload and
+//! status. Every node serves it; changes go to the catalog, and the mover's leader carries
+//! out moves. Passwords in database URLs are never shown.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use mezzanine_catalog::{current_leader, NewMove, Request};
+use mezzanine_core::{parse_shard_set, FieldError, ShardMap};
+use mezzanine_storage::mask_url;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::api::{path_problem, read_json};
+use crate::problem::Problem;
+use crate::AppState;
+
+pub mod verify;
+
+/// The admin routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/v1/shards", get(shards))
+        .route("/admin/v1/shards/export", get(export))
+        .route("/admin/v1/backends", get(list_backends).post(add_backend))
+        .route("/admin/v1/backends/{name}", delete(remove_backend))
+        .route("/admin/v1/moves", get(list_moves).post(start_move))
+        .route("/admin/v1/moves/{id}", get(get_move))
+        .route("/admin/v1/moves/{id}/abort", post(abort_move))
+        .route("/admin/v1/moves/{id}/complete", post(complete_move))
+        .route("/admin/v1/moves/{id}/revert", post(revert_move))
+        .route("/admin/v1/verify", post(verify::verify))
+        .route("/admin/v1/reload", post(reload))
+        .route("/admin/v1/status", get(status))
+        .route("/admin/v1/audit", get(audit))
+}
+
+#[derive(Serialize)]
+struct Range {
+    start: u32,
+    end: u32,
+    backend: String,
+    state: &'static str,
+}
+
+/// Contiguous shards with the same owner and state, as ranges.
+fn ranges(map: &ShardMap, state_of: impl Fn(u32) -> &'static str) -> Vec<Range> {
+    let mut out: Vec<Range> = Vec::new();
+    for s in 0..map.num_shards() {
+        let backend = map.owner_name(s).unwrap_or_default();
+        let state = state_of(s);
+        match out.last_mut() {
+            Some(r) if r.backend == backend && r.state == state && r.end + 1 == s => r.end = s,
+            _ => out.push(Range {
+                start: s,
+                end: s,
+                backend: backend.to_owned(),
+                state,
+            }),
+        }
+    }
+    out
+}
+
+/// `GET /admin/v1/shards`: the catalog's map, as ranges with their owner and state (`active`,
+/// or the state of a move in progress).
+async fn shards(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let snap = st.catalog.load().await?;
+    let moves = st.catalog.open_moves().await?;
+    let mut moving: Vec<&'static str> = vec!["active"; snap.map.num_shards() as usize];
+    for job in &moves {
+        for s in &job.shards {
+            if s.state.in_flight() {
+                if let Some(slot) = moving.get_mut(s.shard as usize) {
+                    *slot = s.state.as_str();
+                }
+            }
+        }
+    }
+    Ok(Json(json!({
+        "num_shards": snap.map.num_shards(),
+        "version": snap.version,
+        "ranges": ranges(&snap.map, |s| moving.get(s as usize).copied().unwrap_or("active")),
+    }))
+    .into_response())
+}
+
+/// `GET /admin/v1/shards/export`: the catalog's map in `shards.json` form.
+async fn export(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let snap = st.catalog.load().await?;
+    Ok(Json(snap.map.to_file()).into_response())
+}
+
+#[derive(Serialize)]
+struct BackendView {
+    name: String,
+    url: String,
+    shards: usize,
+    up: Option<bool>,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+}
+
+async fn backend_views(st: &AppState) -> Result<Vec<BackendView>, Problem> {
+    let snap = st.catalog.load().await?;
+    let topo = st.topology();
+    Ok(snap
+        .map
+        .backends()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let health = topo
+                .backends
+                .iter()
+                .find(|s| s.backend.name() == b.name)
+                .map(|s| s.backend.health());
+            BackendView {
+                name: b.name.clone(),
+                url: mask_url(&b.database_url),
+                shards: snap.map.shards_of(i).count(),
+                up: health.as_ref().map(|h| h.up),
+                latency_ms: health.as_ref().and_then(|h| h.latency_ms),
+                error: health.and_then(|h| h.error),
+            }
+        })
+        .collect())
+}
+
+/// `GET /admin/v1/backends`.
+async fn list_backends(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
+    Ok(Json(json!({ "backends": backend_views(&st).await? })).into_response())
+}
+
+pub(crate) fn string_field(v: &Value, name: &str, required: bool) -> Result<Option<String>, Problem> {
+    match v.get(name) {
+        None | Some(Value::Null) if required => Err(Problem::field(FieldError::new(
+            format!("body.{name}"),
+            "is required",
+            None,
+        ))),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+        Some(other) => Err(Problem::field(FieldError::new(
+            format!("body.{name}"),
+            "must be a non-empty string",
+            Some(other.clone()),
+        ))),
+    }
+}
+
+fn positive_field(v: &Value, name: &str) -> Result<Option<i64>, Problem> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => match n.as_i64() {
+            Some(i) if i >= 1 => Ok(Some(i)),
+            _ => Err(Problem::field(FieldError::new(
+                format!("body.{name}"),
+                "must be a positive integer",
+                Some(n.clone()),
+            ))),
+        },
+    }
+}
+
+pub(crate) fn object(v: Value, allowed: &[&str]) -> Result<Value, Problem> {
+    let Some(obj) = v.as_object() else {
+        return Err(Problem::field(FieldError::new(
+            "body",
+            "must be a JSON object",
+            None,
+        )));
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(Problem::field(FieldError::new(
+            format!("body.{k}"),
+            "unexpected property",
+            None,
+        )));
+    }
+    Ok(v)
+}
+
+/// `POST /admin/v1/backends` `{name, url}`: checks the connection, prepares mezzanine's
+/// metadata there (no shard), and registers the backend with no shards.
+async fn add_backend(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let v = object(
+        read_json(&headers, body, st.config.max_body_bytes)?,
+        &["name", "url"],
+    )?;
+    let name = string_field(&v, "name", true)?.unwrap_or_default();
+    let url = string_field(&v, "url", true)?.unwrap_or_default();
+    st.add_backend(&name, &url).await?;
+    let view = backend_views(&st)
+        .await?
+        .into_iter()
+        .find(|b| b.name == name);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// `DELETE /admin/v1/backends/{name}`: only a backend that owns nothing.
+async fn remove_backend(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(name) = path.map_err(path_problem)?;
+    st.catalog.remove_backend(&name).await?;
+    let _ = st.reload().await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /admin/v1/moves` `{shards: "8-15", to, parallel?, max_rows_per_sec?}` → 202 with
+/// the job.
+async fn start_move(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let v = object(
+        read_json(&headers, body, st.config.max_body_bytes)?,
+        &["shards", "to", "parallel", "max_rows_per_sec"],
+    )?;
+    let spec = string_field(&v, "shards", true)?.unwrap_or_default();
+    let to = string_field(&v, "to", true)?.unwrap_or_default();
+    let parallel = positive_field(&v, "parallel")?.unwrap_or(4).min(64) as i32;
+    let rate = positive_field(&v, "max_rows_per_sec")?;
+    let shards = parse_shard_set(&spec, st.num_shards()).map_err(|e| {
+        Problem::field(FieldError::new(
+            "body.shards",
+            e.to_string(),
+            Some(Value::String(spec.clone())),
+        ))
+    })?;
+    let job = st
+        .catalog
+        .create_move(&NewMove {
+            shards: shards.iter().map(|&s| (s, to.clone())).collect(),
+            shards_spec: spec,
+            parallel,
+            max_rows_per_sec: rate,
+            reverts: None,
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// `GET /admin/v1/moves`: the most recent jobs, newest first.
+async fn list_moves(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Problem> {
+    let limit = limit_param(q.as_deref(), 100)?;
+    let moves = st.catalog.list_moves(limit).await?;
+    Ok(Json(json!({ "moves": moves })).into_response())
+}
+
+fn limit_param(q: Option<&str>, default: i64) -> Result<i64, Problem> {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    match params.iter().find(|(k, _)| k == "limit") {
+        None => Ok(default),
+        Some((_, v)) => match v.parse::<i64>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => Err(Problem::field(FieldError::new(
+                "query.limit",
+                "must be an integer from 1 to 10000",
+                Some(Value::String(v.clone())),
+            ))),
+        },
+    }
+}
+
+fn move_id(path: Result<Path<String>, PathRejection>) -> Result<i64, Problem> {
+    let Path(id) = path.map_err(path_problem)?;
+    id.parse::<i64>()
+        .ok()
+        .filter(|&i| i > 0)
+        .ok_or_else(|| {
+            Problem::field(FieldError::new(
+                "path.id",
+                "must be a move id (a positive integer)",
+                Some(Value::String(id)),
+            ))
+        })
+}
+
+/// `GET /admin/v1/moves/{id}`.
+async fn get_move(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let id = move_id(path)?;
+    Ok(Json(st.catalog.get_move(id).await?).into_response())
+}
+
+/// `POST /admin/v1/moves/{id}/abort`: stops every shard not yet switched; the source stays
+/// authoritative and the target is cleaned.
+async fn abort_move(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let id = move_id(path)?;
+    let job = st.catalog.request_move(id, Request::Abort).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// `POST /admin/v1/moves/{id}/complete`: drops the retired sources of the switched shards.
+async fn complete_move(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let id = move_id(path)?;
+    let job = st.catalog.request_move(id, Request::Complete).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// `POST /admin/v1/moves/{id}/revert`: a new job that moves the switched shards back.
+async fn revert_move(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let id = move_id(path)?;
+    let job = st.catalog.revert_move(id).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// `POST /admin/v1/reload`: re-reads the catalog now.
+async fn reload(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let version = st.reload().await?;
+    Ok(Json(json!({ "map_version": version })).into_response())
+}
+
+/// `GET /admin/v1/status`: this node, the mover's leader, the map version in use.
+async fn status(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
+    let leader = current_leader(&st.catalog).await?;
+    Ok(Json(json!({
+        "node": {"id": st.node_id, "addr": st.addr(), "mover": st.config.mover()},
+        "leader": leader,
+        "map_version": st.map_version(),
+    }))
+    .into_response())
+}
+
+/// `GET /admin/v1/audit?limit=N`: the most recent changes, newest first.
+async fn audit(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Problem> {
+    let limit = limit_param(q.as_deref(), 100)?;
+    let entries = st.catalog.audit(limit).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
