@@ -362,13 +362,14 @@ async fn follow(c: &Client, json: bool, job: Job, answer: Answer) -> anyhow::Res
     Ok(())
 }
 
+/// A bar, hidden until [`poll_until_done`] has given it the job's numbers.
 fn new_bar(id: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(
-        "{prefix} [{bar:30.cyan/blue}] {percent:>3}% {human_pos}/{human_len} rows, {msg}",
+        "{prefix} [{wide_bar:.cyan/blue}] {human_pos}/{human_len} rows  {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout())
+    ProgressBar::hidden()
         .with_style(style)
         .with_prefix(format!("move {id}"))
 }
@@ -393,6 +394,10 @@ async fn poll_until_done(
             bar.set_length(p.total);
             bar.set_position(p.copied);
             bar.set_message(progress::message(&p, rate.rate()));
+            if bar.is_hidden() {
+                bar.set_draw_target(ProgressDrawTarget::stdout());
+                bar.tick();
+            }
         }
         if !job.is_running() {
             return Ok((job, answer));

@@ -95,19 +95,17 @@ pub fn time_left(remaining: u64, rate: Option<f64>) -> Option<Duration> {
     (secs < 1e9).then(|| Duration::from_secs_f64(secs))
 }
 
-/// The progress bar's message: `3/8 shards switched, lag 30, 12.3k rows/s, ETA 1m20s`.
+/// The progress bar's message, short enough for an 80-column terminal next to the bar:
+/// `lag 30  12.3k rows/s  ETA 1m20s  3/8 switched`.
 pub fn message(p: &JobProgress, rate: Option<f64>) -> String {
-    let mut parts = vec![format!("{}/{} shards switched", p.done, p.shards)];
-    parts.push(format!("lag {}", count(p.lag as f64)));
-    match rate {
-        Some(r) => parts.push(format!("{} rows/s", count(r))),
-        None => parts.push("- rows/s".to_owned()),
-    }
-    match time_left(p.remaining, rate) {
-        Some(d) => parts.push(format!("ETA {}", eta(d))),
-        None => parts.push("ETA -".to_owned()),
-    }
-    parts.join(", ")
+    let left = time_left(p.remaining, rate).map_or_else(|| "-".to_owned(), eta);
+    let rate = rate.map_or_else(|| "-".to_owned(), count);
+    format!(
+        "lag {}  {rate} rows/s  ETA {left}  {}/{} switched",
+        count(p.lag as f64),
+        p.done,
+        p.shards
+    )
 }
 
 #[cfg(test)]
@@ -205,11 +203,8 @@ mod tests {
         };
         assert_eq!(
             message(&p, Some(100.0)),
-            "3/8 shards switched, lag 30, 100 rows/s, ETA 1m20s"
+            "lag 30  100 rows/s  ETA 1m20s  3/8 switched"
         );
-        assert_eq!(
-            message(&p, None),
-            "3/8 shards switched, lag 30, - rows/s, ETA -"
-        );
+        assert_eq!(message(&p, None), "lag 30  - rows/s  ETA -  3/8 switched");
     }
 }
