@@ -1,6 +1,8 @@
 //! `mezzanine`: the one binary. `serve` runs a node, `dev` runs a local cluster with zero
-//! configuration, `bench` measures.
+//! configuration, `bench` measures, and the admin commands (`shards`, `backend`, `move`,
+//! `verify`, `reload`, `status`) are clients of a node's admin API.
 
+mod admin;
 mod bench;
 mod dev;
 
@@ -28,6 +30,8 @@ enum Command {
     /// Measure a running server against direct PostgreSQL.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 /// Sets up structured logging: JSON by default, human-readable with `text`.
@@ -124,6 +128,13 @@ async fn main() {
         }
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Admin(cmd) => {
+            if let Err(e) = admin::run(cmd).await {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         tracing::error!(error = format!("{e:#}"), "fatal");

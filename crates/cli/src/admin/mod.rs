@@ -1,0 +1,538 @@
+//! The admin commands: clients of a node's admin API (`/admin/v1`, DESIGN.md §8).
+//!
+//! - [`client`]: the requests, with their timeouts, and the errors an operator can act on.
+//! - [`types`]: the answers as this client reads them (tolerant decoding).
+//! - [`render`], [`table`]: the human output; [`json`]: `--json`'s pretty printing.
+//! - [`progress`]: what `--wait` shows of a running move.
+
+mod client;
+mod json;
+mod progress;
+mod render;
+mod table;
+mod types;
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::builder::RangedU64ValueParser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mezzanine_core::duration::parse_duration;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+
+use client::{Answer, Client};
+use progress::{JobProgress, RateWindow};
+use types::{Backend, BackendList, Job, MoveList, Reloaded, ShardMap, Status, VerifyReport};
+
+/// How often `--wait` asks for the job.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How long `--wait` keeps trying while the server cannot be reached.
+const WAIT_RETRY_FOR: Duration = Duration::from_secs(60);
+/// The window over which `--wait` measures the copy rate.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Where the admin API is and how to print its answers (accepted anywhere on the command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Conn {
+    /// Base URL of any server node.
+    #[arg(
+        long,
+        global = true,
+        env = "MEZZANINE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Print the server's JSON answer (pretty) on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The admin commands, flattened into the binary's commands.
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Show the shard map: ranges, their backend and state (`export`: as shards.json).
+    Shards(ShardsArgs),
+    /// List, add or remove backends.
+    Backend(BackendArgs),
+    /// Move shards to another backend, follow, abort, complete or revert moves.
+    Move(MoveArgs),
+    /// Compare the copies of shards (row counts, checksums, differing cells).
+    Verify(VerifyArgs),
+    /// Make the node re-read the catalog now.
+    Reload(Conn),
+    /// Show the node, the mover's leader and the map version.
+    Status(Conn),
+}
+
+/// `mezzanine shards [export]`.
+#[derive(clap::Args)]
+pub struct ShardsArgs {
+    #[command(subcommand)]
+    command: Option<ShardsCommand>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Subcommand)]
+enum ShardsCommand {
+    /// Print the current map in shards.json form (always JSON).
+    Export,
+}
+
+/// `mezzanine backend ...`.
+#[derive(clap::Args)]
+pub struct BackendArgs {
+    #[command(subcommand)]
+    command: BackendCommand,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Subcommand)]
+enum BackendCommand {
+    /// List the backends with their shard count and health.
+    List,
+    /// Register an empty backend (the server checks the connection).
+    Add {
+        /// Name of the backend (as in the shard map).
+        name: String,
+        /// PostgreSQL URL (postgres://user:password@host:port/db).
+        url: String,
+    },
+    /// Remove a backend that owns no shards.
+    Remove {
+        /// Name of the backend.
+        name: String,
+    },
+}
+
+/// `mezzanine move ...`.
+#[derive(clap::Args)]
+pub struct MoveArgs {
+    #[command(subcommand)]
+    command: MoveCommand,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Subcommand)]
+enum MoveCommand {
+    /// Start moving shards to a backend.
+    Start(StartArgs),
+    /// List the move jobs.
+    List,
+    /// Show a move job and its shards.
+    Status {
+        /// Job id.
+        id: u64,
+        /// Follow the job until it is no longer running (progress bars on a terminal).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Abort a move (the source stays authoritative).
+    Abort {
+        /// Job id.
+        id: u64,
+    },
+    /// Drop the retired source copies of a switched move now.
+    Complete {
+        /// Job id.
+        id: u64,
+    },
+    /// Move the shards of a switched move back (a new job).
+    Revert {
+        /// Job id.
+        id: u64,
+    },
+}
+
+/// `mezzanine move start`.
+#[derive(clap::Args)]
+struct StartArgs {
+    /// Shards to move: one (`8`) or a range (`8-15`).
+    #[arg(long)]
+    shards: String,
+    /// Backend to move them to.
+    #[arg(long)]
+    to: String,
+    /// Shards copied at the same time (default: the server's).
+    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
+    parallel: Option<u64>,
+    /// Copy speed limit in rows per second (default: none).
+    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
+    max_rows_per_sec: Option<u64>,
+    /// Follow the job until it is no longer running (progress bars on a terminal).
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `mezzanine verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Shards to compare: one (`8`) or a range (`8-15`).
+    #[arg(long)]
+    shards: String,
+    /// How long the server may take to compare them.
+    #[arg(long, default_value = "5m", value_parser = positive_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs an admin command. An error means exit code 1 (the message is for stderr).
+pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Shards(args) => shards(args).await,
+        AdminCommand::Backend(args) => backend(args).await,
+        AdminCommand::Move(args) => moves(args).await,
+        AdminCommand::Verify(args) => verify(args).await,
+        AdminCommand::Reload(conn) => {
+            let c = Client::new(&conn.server)?;
+            let answer = c.post(&["reload"], None).await?;
+            show::<Reloaded>(conn.json, &answer, render::reloaded)
+        }
+        AdminCommand::Status(conn) => {
+            let c = Client::new(&conn.server)?;
+            let answer = c.get(&["status"]).await?;
+            show::<Status>(conn.json, &answer, render::status)
+        }
+    }
+}
+
+/// Prints `answer`: as it came with `--json`, else decoded and rendered.
+fn show<T: DeserializeOwned>(
+    json: bool,
+    answer: &Answer,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(answer)
+    } else {
+        print!("{}", render(&answer.decode::<T>()?));
+        Ok(())
+    }
+}
+
+fn print_json(answer: &Answer) -> anyhow::Result<()> {
+    let text = answer.pretty()?;
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+async fn shards(args: ShardsArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.conn.server)?;
+    match args.command {
+        None => {
+            let answer = c.get(&["shards"]).await?;
+            show::<ShardMap>(args.conn.json, &answer, render::shard_map)
+        }
+        Some(ShardsCommand::Export) => print_json(&c.get(&["shards", "export"]).await?),
+    }
+}
+
+async fn backend(args: BackendArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.conn.server)?;
+    let json = args.conn.json;
+    match args.command {
+        BackendCommand::List => {
+            let answer = c.get(&["backends"]).await?;
+            show::<BackendList>(json, &answer, render::backends)
+        }
+        BackendCommand::Add { name, url } => {
+            let answer = c
+                .post(&["backends"], Some(json!({"name": name, "url": url})))
+                .await?;
+            show::<Backend>(json, &answer, render::backend_added)
+        }
+        BackendCommand::Remove { name } => {
+            let answer = c.delete(&["backends", &name]).await?;
+            if json {
+                print_json(&answer)
+            } else {
+                println!("removed backend {name}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The body of `POST /admin/v1/moves`; the optional fields only when given.
+fn start_body(args: &StartArgs) -> Value {
+    let mut body = Map::new();
+    body.insert("shards".into(), Value::from(args.shards.clone()));
+    body.insert("to".into(), Value::from(args.to.clone()));
+    if let Some(n) = args.parallel {
+        body.insert("parallel".into(), Value::from(n));
+    }
+    if let Some(n) = args.max_rows_per_sec {
+        body.insert("max_rows_per_sec".into(), Value::from(n));
+    }
+    Value::Object(body)
+}
+
+async fn moves(args: MoveArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.conn.server)?;
+    let json = args.conn.json;
+    match args.command {
+        MoveCommand::Start(start) => {
+            let answer = c.post(&["moves"], Some(start_body(&start))).await?;
+            if start.wait {
+                let job = answer.decode::<Job>()?;
+                follow(&c, json, job, answer).await
+            } else {
+                show::<Job>(json, &answer, |job| {
+                    format!(
+                        "{}follow it with: mezzanine move status {} --wait\n",
+                        render::job_line(job),
+                        job.id
+                    )
+                })
+            }
+        }
+        MoveCommand::List => {
+            let answer = c.get(&["moves"]).await?;
+            show::<MoveList>(json, &answer, render::moves)
+        }
+        MoveCommand::Status { id, wait } => {
+            let answer = c.get(&["moves", &id.to_string()]).await?;
+            if wait {
+                let job = answer.decode::<Job>()?;
+                follow(&c, json, job, answer).await
+            } else {
+                show::<Job>(json, &answer, render::job)
+            }
+        }
+        MoveCommand::Abort { id } => job_action(&c, json, id, "abort").await,
+        MoveCommand::Complete { id } => job_action(&c, json, id, "complete").await,
+        MoveCommand::Revert { id } => job_action(&c, json, id, "revert").await,
+    }
+}
+
+/// `POST /admin/v1/moves/{id}/{action}`; prints the job the server answers with (for revert,
+/// the new reverse job).
+async fn job_action(c: &Client, json: bool, id: u64, action: &str) -> anyhow::Result<()> {
+    let answer = c.post(&["moves", &id.to_string(), action], None).await?;
+    show::<Job>(json, &answer, render::job_line)
+}
+
+/// `--wait`: polls the job until it is no longer running, with a progress bar when stdout is
+/// a terminal, then prints its final state. An error if it ended failed or aborted.
+async fn follow(c: &Client, json: bool, job: Job, answer: Answer) -> anyhow::Result<()> {
+    let id = job.id;
+    let bar = (!json && std::io::stdout().is_terminal()).then(|| new_bar(id));
+    let polled = tokio::select! {
+        polled = poll_until_done(c, job, answer, bar.as_ref()) => polled,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            bail!(
+                "stopped waiting; move {id} goes on (follow it with: mezzanine move status {id} --wait)"
+            );
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (job, answer) = polled?;
+    if json {
+        print_json(&answer)?;
+    } else {
+        print!("{}", render::job(&job));
+    }
+    if job.is_failure() {
+        match &job.error {
+            Some(e) => bail!("move {} {}: {e}", job.id, job.state),
+            None => bail!("move {} {}", job.id, job.state),
+        }
+    }
+    Ok(())
+}
+
+/// A bar, hidden until [`poll_until_done`] has given it the job's numbers.
+fn new_bar(id: u64) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{prefix} [{wide_bar:.cyan/blue}] {human_pos}/{human_len} rows  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    ProgressBar::hidden()
+        .with_style(style)
+        .with_prefix(format!("move {id}"))
+}
+
+async fn poll_until_done(
+    c: &Client,
+    mut job: Job,
+    mut answer: Answer,
+    bar: Option<&ProgressBar>,
+) -> anyhow::Result<(Job, Answer)> {
+    let path = job.id.to_string();
+    let began = Instant::now();
+    let mut rate = RateWindow::new(RATE_WINDOW);
+    let mut failing_since: Option<Instant> = None;
+    let mut ticker = tokio::time::interval(POLL_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let p = JobProgress::of(&job);
+        rate.push(began.elapsed(), p.copied);
+        if let Some(bar) = bar {
+            bar.set_length(p.total);
+            bar.set_position(p.copied);
+            bar.set_message(progress::message(&p, rate.rate()));
+            if bar.is_hidden() {
+                bar.set_draw_target(ProgressDrawTarget::stdout());
+                bar.tick();
+            }
+        }
+        if !job.is_running() {
+            return Ok((job, answer));
+        }
+        ticker.tick().await;
+        match c.call(Method::GET, &["moves", &path], None, None).await {
+            Ok(next) => {
+                job = next.decode()?;
+                answer = next;
+                failing_since = None;
+            }
+            Err(e) if e.is_transient() => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= WAIT_RETRY_FOR {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "gave up waiting for move {} after {} s without an answer",
+                            job.id,
+                            WAIT_RETRY_FOR.as_secs()
+                        )
+                    });
+                }
+                if let Some(bar) = bar {
+                    bar.set_message(format!("retrying: {e}"));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.conn.server)?;
+    let body = json!({"shards": args.shards});
+    let answer = c
+        .call(Method::POST, &["verify"], Some(body), Some(args.timeout))
+        .await?;
+    if args.conn.json {
+        print_json(&answer)?;
+    }
+    let report = answer.decode::<VerifyReport>()?;
+    if !args.conn.json {
+        print!("{}", render::verify(&report));
+    }
+    if !report.ok {
+        let shards = render::differing_shards(&report);
+        if shards.is_empty() {
+            bail!("verify found problems");
+        }
+        bail!("copies differ in shards {shards}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: AdminCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("mezzanine").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn start_body_has_the_optional_fields_only_when_given() {
+        let AdminCommand::Move(MoveArgs {
+            command: MoveCommand::Start(start),
+            ..
+        }) = parse(&["move", "start", "--shards", "8-15", "--to", "db3"]).unwrap()
+        else {
+            panic!("not move start");
+        };
+        assert_eq!(start_body(&start), json!({"shards": "8-15", "to": "db3"}));
+        let AdminCommand::Move(MoveArgs {
+            command: MoveCommand::Start(start),
+            ..
+        }) = parse(&[
+            "move",
+            "start",
+            "--shards",
+            "8",
+            "--to",
+            "db3",
+            "--parallel",
+            "4",
+            "--max-rows-per-sec",
+            "1000",
+        ])
+        .unwrap()
+        else {
+            panic!("not move start");
+        };
+        assert_eq!(
+            start_body(&start),
+            json!({"shards": "8", "to": "db3", "parallel": 4, "max_rows_per_sec": 1000})
+        );
+    }
+
+    #[test]
+    fn server_and_json_are_accepted_before_or_after_the_subcommand() {
+        for args in [
+            &["backend", "--json", "--server", "http://h:1", "list"][..],
+            &["backend", "list", "--json", "--server", "http://h:1"][..],
+        ] {
+            let AdminCommand::Backend(b) = parse(args).unwrap() else {
+                panic!("not backend");
+            };
+            assert!(b.conn.json);
+            assert_eq!(b.conn.server, "http://h:1");
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(&["move", "status", "seven"]).is_err());
+        assert!(parse(&["move", "start", "--shards", "8"]).is_err());
+        assert!(parse(&[
+            "move",
+            "start",
+            "--shards",
+            "8",
+            "--to",
+            "d",
+            "--parallel",
+            "0"
+        ])
+        .is_err());
+        assert!(parse(&["verify"]).is_err());
+        assert!(parse(&["verify", "--shards", "8", "--timeout", "0"]).is_err());
+        assert!(parse(&["backend", "add", "db3"]).is_err());
+    }
+}
