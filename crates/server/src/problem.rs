@@ -102,6 +102,7 @@ impl From<StorageError> for Problem {
             }
             StorageError::Database { .. }
             | StorageError::Layout { .. }
+            | StorageError::Refused { .. }
             | StorageError::BadUrl { .. } => {
                 tracing::error!(error = %e, "storage error");
                 StatusCode::INTERNAL_SERVER_ERROR

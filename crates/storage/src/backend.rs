@@ -7,12 +7,15 @@
 //! reaches it again. Each backend has its own pool, so a hung backend holds only its own
 //! connections.
 
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures::{SinkExt, StreamExt};
 use tokio::time::timeout_at;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
@@ -414,7 +417,7 @@ pub struct Lease<'a> {
     in_flight: AtomicUsize,
 }
 
-impl Lease<'_> {
+impl<'a> Lease<'a> {
     fn client(&self) -> Result<&Object, StorageError> {
         self.obj
             .as_ref()
@@ -441,9 +444,53 @@ impl Lease<'_> {
         self.finish(result, started)
     }
 
+    /// Whether every statement started on this lease has completed (one that is not idle is
+    /// discarded when dropped, and must not be given more statements after a failure).
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(AtomicOrdering::Acquire) == 0
+    }
+
     /// Extends this lease's deadline (for long maintenance work such as migrations).
     pub fn extend(&mut self, by: Duration) {
         self.deadline += by;
+    }
+
+    /// Starts `COPY ... TO STDOUT`. The statement counts as in flight until its stream has been
+    /// read to the end, so a lease dropped mid-stream is discarded (and its statement cancelled).
+    pub async fn copy_out(&self, sql: &str) -> Result<CopyOut<'_, 'a>, StorageError> {
+        self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+        let started = self.backend.now_nanos();
+        let result = timeout_at(self.deadline, self.client()?.copy_out(sql)).await;
+        let stream = self.settle(result, started, false)?;
+        Ok(CopyOut {
+            lease: self,
+            stream: Box::pin(stream),
+            stall: None,
+            done: false,
+        })
+    }
+
+    /// Starts `COPY ... FROM STDIN`. The statement counts as in flight until
+    /// [`CopyIn::finish`] succeeds; a `CopyIn` dropped before aborts the COPY and its lease is
+    /// discarded.
+    pub async fn copy_in(&self, sql: &str) -> Result<CopyIn<'_, 'a>, StorageError> {
+        self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+        let started = self.backend.now_nanos();
+        let result = timeout_at(self.deadline, self.client()?.copy_in(sql)).await;
+        let sink = self.settle(result, started, false)?;
+        Ok(CopyIn {
+            lease: self,
+            sink: Box::pin(sink),
+            stall: None,
+        })
+    }
+
+    /// The deadline of one step of a COPY: the lease's, or sooner with a stall timeout.
+    fn step_deadline(&self, stall: Option<Duration>) -> tokio::time::Instant {
+        match stall {
+            Some(s) => self.deadline.min(tokio::time::Instant::now() + s),
+            None => self.deadline,
+        }
     }
 
     fn finish<T>(
@@ -451,10 +498,23 @@ impl Lease<'_> {
         result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
         started: u64,
     ) -> Result<T, StorageError> {
+        self.settle(result, started, true)
+    }
+
+    /// Accounts for one network step. `completes`: whether a success ends the statement (a
+    /// COPY's intermediate steps succeed while the statement stays in flight).
+    fn settle<T>(
+        &self,
+        result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+        started: u64,
+        completes: bool,
+    ) -> Result<T, StorageError> {
         let backend = self.backend;
         match result {
             Ok(Ok(v)) => {
-                self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
+                if completes {
+                    self.in_flight.fetch_sub(1, AtomicOrdering::AcqRel);
+                }
                 backend
                     .progress
                     .fetch_max(backend.now_nanos(), AtomicOrdering::AcqRel);
@@ -486,6 +546,82 @@ impl Lease<'_> {
                 }
             }
         }
+    }
+}
+
+/// The data of a `COPY ... TO STDOUT` running on a lease ([`Lease::copy_out`]).
+pub struct CopyOut<'l, 'a> {
+    lease: &'l Lease<'a>,
+    stream: Pin<Box<tokio_postgres::CopyOutStream>>,
+    stall: Option<Duration>,
+    done: bool,
+}
+
+impl CopyOut<'_, '_> {
+    /// Each later read must also complete within `stall` (besides the lease's deadline).
+    pub fn stall_timeout(mut self, stall: Duration) -> Self {
+        self.stall = Some(stall);
+        self
+    }
+
+    /// The next piece of the COPY data as the server sent it, or `None` at its end (the
+    /// statement is then complete).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, StorageError> {
+        if self.done {
+            return Ok(None);
+        }
+        let lease = self.lease;
+        let started = lease.backend.now_nanos();
+        let deadline = lease.step_deadline(self.stall);
+        let result = timeout_at(deadline, self.stream.next()).await;
+        let step = result.map(|r| r.transpose());
+        match step {
+            Ok(Ok(Some(data))) => {
+                lease.settle(Ok(Ok(())), started, false)?;
+                Ok(Some(data))
+            }
+            Ok(Ok(None)) => {
+                self.done = true;
+                lease.settle(Ok(Ok(None)), started, true)
+            }
+            other => {
+                self.done = true;
+                lease.settle(other, started, true)
+            }
+        }
+    }
+}
+
+/// A `COPY ... FROM STDIN` running on a lease ([`Lease::copy_in`]).
+pub struct CopyIn<'l, 'a> {
+    lease: &'l Lease<'a>,
+    sink: Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    stall: Option<Duration>,
+}
+
+impl CopyIn<'_, '_> {
+    /// Each later step must also complete within `stall` (besides the lease's deadline).
+    pub fn stall_timeout(mut self, stall: Duration) -> Self {
+        self.stall = Some(stall);
+        self
+    }
+
+    /// Sends COPY data (any split of the stream: it need not follow row boundaries).
+    pub async fn send(&mut self, data: Bytes) -> Result<(), StorageError> {
+        let lease = self.lease;
+        let started = lease.backend.now_nanos();
+        let deadline = lease.step_deadline(self.stall);
+        let result = timeout_at(deadline, self.sink.as_mut().send(data)).await;
+        lease.settle(result, started, false)
+    }
+
+    /// Ends the COPY and returns the number of rows the server stored.
+    pub async fn finish(mut self) -> Result<u64, StorageError> {
+        let lease = self.lease;
+        let started = lease.backend.now_nanos();
+        let deadline = lease.step_deadline(self.stall);
+        let result = timeout_at(deadline, self.sink.as_mut().finish()).await;
+        lease.settle(result, started, true)
     }
 }
 

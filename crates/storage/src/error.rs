@@ -28,6 +28,14 @@ pub enum StorageError {
     /// The backend's layout does not fit the configuration.
     #[error("backend {backend}: {message}")]
     Layout { backend: String, message: String },
+    /// A step of a shard move was refused: the shard's state or data on this backend does not
+    /// allow it (for example importing a shard the backend serves).
+    #[error("shard {shard} on backend {backend}: {message}")]
+    Refused {
+        shard: u32,
+        backend: String,
+        message: String,
+    },
     /// The database URL of a backend is not usable.
     #[error("backend {backend}: invalid database_url: {message}")]
     BadUrl { backend: String, message: String },

@@ -9,12 +9,16 @@
 //!   the connections of a healthy one.
 //! - [`cells`]: the statements that write and read cells of one shard, including the shard
 //!   lock that makes the change stream ordered (invariant I1).
+//! - [`transfer`]: the storage steps of live shard moves: per-backend shard state, preparing a
+//!   target, binary `COPY` between backends, checksums, precise diffs and self-checks.
 
 pub mod backend;
 pub mod cells;
 pub mod error;
 pub mod schema;
+pub mod transfer;
 
 pub use backend::{mask_url, Backend, BackendHealth, PoolSettings};
 pub use cells::{Cell, PartitionRead, WriteOutcome};
 pub use error::StorageError;
+pub use transfer::{Checksum, CopyReport, DiffReport, Difference, SelfCheck, ShardState, Side};

@@ -24,7 +24,7 @@ pub const SCHEMA_VERSION: i32 = 1;
 const CREATE_CHUNK: usize = 64;
 
 /// Key of the session advisory lock that serialises migrations of one backend.
-const MIGRATION_LOCK: i64 = 0x6d65_7a7a_0001;
+pub(crate) const MIGRATION_LOCK: i64 = 0x6d65_7a7a_0001;
 
 /// The name of a shard's cells table: `cells_` and the shard number on four digits.
 pub fn cells_table(shard: u32) -> String {
@@ -113,17 +113,7 @@ pub async fn prepare_backend(
                 let v: i32 = row.try_get(0).map_err(|e| layout(e.to_string()))?;
                 let n: i32 = row.try_get(1).map_err(|e| layout(e.to_string()))?;
                 let a: Vec<i32> = row.try_get(2).map_err(|e| layout(e.to_string()))?;
-                if n as u32 != num_shards {
-                    return Err(layout(format!(
-                        "this database was laid out for NUM_SHARDS={n}, but NUM_SHARDS={num_shards} was given; \
-                         the shard of every row key depends on it, so mezzanine refuses to start"
-                    )));
-                }
-                if v > SCHEMA_VERSION {
-                    return Err(layout(format!(
-                        "the schema version is {v}, newer than this mezzanine understands ({SCHEMA_VERSION}): upgrade mezzanine"
-                    )));
-                }
+                check_recorded(backend, v, n, num_shards)?;
                 version = Some(v);
                 active = a.into_iter().map(|s| s as u32).collect();
             }
@@ -174,12 +164,44 @@ pub async fn prepare_backend(
     })
 }
 
-async fn migrate(
-    lease: &crate::backend::Lease<'_>,
+/// Refuses a backend whose recorded layout (`mezzanine_schema`) does not fit `num_shards` or
+/// is newer than this mezzanine.
+pub(crate) fn check_recorded(
+    backend: &Backend,
+    version: i32,
+    recorded_shards: i32,
     num_shards: u32,
+) -> Result<(), StorageError> {
+    let layout = |message: String| StorageError::Layout {
+        backend: backend.name().to_owned(),
+        message,
+    };
+    if recorded_shards as u32 != num_shards {
+        return Err(layout(format!(
+            "this database was laid out for NUM_SHARDS={recorded_shards}, but NUM_SHARDS={num_shards} was given; \
+             the shard of every row key depends on it, so mezzanine refuses to start"
+        )));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(layout(format!(
+            "the schema version is {version}, newer than this mezzanine understands ({SCHEMA_VERSION}): upgrade mezzanine"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates mezzanine's metadata tables where missing (idempotent). Callers hold
+/// [`MIGRATION_LOCK`].
+pub(crate) async fn ensure_metadata(lease: &crate::backend::Lease<'_>) -> Result<(), StorageError> {
+    lease.batch_execute(META_DDL).await
+}
+
+/// Creates the cells tables of `wanted` that do not exist yet (go-mezzanine's DDL) and adopts
+/// the others untouched. Returns (created, adopted). Callers hold [`MIGRATION_LOCK`].
+pub(crate) async fn create_missing_tables(
+    lease: &crate::backend::Lease<'_>,
     wanted: &BTreeSet<u32>,
 ) -> Result<(usize, usize), StorageError> {
-    lease.batch_execute(META_DDL).await?;
     let rows = lease
         .query(
             "SELECT c.relname::text FROM pg_class c \
@@ -204,6 +226,16 @@ async fn migrate(
         }
         lease.batch_execute(&sql).await?;
     }
+    Ok((missing.len(), wanted.len() - missing.len()))
+}
+
+async fn migrate(
+    lease: &crate::backend::Lease<'_>,
+    num_shards: u32,
+    wanted: &BTreeSet<u32>,
+) -> Result<(usize, usize), StorageError> {
+    ensure_metadata(lease).await?;
+    let (created, adopted) = create_missing_tables(lease, wanted).await?;
     let shards: Vec<i32> = wanted.iter().map(|&s| s as i32).collect();
     lease
         .query(
@@ -220,7 +252,7 @@ async fn migrate(
             &[(&SCHEMA_VERSION, Type::INT4), (&n, Type::INT4)],
         )
         .await?;
-    Ok((missing.len(), wanted.len() - missing.len()))
+    Ok((created, adopted))
 }
 
 #[cfg(test)]
