@@ -257,3 +257,95 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, serde_json::Value
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// Starts a move through the admin API of `srv` and returns the job's id.
+pub async fn start_move(srv: &TestServer, body: serde_json::Value) -> i64 {
+    let (s, job) = post_json(&client(), &srv.url("/admin/v1/moves"), &body).await;
+    assert_eq!(s, 202, "move not started: {job}");
+    match job["id"].as_i64() {
+        Some(id) => id,
+        None => panic!("no job id in {job}"),
+    }
+}
+
+/// Polls a move job until `done(job)` holds (or panics after `within`); returns the job.
+pub async fn wait_job(
+    srv: &TestServer,
+    id: i64,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let c = client();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (s, job) = get_json(&c, &srv.url(&format!("/admin/v1/moves/{id}"))).await;
+        if s == 200 && done(&job) {
+            return job;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("move {id} did not reach the expected state within {within:?}: {job}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the job's state is `state`.
+pub async fn wait_job_state(
+    srv: &TestServer,
+    id: i64,
+    state: &str,
+    within: Duration,
+) -> serde_json::Value {
+    wait_job(srv, id, within, |j| j["state"] == state).await
+}
+
+/// Waits until a shard of the job is in `state`.
+pub async fn wait_shard_state(
+    srv: &TestServer,
+    id: i64,
+    shard: u32,
+    state: &str,
+    within: Duration,
+) -> serde_json::Value {
+    wait_job(srv, id, within, |j| {
+        j["shards"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["shard"] == shard && s["state"] == state))
+    })
+    .await
+}
+
+/// A row key that hashes to `shard` (of `num_shards`).
+pub fn key_in_shard(shard: u32, num_shards: u32) -> uuid::Uuid {
+    loop {
+        let k = uuid::Uuid::new_v4();
+        if mezzanine_core::shard_for_row_key(&k, num_shards) == shard {
+            return k;
+        }
+    }
+}
+
+/// The state row of `shard` in a backend database, if any.
+pub async fn shard_state_in(url: &str, shard: u32) -> Option<String> {
+    let c = connect(url).await;
+    let rows = c
+        .query(
+            "SELECT state FROM mezzanine_shard_state WHERE shard = $1",
+            &[&(shard as i32)],
+        )
+        .await
+        .unwrap_or_default();
+    rows.first().map(|r| r.get::<_, String>(0))
+}
+
+/// The number of cells of `shard` in a backend database (0 without the table).
+pub async fn cells_in(url: &str, shard: u32) -> i64 {
+    let c = connect(url).await;
+    match c
+        .query(&format!("SELECT count(*) FROM cells_{shard:04}"), &[])
+        .await
+    {
+        Ok(rows) => rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0),
+        Err(_) => 0,
+    }
+}

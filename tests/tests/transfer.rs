@@ -27,7 +27,9 @@ fn db_name(url: &str) -> &str {
 /// A backend serving SHARD (active), as a server start would leave it.
 async fn source(url: &str) -> Arc<Backend> {
     let b = backend("src", url);
-    schema::prepare_backend(&b, SHARDS, &[SHARD]).await.unwrap();
+    schema::prepare_backend(&b, SHARDS, &[SHARD], true)
+        .await
+        .unwrap();
     b
 }
 
@@ -476,7 +478,7 @@ async fn freezing_waits_for_writers_then_refuses_writes() {
 #[tokio::test]
 async fn a_freeze_blocked_too_long_fails_within_the_query_timeout() {
     let urls = fresh_databases(1).await;
-    schema::prepare_backend(&backend("x", &urls[0]), SHARDS, &[SHARD])
+    schema::prepare_backend(&backend("x", &urls[0]), SHARDS, &[SHARD], true)
         .await
         .unwrap();
     let settings = PoolSettings {
@@ -569,7 +571,7 @@ async fn prepare_import_refuses_a_served_shard_and_sets_up_an_empty_database() {
     let e = transfer::prepare_import(&dst, SHARDS, SHARDS).await;
     assert!(matches!(e, Err(StorageError::Layout { .. })), "{e:?}");
     // A start-up migration of the same backend for other shards still works.
-    let report = schema::prepare_backend(&dst, SHARDS, &[4, 5])
+    let report = schema::prepare_backend(&dst, SHARDS, &[4, 5], true)
         .await
         .unwrap();
     assert_eq!(report.created_tables, 2);

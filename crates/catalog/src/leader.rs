@@ -176,8 +176,11 @@ impl Leader {
             session,
             node: self.info.id.clone(),
         };
-        s.audit("leader", &serde_json::json!({"node": self.info.id, "addr": self.info.addr}))
-            .await?;
+        s.audit(
+            "leader",
+            &serde_json::json!({"node": self.info.id, "addr": self.info.addr}),
+        )
+        .await?;
         Ok(Some(s))
     }
 }
@@ -222,7 +225,11 @@ impl LeaderSession {
         self.session
             .query(
                 "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
-                &[(&self.node, Type::TEXT), (&kind, Type::TEXT), (detail, Type::JSONB)],
+                &[
+                    (&self.node, Type::TEXT),
+                    (&kind, Type::TEXT),
+                    (detail, Type::JSONB),
+                ],
             )
             .await?;
         Ok(())

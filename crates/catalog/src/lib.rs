@@ -186,7 +186,10 @@ impl Catalog {
             .await?;
         let result = self.ensure_locked(&lease, num_shards, seed).await;
         let unlock = lease
-            .query("SELECT pg_advisory_unlock($1)", &[(&SETUP_LOCK, Type::INT8)])
+            .query(
+                "SELECT pg_advisory_unlock($1)",
+                &[(&SETUP_LOCK, Type::INT8)],
+            )
             .await;
         let report = result?;
         unlock?;
@@ -229,7 +232,8 @@ impl Catalog {
             .map(|s| seed.owner_name(s).unwrap_or_default())
             .collect();
         let n = num_shards as i32;
-        let detail = serde_json::json!({"from": "shards.json", "num_shards": num_shards, "backends": names});
+        let detail =
+            serde_json::json!({"from": "shards.json", "num_shards": num_shards, "backends": names});
         lease.batch_execute("BEGIN").await?;
         let seeded = async {
             lease
@@ -361,7 +365,10 @@ impl Catalog {
             Ok(())
         }
         .await;
-        Ok(self.end_change(lease, body, "backend_add", &detail).await?.1)
+        Ok(self
+            .end_change(lease, body, "backend_add", &detail)
+            .await?
+            .1)
     }
 
     /// Unregisters a backend that owns no shard and takes part in no unfinished move.
@@ -407,7 +414,10 @@ impl Catalog {
             Ok(())
         }
         .await;
-        Ok(self.end_change(lease, body, "backend_remove", &detail).await?.1)
+        Ok(self
+            .end_change(lease, body, "backend_remove", &detail)
+            .await?
+            .1)
     }
 
     /// Starts a change of the catalog: a transaction holding the `meta` row lock, which

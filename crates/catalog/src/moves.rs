@@ -153,7 +153,9 @@ impl Catalog {
             None => {
                 query(
                     self,
-                    &format!("SELECT {JOB_COLUMNS} FROM mezzanine.moves m ORDER BY m.id DESC LIMIT $1"),
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM mezzanine.moves m ORDER BY m.id DESC LIMIT $1"
+                    ),
                     &[(&limit, Type::INT8)],
                 )
                 .await?
@@ -367,8 +369,12 @@ impl Catalog {
                 &[(&id, Type::INT8), (&name, Type::TEXT)],
             )
             .await?;
-        self.audit_on(&lease, &format!("move_{name}"), &serde_json::json!({"id": id}))
-            .await?;
+        self.audit_on(
+            &lease,
+            &format!("move_{name}"),
+            &serde_json::json!({"id": id}),
+        )
+        .await?;
         notify_on(&lease, "moves").await?;
         drop(lease);
         self.get_move(id).await

@@ -91,8 +91,12 @@ pub async fn run_server_with_spares(
             continue;
         }
         match server.state.add_backend(&name, &url).await {
-            Ok(()) => tracing::info!(backend = %name, "spare server registered as an empty backend"),
-            Err(p) => tracing::warn!(backend = %name, error = %p.detail, "spare server not registered"),
+            Ok(()) => {
+                tracing::info!(backend = %name, "spare server registered as an empty backend")
+            }
+            Err(p) => {
+                tracing::warn!(backend = %name, error = %p.detail, "spare server not registered")
+            }
         }
     }
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -1,17 +1,17 @@
 //! Named pause points in the mover, for crash tests (I5): with
-//! `MEZZANINE_FAILPOINTS=after_freeze=30s,copying=10s` the mover sleeps that long when it
-//! reaches each point the first time, so that a test can `kill -9` the leader exactly there.
-//! Unset in production; each point costs one lookup in a map read once.
+//! `MEZZANINE_FAILPOINTS=after_freeze=30s,copying=10s` the mover pauses that long each time
+//! it reaches one of those points, so that a test can `kill -9` the leader exactly there.
+//! Empty in production. A pause ends early when the shard's move is aborted.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mezzanine_core::duration::parse_duration;
 
-/// The points: `copying` (after the first chunk), `catching_up` (after the first round),
-/// `after_freeze` (source frozen, nothing else done), `after_switch` (map switched, source
-/// not yet marked), `cleanup` (before a retired source is dropped).
+/// The points: `copying` (after each bulk chunk), `catching_up` (after each round),
+/// `after_freeze` (source frozen, nothing else done), `after_switch` (map switched, the task
+/// not yet finished), `cleanup` (before a retired source is dropped).
 pub const POINTS: [&str; 5] = [
     "copying",
     "catching_up",
@@ -20,34 +20,45 @@ pub const POINTS: [&str; 5] = [
     "cleanup",
 ];
 
-fn parse(spec: &str) -> HashMap<String, Duration> {
-    spec.split(',')
-        .filter_map(|part| {
-            let (name, d) = part.split_once('=')?;
+/// The configured pauses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failpoints(HashMap<String, Duration>);
+
+impl Failpoints {
+    /// Reads `name=duration,...`; unknown names and bad durations are an error.
+    pub fn parse(spec: &str) -> Result<Failpoints, String> {
+        let mut out = HashMap::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, d) = part
+                .split_once('=')
+                .ok_or_else(|| format!("failpoint {part:?}: write name=duration"))?;
             let name = name.trim();
             if !POINTS.contains(&name) {
-                tracing::warn!(point = name, "unknown failpoint ignored");
-                return None;
+                return Err(format!(
+                    "unknown failpoint {name:?} (known: {})",
+                    POINTS.join(", ")
+                ));
             }
-            Some((name.to_owned(), parse_duration(d.trim()).ok()?))
-        })
-        .collect()
-}
+            let d = parse_duration(d.trim()).map_err(|e| format!("failpoint {name}: {e}"))?;
+            out.insert(name.to_owned(), d);
+        }
+        Ok(Failpoints(out))
+    }
 
-fn points() -> &'static HashMap<String, Duration> {
-    static POINTS_SET: OnceLock<HashMap<String, Duration>> = OnceLock::new();
-    POINTS_SET.get_or_init(|| {
-        std::env::var("MEZZANINE_FAILPOINTS")
-            .map(|s| parse(&s))
-            .unwrap_or_default()
-    })
-}
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 
-/// Pauses at `name` if a pause is configured for it.
-pub async fn pause(name: &str) {
-    if let Some(d) = points().get(name) {
+    /// Pauses at `name` if a pause is configured for it, until it ends or `abort` is set.
+    pub async fn pause(&self, name: &str, abort: &AtomicBool) {
+        let Some(d) = self.0.get(name) else {
+            return;
+        };
         tracing::warn!(point = name, pause = ?d, "failpoint reached");
-        tokio::time::sleep(*d).await;
+        let until = tokio::time::Instant::now() + *d;
+        while tokio::time::Instant::now() < until && !abort.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -57,9 +68,11 @@ mod tests {
 
     #[test]
     fn parses_points() {
-        let p = parse("after_freeze=30s, copying=100ms,bogus=1s,cleanup=x");
-        assert_eq!(p.get("after_freeze"), Some(&Duration::from_secs(30)));
-        assert_eq!(p.get("copying"), Some(&Duration::from_millis(100)));
-        assert_eq!(p.len(), 2);
+        let p = Failpoints::parse("after_freeze=30s, copying=100ms").unwrap();
+        assert_eq!(p.0.get("after_freeze"), Some(&Duration::from_secs(30)));
+        assert_eq!(p.0.get("copying"), Some(&Duration::from_millis(100)));
+        assert!(Failpoints::parse("bogus=1s").is_err());
+        assert!(Failpoints::parse("cleanup=x").is_err());
+        assert!(Failpoints::parse("").unwrap().is_empty());
     }
 }

@@ -36,6 +36,8 @@ pub enum MoveError {
     Verify(String),
     #[error("{0}")]
     Protocol(String),
+    #[error("aborted by an operator")]
+    Aborted,
 }
 
 /// Settings of the mover.
@@ -53,6 +55,8 @@ pub struct MoverConfig {
     pub policy: CatchUpPolicy,
     /// Attempts of a failing step before the shard's move fails.
     pub attempts: u32,
+    /// Pauses for crash tests (empty in production).
+    pub failpoints: failpoint::Failpoints,
 }
 
 /// The mover's connections to the backends, by name (its own pools: long copies never take
@@ -96,7 +100,11 @@ pub async fn run(
     catalog: Arc<Catalog>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let leader = Leader::new(&config.catalog_url, config.pool.query_timeout, config.node.clone());
+    let leader = Leader::new(
+        &config.catalog_url,
+        config.pool.query_timeout,
+        config.node.clone(),
+    );
     let pools = Arc::new(Pools::new(config.pool.clone()));
     let work = async {
         loop {
@@ -133,18 +141,15 @@ async fn lead(
     session: Arc<LeaderSession>,
 ) {
     let mut running: HashMap<(i64, u32), Running> = HashMap::new();
-    let mut listener = match mezzanine_catalog::Dedicated::connect(
-        catalog.url(),
-        config.pool.query_timeout,
-    )
-    .await
-    {
-        Ok(l) => match l.listen().await {
-            Ok(()) => Some(l),
+    let mut listener =
+        match mezzanine_catalog::Dedicated::connect(catalog.url(), config.pool.query_timeout).await
+        {
+            Ok(l) => match l.listen().await {
+                Ok(()) => Some(l),
+                Err(_) => None,
+            },
             Err(_) => None,
-        },
-        Err(_) => None,
-    };
+        };
     loop {
         if !session.is_alive() {
             break;
@@ -208,7 +213,10 @@ async fn schedule(
                     .await?;
             }
             state if state.in_flight() => {
-                if !abort && state == ShardMoveState::Pending && active >= job.parallel.max(1) as usize {
+                if !abort
+                    && state == ShardMoveState::Pending
+                    && active >= job.parallel.max(1) as usize
+                {
                     continue;
                 }
                 let flag = Arc::new(AtomicBool::new(abort));
@@ -239,7 +247,7 @@ async fn schedule(
                         .is_ok_and(|age| age >= config.retention)
                 });
                 if complete || expired {
-                    shard::clean(catalog, pools, session, job.id, s).await?;
+                    shard::clean(config, catalog, pools, session, job.id, s).await?;
                 }
             }
             _ => {}

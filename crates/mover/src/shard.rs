@@ -30,7 +30,7 @@ use mezzanine_core::moves::{
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{Backend, StorageError};
 
-use crate::{failpoint, MoveError, MoverConfig, Pools};
+use crate::{MoveError, MoverConfig, Pools};
 
 /// The work of one shard of one job.
 pub struct ShardTask {
@@ -62,6 +62,12 @@ impl ShardTask {
         loop {
             match self.drive(&mut state, &mut verified).await {
                 Ok(()) => return,
+                Err(MoveError::Aborted) => {
+                    if let Err(u) = self.undo(state, ShardMoveState::Aborted, None).await {
+                        tracing::error!(shard = self.shard.shard, error = %u, "abort's undo failed; will retry on the next pass");
+                    }
+                    return;
+                }
                 Err(MoveError::Catalog(e)) if !self.session.is_alive() => {
                     tracing::warn!(shard = self.shard.shard, error = %e, "mover session lost; the next leader resumes");
                     return;
@@ -171,7 +177,7 @@ impl ShardTask {
             self.session
                 .progress(self.move_id, shard, hw, copied, total.max(copied), None)
                 .await?;
-            failpoint::pause("copying").await;
+            self.config.failpoints.pause("copying", &self.abort).await;
             let wait = throttle_delay(this_run, started.elapsed(), self.max_rows_per_sec);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -216,7 +222,10 @@ impl ShardTask {
             self.session
                 .progress(self.move_id, shard, hw, copied, total, Some(lag as i64))
                 .await?;
-            failpoint::pause("catching_up").await;
+            self.config
+                .failpoints
+                .pause("catching_up", &self.abort)
+                .await;
             if self.config.policy.ready(lag, round) {
                 break;
             }
@@ -254,14 +263,8 @@ impl ShardTask {
         let started = Instant::now();
         match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
             Some(ShardState::Active) | Some(ShardState::Frozen) => {
-                transfer::set_state(
-                    src,
-                    shard,
-                    &[ShardState::Active],
-                    ShardState::Frozen,
-                    None,
-                )
-                .await?;
+                transfer::set_state(src, shard, &[ShardState::Active], ShardState::Frozen, None)
+                    .await?;
             }
             Some(ShardState::Retired) => {} // resumed after step 5
             other => {
@@ -272,7 +275,13 @@ impl ShardTask {
                 )))
             }
         }
-        failpoint::pause("after_freeze").await;
+        self.config
+            .failpoints
+            .pause("after_freeze", &self.abort)
+            .await;
+        if self.aborted() {
+            return Err(MoveError::Aborted);
+        }
         // 2. The tail: nothing is written to the source any more. (A target that is active
         // already was activated by a leader that died before the switch: nothing to copy.)
         let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
@@ -295,14 +304,7 @@ impl ShardTask {
         // 4. New writes on the target continue the sequence (I4).
         transfer::advance_sequence(tgt, shard, max_s).await?;
         // 5. Retire the source: no client read or write is served there from now on.
-        transfer::set_state(
-            src,
-            shard,
-            &[ShardState::Frozen],
-            ShardState::Retired,
-            None,
-        )
-        .await?;
+        transfer::set_state(src, shard, &[ShardState::Frozen], ShardState::Retired, None).await?;
         // 6. Activate the target with the shard's next epoch.
         let epoch = self.session.next_epoch(shard).await?;
         transfer::set_state(
@@ -317,10 +319,19 @@ impl ShardTask {
         let pause_ms = started.elapsed().as_secs_f64() * 1000.0;
         let version = self
             .session
-            .switch(self.move_id, shard, &self.shard.from, &self.shard.to, pause_ms)
+            .switch(
+                self.move_id,
+                shard,
+                &self.shard.from,
+                &self.shard.to,
+                pause_ms,
+            )
             .await?;
         tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, "shard switched");
-        failpoint::pause("after_switch").await;
+        self.config
+            .failpoints
+            .pause("after_switch", &self.abort)
+            .await;
         Ok(())
     }
 
@@ -385,8 +396,15 @@ impl ShardTask {
             )
             .await?;
         }
-        transition(state, if end == ShardMoveState::Aborted { MoveEvent::Abort } else { MoveEvent::Fail })
-            .map_err(|e| MoveError::Protocol(e.to_string()))?;
+        transition(
+            state,
+            if end == ShardMoveState::Aborted {
+                MoveEvent::Abort
+            } else {
+                MoveEvent::Fail
+            },
+        )
+        .map_err(|e| MoveError::Protocol(e.to_string()))?;
         self.session
             .set_state(self.move_id, shard, state, end, error)
             .await?;
@@ -398,16 +416,22 @@ impl ShardTask {
 /// and records it `cleaned`. The source is dropped only if it is still a retired copy: if the
 /// shard came back to it (a revert) or is moving to it again, its copy is kept.
 pub async fn clean(
+    config: &MoverConfig,
     catalog: &Catalog,
     pools: &Pools,
     session: &LeaderSession,
     move_id: i64,
     s: &MoveShard,
 ) -> Result<(), MoveError> {
-    failpoint::pause("cleanup").await;
+    config
+        .failpoints
+        .pause("cleanup", &AtomicBool::new(false))
+        .await;
     let src = pools.get(catalog, &s.from).await?;
     let owner = session.owner(s.shard).await?;
-    let state = transfer::shard_state(&src, s.shard).await?.map(|(st, _)| st);
+    let state = transfer::shard_state(&src, s.shard)
+        .await?
+        .map(|(st, _)| st);
     if owner != s.from && state == Some(ShardState::Retired) {
         transfer::drop_shard(&src, s.shard).await?;
         tracing::info!(move_id, shard = s.shard, backend = %s.from, "retired source dropped");

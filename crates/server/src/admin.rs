@@ -138,7 +138,11 @@ async fn list_backends(State(st): State<Arc<AppState>>) -> Result<Response, Prob
     Ok(Json(json!({ "backends": backend_views(&st).await? })).into_response())
 }
 
-pub(crate) fn string_field(v: &Value, name: &str, required: bool) -> Result<Option<String>, Problem> {
+pub(crate) fn string_field(
+    v: &Value,
+    name: &str,
+    required: bool,
+) -> Result<Option<String>, Problem> {
     match v.get(name) {
         None | Some(Value::Null) if required => Err(Problem::field(FieldError::new(
             format!("body.{name}"),
@@ -283,16 +287,13 @@ fn limit_param(q: Option<&str>, default: i64) -> Result<i64, Problem> {
 
 fn move_id(path: Result<Path<String>, PathRejection>) -> Result<i64, Problem> {
     let Path(id) = path.map_err(path_problem)?;
-    id.parse::<i64>()
-        .ok()
-        .filter(|&i| i > 0)
-        .ok_or_else(|| {
-            Problem::field(FieldError::new(
-                "path.id",
-                "must be a move id (a positive integer)",
-                Some(Value::String(id)),
-            ))
-        })
+    id.parse::<i64>().ok().filter(|&i| i > 0).ok_or_else(|| {
+        Problem::field(FieldError::new(
+            "path.id",
+            "must be a move id (a positive integer)",
+            Some(Value::String(id)),
+        ))
+    })
 }
 
 /// `GET /admin/v1/moves/{id}`.

@@ -321,7 +321,7 @@ pub async fn write_batch(
             None,
         )));
     }
-    let topo = st.topology();
+
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
     let mut parsed: Vec<(usize, NewCell)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -351,8 +351,7 @@ pub async fn write_batch(
         let work = plan.into_iter().map(|(b, groups)| {
             let topo = &topo;
             async move {
-                let outcomes: Vec<Result<Vec<WriteOutcome>, Problem>> = match topo.backend_at(b)
-                {
+                let outcomes: Vec<Result<Vec<WriteOutcome>, Problem>> = match topo.backend_at(b) {
                     Ok(backend) => {
                         let inputs: Vec<(u32, Vec<&NewCell>)> = groups
                             .iter()

@@ -92,6 +92,10 @@ pub struct ServeConfig {
     /// Fallback re-read of the catalog map version (changes normally arrive by LISTEN/NOTIFY).
     #[arg(long, env = "CATALOG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub catalog_poll_interval: Duration,
+    /// Test only: pauses in the mover (`after_freeze=30s,...`) so crash tests can kill a
+    /// leader in a given phase.
+    #[arg(long, env = "MEZZANINE_FAILPOINTS", hide = true, default_value = "")]
+    pub failpoints: String,
     /// Trigger delivery: attempts per event (used by trigger plugins, a later version).
     #[arg(long, env = "TRIGGER_RETRY_MAX", default_value_t = 3)]
     pub trigger_retry_max: u32,
@@ -205,7 +209,9 @@ mod tests {
     fn the_mover_can_be_switched_off_by_flag_or_variable() {
         let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
         assert!(c.mover());
-        let c = Cli::try_parse_from(["mezzanine", "--no-mover"]).unwrap().config;
+        let c = Cli::try_parse_from(["mezzanine", "--no-mover"])
+            .unwrap()
+            .config;
         assert!(!c.mover());
         let c = Cli::try_parse_from(["mezzanine", "--mover-enabled=false"])
             .unwrap()

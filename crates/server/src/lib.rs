@@ -226,7 +226,11 @@ impl AppState {
             )));
         }
         let backend = Backend::new(name, url, self.config.pool_settings()).map_err(|e| {
-            Problem::field(FieldError::new("body.url", e.to_string(), Some(masked.clone())))
+            Problem::field(FieldError::new(
+                "body.url",
+                e.to_string(),
+                Some(masked.clone()),
+            ))
         })?;
         prepare_backend(&backend, self.num_shards(), &[], false)
             .await
@@ -390,10 +394,16 @@ impl Server {
                 .map(|b| b.database_url.clone())
                 .unwrap_or_default(),
         };
-        let catalog = Arc::new(Catalog::open(&catalog_url, catalog_settings(&settings), &node_id)?);
+        let catalog = Arc::new(Catalog::open(
+            &catalog_url,
+            catalog_settings(&settings),
+            &node_id,
+        )?);
         let ensured = catalog.ensure(num_shards, &seed).await?;
         if ensured.seeded {
-            tracing::info!("catalog created from shards.json; from now on the catalog is the source of truth");
+            tracing::info!(
+                "catalog created from shards.json; from now on the catalog is the source of truth"
+            );
         }
         for d in &ensured.differences {
             tracing::warn!(difference = %d, "shards.json disagrees with the catalog; the catalog wins");
@@ -491,6 +501,13 @@ impl Server {
             retention: st.config.move_retention,
             policy: Default::default(),
             attempts: 3,
+            failpoints: match mezzanine_mover::failpoint::Failpoints::parse(&st.config.failpoints) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "MEZZANINE_FAILPOINTS ignored");
+                    Default::default()
+                }
+            },
         };
         let catalog = st.catalog.clone();
         st.spawn(tokio::spawn(mezzanine_mover::run(

@@ -387,7 +387,13 @@ pub async fn partition_read(
             let sql = format!(
                 "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $2 ORDER BY added_id LIMIT $3"
             );
-            select_cells(backend, shard, &sql, &[(&id, Type::INT8), (&limit, Type::INT8)]).await
+            select_cells(
+                backend,
+                shard,
+                &sql,
+                &[(&id, Type::INT8), (&limit, Type::INT8)],
+            )
+            .await
         }
         PartitionRead::AfterCreatedAt(Some(at)) => {
             let sql = format!(

@@ -160,7 +160,11 @@ pub async fn prepare_backend(
         created_tables,
         adopted_tables,
         foreign_active,
-        not_active: if create_missing { Vec::new() } else { not_active },
+        not_active: if create_missing {
+            Vec::new()
+        } else {
+            not_active
+        },
     })
 }
 

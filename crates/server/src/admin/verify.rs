@@ -120,9 +120,9 @@ async fn verify_shard(shard: u32, owner: &str, backends: &[Arc<Backend>]) -> Sha
         };
         if check.state.is_none() && !check.table_exists {
             if b.name() == owner {
-                report.problems.push(format!(
-                    "the owner {owner} holds no copy of shard {shard}"
-                ));
+                report
+                    .problems
+                    .push(format!("the owner {owner} holds no copy of shard {shard}"));
             }
             continue;
         }
@@ -168,7 +168,16 @@ async fn verify_shard(shard: u32, owner: &str, backends: &[Arc<Backend>]) -> Sha
     if let Some((o, o_max)) = owner_copy {
         for (b, b_max) in holders {
             let upto = o_max.min(b_max);
-            match transfer::diff(o, b, shard, 0, upto, MAX_DIFFERENCES - report.differences.len().min(MAX_DIFFERENCES - 1)).await {
+            match transfer::diff(
+                o,
+                b,
+                shard,
+                0,
+                upto,
+                MAX_DIFFERENCES - report.differences.len().min(MAX_DIFFERENCES - 1),
+            )
+            .await
+            {
                 Ok(d) => {
                     report.more |= d.more;
                     for x in d.differences {
