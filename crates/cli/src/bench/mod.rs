@@ -7,6 +7,7 @@
 
 mod direct;
 mod http;
+mod moves;
 mod report;
 mod runner;
 
@@ -35,6 +36,11 @@ pub enum BenchCommand {
     /// PostgreSQL (same concurrency, same run), batch writes against binary COPY, and the
     /// server's memory; print the ratios next to their targets.
     Http(HttpArgs),
+    /// Move shards under a steady mixed load through two nodes: client errors, lost or changed
+    /// cells, each shard's cutover pause, the worst write latency during cutovers, copy
+    /// throughput against a `psql \copy` binary pipe of the same tables, and foreground p99
+    /// during the copy against before.
+    Move(moves::MoveArgs),
 }
 
 /// Options of `mezzanine bench http`.
@@ -168,6 +174,7 @@ fn new_cell(row_key: Uuid, column: &str, ref_key: i64, rng: &mut impl Rng) -> Ne
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Http(args) => bench_http(args).await,
+        BenchCommand::Move(args) => moves::run(args).await,
     }
 }
 
