@@ -310,6 +310,38 @@ impl LeaderSession {
         Ok(())
     }
 
+    /// Records that the copied prefix up to `upto` was verified (a leader resuming a cutover
+    /// then verifies only the tail, so the pause does not grow with the shard's size).
+    pub async fn set_verified(
+        &self,
+        move_id: i64,
+        shard: u32,
+        upto: i64,
+    ) -> Result<(), CatalogError> {
+        let s = shard as i32;
+        self.session
+            .query(
+                "UPDATE mezzanine.move_shards SET verified = $3, updated_at = now() WHERE move_id = $1 AND shard = $2",
+                &[(&move_id, Type::INT8), (&s, Type::INT4), (&upto, Type::INT8)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records when the source is frozen (kept if set already: a resumed cutover), so that the
+    /// pause reported at the switch covers the whole freeze, across a change of leader.
+    pub async fn mark_frozen(&self, move_id: i64, shard: u32) -> Result<(), CatalogError> {
+        let s = shard as i32;
+        self.session
+            .query(
+                "UPDATE mezzanine.move_shards SET frozen_at = coalesce(frozen_at, clock_timestamp()) \
+                 WHERE move_id = $1 AND shard = $2",
+                &[(&move_id, Type::INT8), (&s, Type::INT4)],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The epoch the shard will have on its target after the switch.
     pub async fn next_epoch(&self, shard: u32) -> Result<i64, CatalogError> {
         let s = shard as i32;
@@ -329,17 +361,17 @@ impl LeaderSession {
     /// Switches the map: the shard's owner becomes `to` (only if it is `from`), its epoch is
     /// bumped, the map version too, the move's shard becomes `switched`; all in one statement,
     /// with an audit row and a notification. Idempotent: when the map names `to` already it
-    /// only marks the shard switched. Returns the new map version.
+    /// only marks the shard switched. The pause is measured by the catalog's clock from
+    /// [`LeaderSession::mark_frozen`]. Returns the new map version and the pause in ms.
     pub async fn switch(
         &self,
         move_id: i64,
         shard: u32,
         from: &str,
         to: &str,
-        pause_ms: f64,
-    ) -> Result<i64, CatalogError> {
+    ) -> Result<(i64, Option<f64>), CatalogError> {
         let s = shard as i32;
-        let detail = serde_json::json!({"move": move_id, "shard": shard, "from": from, "to": to, "pause_ms": pause_ms});
+        let detail = serde_json::json!({"move": move_id, "shard": shard, "from": from, "to": to});
         let rows = self
             .session
             .query(
@@ -347,30 +379,34 @@ impl LeaderSession {
                              WHERE shard = $2 AND backend = $3 RETURNING epoch), \
                       v AS (UPDATE mezzanine.meta SET map_version = map_version + 1 \
                             WHERE EXISTS (SELECT 1 FROM sh) RETURNING map_version), \
-                      ms AS (UPDATE mezzanine.move_shards SET state = 'switched', switched_at = now(), \
-                                    pause_ms = $5, updated_at = now() \
+                      ms AS (UPDATE mezzanine.move_shards SET state = 'switched', switched_at = clock_timestamp(), \
+                                    pause_ms = extract(epoch FROM clock_timestamp() - frozen_at)::float8 * 1000, \
+                                    updated_at = now() \
                              WHERE move_id = $1 AND shard = $2 AND state = 'cutover' \
                                AND EXISTS (SELECT 1 FROM mezzanine.shards WHERE shard = $2 AND backend IN ($3, $4)) \
-                             RETURNING shard), \
-                      a AS (INSERT INTO mezzanine.audit (node, kind, detail) SELECT $6, 'switch', $7 FROM v) \
+                             RETURNING pause_ms), \
+                      a AS (INSERT INTO mezzanine.audit (node, kind, detail) \
+                            SELECT $5, 'switch', $6 || jsonb_build_object('pause_ms', (SELECT pause_ms FROM ms)) FROM v) \
                  SELECT coalesce((SELECT map_version FROM v), (SELECT map_version FROM mezzanine.meta)), \
-                        pg_notify($8, 'map')::text",
+                        (SELECT pause_ms FROM ms), pg_notify($7, 'map')::text",
                 &[
                     (&move_id, Type::INT8),
                     (&s, Type::INT4),
                     (&from, Type::TEXT),
                     (&to, Type::TEXT),
-                    (&pause_ms, Type::FLOAT8),
                     (&self.node, Type::TEXT),
                     (&detail, Type::JSONB),
                     (&CHANNEL, Type::TEXT),
                 ],
             )
             .await?;
-        rows.first()
-            .ok_or_else(|| CatalogError::Corrupt("no row".into()))?
-            .try_get(0)
-            .map_err(corrupt)
+        let row = rows
+            .first()
+            .ok_or_else(|| CatalogError::Corrupt("no row".into()))?;
+        Ok((
+            row.try_get(0).map_err(corrupt)?,
+            row.try_get(1).map_err(corrupt)?,
+        ))
     }
 
     /// Who owns `shard` in the catalog now.

@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS mezzanine.move_shards (
     rows_total BIGINT NOT NULL DEFAULT 0,
     lag BIGINT,
     pause_ms DOUBLE PRECISION,
+    verified BIGINT NOT NULL DEFAULT 0,
+    frozen_at TIMESTAMPTZ,
     error TEXT,
     switched_at TIMESTAMPTZ,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),

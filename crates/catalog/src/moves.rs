@@ -59,8 +59,11 @@ pub struct MoveShard {
     pub rows_total: i64,
     /// Rows still to copy after the last catch-up round.
     pub lag: Option<i64>,
-    /// How long client writes of this shard were paused by the cutover.
+    /// How long client writes of this shard were paused by the cutover (from the freeze to
+    /// the map switch, by the catalog's clock, across a change of leader).
     pub pause_ms: Option<f64>,
+    /// The copied prefix (`added_id` up to this) was verified before the freeze.
+    pub verified: i64,
     pub error: Option<String>,
     pub switched_at: Option<DateTime<Utc>>,
 }
@@ -93,7 +96,7 @@ const JOB_COLUMNS: &str = "m.id, m.to_backend, m.shards_spec, m.parallel, m.max_
               WHERE r.move_id = m.reverted_by), false)";
 
 const SHARD_COLUMNS: &str = "move_id, shard, from_backend, to_backend, state, high_water, \
-    rows_copied, rows_total, lag, pause_ms, error, switched_at";
+    rows_copied, rows_total, lag, pause_ms, error, switched_at, verified";
 
 fn shard_from(r: &Row) -> Result<(i64, MoveShard), CatalogError> {
     let state: String = r.try_get(4).map_err(corrupt)?;
@@ -113,6 +116,7 @@ fn shard_from(r: &Row) -> Result<(i64, MoveShard), CatalogError> {
             pause_ms: r.try_get(9).map_err(corrupt)?,
             error: r.try_get(10).map_err(corrupt)?,
             switched_at: r.try_get(11).map_err(corrupt)?,
+            verified: r.try_get(12).map_err(corrupt)?,
         },
     ))
 }

@@ -86,7 +86,16 @@ impl Pools {
             .find(|b| b.name == name)
             .ok_or_else(|| MoveError::UnknownBackend(name.to_owned()))?;
         let b = Backend::new(name, &rec.url, self.settings.clone())?;
-        Ok(self.lock().entry(name.to_owned()).or_insert(b).clone())
+        let mut pools = self.lock();
+        if let Some(other) = pools.get(name) {
+            return Ok(other.clone());
+        }
+        // A backend that fails is marked down and then fails fast until its prober reaches it
+        // again: without one, a target that was down once would stay "known down" for every
+        // later move (a retry after a failed move could never succeed).
+        b.spawn_health_loop();
+        pools.insert(name.to_owned(), b.clone());
+        Ok(b)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Backend>>> {

@@ -57,7 +57,7 @@ impl ShardTask {
     /// a few times; then the shard's move fails and what it did is undone (I6).
     pub async fn run(self) {
         let mut state = self.shard.state;
-        let mut verified = 0i64;
+        let mut verified = self.shard.verified;
         let mut attempt = 0u32;
         loop {
             match self.drive(&mut state, &mut verified).await {
@@ -194,7 +194,7 @@ impl ShardTask {
         let shard = self.shard.shard;
         let chunk = chunk_rows(self.max_rows_per_sec);
         let mut hw = transfer::max_added_id(tgt, shard).await?;
-        let mut copied = self.shard.rows_copied;
+        let mut copied = transfer::count_rows(tgt, shard).await?;
         let started = Instant::now();
         let mut this_run = 0u64;
         for round in 1u32.. {
@@ -232,6 +232,7 @@ impl ShardTask {
         }
         // Cells are immutable: the prefix verified now stays verified.
         self.verify(src, tgt, 0, hw).await?;
+        self.session.set_verified(self.move_id, shard, hw).await?;
         Ok(Some(hw))
     }
 
@@ -260,7 +261,15 @@ impl ShardTask {
     /// The fenced cutover (see the module documentation for the order and why).
     async fn cutover(&self, src: &Backend, tgt: &Backend, verified: i64) -> Result<(), MoveError> {
         let shard = self.shard.shard;
-        let started = Instant::now();
+        // Read before the freeze: nothing in the pause that need not be there.
+        let epoch = self.session.next_epoch(shard).await?;
+        self.session.mark_frozen(self.move_id, shard).await?;
+        let mut steps: Vec<(&'static str, f64)> = Vec::with_capacity(8);
+        let mut lap = Instant::now();
+        let mut mark = |name: &'static str| {
+            steps.push((name, lap.elapsed().as_secs_f64() * 1000.0));
+            lap = Instant::now();
+        };
         match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
             Some(ShardState::Active) | Some(ShardState::Frozen) => {
                 transfer::set_state(src, shard, &[ShardState::Active], ShardState::Frozen, None)
@@ -275,6 +284,7 @@ impl ShardTask {
                 )))
             }
         }
+        mark("freeze");
         self.config
             .failpoints
             .pause("after_freeze", &self.abort)
@@ -289,6 +299,7 @@ impl ShardTask {
             let hw = transfer::max_added_id(tgt, shard).await?;
             transfer::copy_rows(src, tgt, shard, hw, None).await?;
         }
+        mark("tail");
         // 3. Verify the tail and the end.
         let (max_s, max_t) = futures::future::try_join(
             transfer::max_added_id(src, shard),
@@ -301,12 +312,17 @@ impl ShardTask {
             )));
         }
         self.verify(src, tgt, verified.min(max_s), max_s).await?;
-        // 4. New writes on the target continue the sequence (I4).
-        transfer::advance_sequence(tgt, shard, max_s).await?;
-        // 5. Retire the source: no client read or write is served there from now on.
-        transfer::set_state(src, shard, &[ShardState::Frozen], ShardState::Retired, None).await?;
+        mark("verify");
+        // 4. New writes on the target continue the sequence (I4), and 5. the source is
+        // retired: no client read or write is served there from now on. Both must precede
+        // the activation; they are independent, so they run together.
+        futures::future::try_join(
+            transfer::advance_sequence(tgt, shard, max_s),
+            transfer::set_state(src, shard, &[ShardState::Frozen], ShardState::Retired, None),
+        )
+        .await?;
+        mark("sequence+retire");
         // 6. Activate the target with the shard's next epoch.
-        let epoch = self.session.next_epoch(shard).await?;
         transfer::set_state(
             tgt,
             shard,
@@ -315,19 +331,15 @@ impl ShardTask {
             Some(epoch),
         )
         .await?;
+        mark("activate");
         // 7. Switch the map and notify every node.
-        let pause_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let version = self
+        let (version, pause_ms) = self
             .session
-            .switch(
-                self.move_id,
-                shard,
-                &self.shard.from,
-                &self.shard.to,
-                pause_ms,
-            )
+            .switch(self.move_id, shard, &self.shard.from, &self.shard.to)
             .await?;
-        tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, "shard switched");
+        mark("switch");
+        let steps: Vec<String> = steps.iter().map(|(n, ms)| format!("{n}={ms:.1}")).collect();
+        tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, steps_ms = %steps.join(" "), "shard switched");
         self.config
             .failpoints
             .pause("after_switch", &self.abort)

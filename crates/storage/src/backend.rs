@@ -98,14 +98,45 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// A database URL with its password replaced by `***`, safe to print.
+/// A database URL with its password replaced by `***`, safe to print: the password of the
+/// user info, a `password=` query parameter, and the user info of a URL that does not parse
+/// (a bad port, say: such URLs are echoed in error messages).
 pub fn mask_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.eq_ignore_ascii_case("password") {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
+        Err(_) if url.contains("://") => {
+            let (scheme, rest) = url.split_at(url.find("://").unwrap_or(0) + 3);
+            let rest = match rest.rfind('@') {
+                Some(at) => format!("***{}", &rest[at..]),
+                None => rest.to_owned(),
+            };
+            let masked = format!("{scheme}{rest}");
+            match masked.to_ascii_lowercase().find("password=") {
+                Some(i) => format!("{}password=***", &masked[..i]),
+                None => masked,
+            }
+        }
         // key=value connection strings: mask the value after `password=`.
         Err(_) => url
             .split_whitespace()
@@ -659,6 +690,19 @@ mod tests {
         assert_eq!(
             mask_url("host=h password=secret user=u"),
             "host=h password=*** user=u"
+        );
+        assert_eq!(
+            mask_url("postgres://u@h/db?password=secret&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
+        // URLs that do not parse are echoed in error messages: no password either.
+        assert_eq!(
+            mask_url("postgres://u:secret@h:notaport/db"),
+            "postgres://***@h:notaport/db"
+        );
+        assert_eq!(
+            mask_url("postgres://h:notaport/db?password=secret&x=1"),
+            "postgres://h:notaport/db?password=***"
         );
     }
 }

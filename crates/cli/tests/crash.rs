@@ -1,0 +1,1187 @@
+//! I5 — crash safety of live moves (DESIGN §5), with the real `mezzanine` binary.
+//!
+//! For each phase of a move (`copying`, `catching_up`, right after the freeze, right after
+//! the map switch, and during the cleanup that `complete` starts), the mover's leader — node
+//! `a`, started with `MEZZANINE_FAILPOINTS=<phase>=30s` so that it pauses exactly there — is
+//! killed with SIGKILL. Node `b` must take the leadership over and finish the move, while a
+//! client load through `b` (single and batch writes, reads, and a partitionRead consumer per
+//! moving shard) keeps running and sees no error. Afterwards:
+//!
+//! - I3: every acknowledged write is readable, once, identical to its acknowledgement;
+//! - I4: each consumer, paging by `added_id` across the move, saw every cell once, in order,
+//!   with the `added_id` it has now;
+//! - `POST /admin/v1/verify` reports the moved shards sound, and the backends' shard states
+//!   say where each copy stands.
+//!
+//! Each test gets fresh databases (db1 and db2 own the shards; db3 is a spare registered
+//! through the admin API) on two throwaway PostgreSQL servers shared by this binary. Every
+//! child process is killed when its guard drops, also when a test fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mezzanine_pgcluster::{start_temp_servers, PgInstall, PgServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
+const NUM_SHARDS: u32 = 8;
+/// The moving shards: 1 from db1 (on the same PostgreSQL server as db3, and holding the
+/// catalog), 5 from db2 (on the other server).
+const MOVING: [u32; 2] = [1, 5];
+const OTHERS: [u32; 6] = [0, 2, 3, 4, 6, 7];
+/// Cells written to each moving shard before the move starts.
+const SEED_PER_SHARD: usize = 300;
+/// `MOVE_HOLD_TIMEOUT` of the nodes (the default, set explicitly).
+const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the leader pauses at its failpoint: far longer than the test needs to kill it.
+const FAILPOINT_PAUSE: &str = "30s";
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+
+static PG: OnceLock<Vec<PgServer>> = OnceLock::new();
+static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Two throwaway PostgreSQL servers for the whole test binary (their watchdogs end them
+/// when the binary exits, however it exits).
+fn pg() -> &'static [PgServer] {
+    PG.get_or_init(|| {
+        let install = PgInstall::locate()
+            .unwrap_or_else(|e| panic!("the crash tests need PostgreSQL server binaries: {e}"));
+        start_temp_servers(&install, 2)
+            .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL servers: {e}"))
+    })
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A new empty database on `server`; returns its URL.
+async fn create_database(server: &PgServer) -> String {
+    let name = format!(
+        "crash_{}_{}",
+        std::process::id(),
+        DB_SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = connect(&server.url("postgres")).await;
+    let mut attempt = 0;
+    loop {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
+            Ok(()) => return server.url(&name),
+            // Concurrent CREATE DATABASE from the same template can collide; retry.
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                eprintln!("CREATE DATABASE {name} failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot create database {name}: {e}"),
+        }
+    }
+}
+
+/// The state row of `shard` in a backend database, if any.
+async fn shard_state_in(url: &str, shard: u32) -> Option<String> {
+    let c = connect(url).await;
+    c.query(
+        "SELECT state FROM mezzanine_shard_state WHERE shard = $1",
+        &[&(shard as i32)],
+    )
+    .await
+    .unwrap_or_default()
+    .first()
+    .map(|r| r.get::<_, String>(0))
+}
+
+/// The number of cells of `shard` in a backend database; `None` without the table.
+async fn cells_in(url: &str, shard: u32) -> Option<i64> {
+    let c = connect(url).await;
+    c.query(&format!("SELECT count(*) FROM cells_{shard:04}"), &[])
+        .await
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.get::<_, i64>(0)))
+}
+
+// ---------------------------------------------------------------------------------------
+// mezzanine nodes
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `mezzanine serve` process; SIGKILLed when dropped (and its log tail printed if the
+/// test is failing).
+struct Node {
+    id: &'static str,
+    base: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts a node and waits until it is ready. The port is picked free just before; if
+    /// it got taken meanwhile, the start is retried on another.
+    async fn start(
+        c: &reqwest::Client,
+        id: &'static str,
+        shards_json: &Path,
+        failpoints: &str,
+        dir: &Path,
+    ) -> Node {
+        for attempt in 1.. {
+            let mut node = Node::spawn(id, shards_json, failpoints, dir);
+            match node.wait_ready(c).await {
+                Ok(()) => return node,
+                Err(log) if attempt < 3 && log.contains("cannot listen on") => {
+                    eprintln!("node {id}: port taken, retrying:\n{log}");
+                }
+                Err(log) => panic!("node {id} exited early:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(id: &'static str, shards_json: &Path, failpoints: &str, dir: &Path) -> Node {
+        let port = free_port();
+        let log = dir.join(format!("node-{id}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("SHARD_CONFIG_PATH", shards_json)
+            .env("NUM_SHARDS", NUM_SHARDS.to_string())
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("LOG_FORMAT", "text")
+            .env("LOG_LEVEL", "info")
+            .env("NO_COLOR", "1")
+            .env("NODE_ID", id)
+            .env("MEZZANINE_FAILPOINTS", failpoints)
+            .env("DB_QUERY_TIMEOUT", "2s")
+            .env("MOVE_HOLD_TIMEOUT", format!("{}s", HOLD_TIMEOUT.as_secs()))
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        Node {
+            id,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits until `/v1/readyz` answers 200; `Err(log tail)` if the process exited.
+    async fn wait_ready(&mut self, c: &reqwest::Client) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = c.get(self.url("/v1/readyz")).send().await {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!("({status})\n{}", self.tail(60)));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} not ready:\n{}",
+                self.id,
+                self.tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the log holds at least `count` lines that satisfy `matches`.
+    async fn wait_log(&self, what: &str, count: usize, matches: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.log_text().lines().filter(|l| matches(l)).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: {count} × {what:?} not logged within 60 s:\n{}",
+                self.id,
+                self.tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL (`Child::kill` is SIGKILL on Unix) and reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert!(
+                !status.success(),
+                "node {} was not killed: {status}",
+                self.id
+            );
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- node {} log ({}), last lines -----\n{}",
+                self.id,
+                self.log.display(),
+                self.tail(120)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP helpers
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = c
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let r = c
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `GET /admin/v1/status` on `node` names `leader` as the mover's leader.
+async fn wait_leader(c: &reqwest::Client, node: &Node, leader: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, v) = get_json(c, &node.url("/admin/v1/status")).await;
+        if s == 200 && v["leader"]["id"] == leader {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{leader} does not lead within {within:?}; status on {}: {s} {v}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `GET /admin/v1/moves/{id}` on `node` until `done(job)`; returns the job.
+async fn wait_job(
+    c: &reqwest::Client,
+    node: &Node,
+    id: i64,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, job) = get_json(c, &node.url(&format!("/admin/v1/moves/{id}"))).await;
+        if s == 200 && done(&job) {
+            return job;
+        }
+        assert!(
+            !(s == 200 && matches!(job["state"].as_str(), Some("failed" | "aborted"))),
+            "move {id} ended badly while waiting for {what}: {job}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "move {id}: not {what} within {within:?}: {s} {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn shard_states(job: &Value) -> Vec<(u64, String)> {
+    job["shards"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["shard"].as_u64().unwrap_or(u64::MAX),
+                        s["state"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A row key that hashes to `shard`.
+fn key_in_shard(shard: u32) -> Uuid {
+    loop {
+        let k = Uuid::new_v4();
+        if mezzanine_core::shard_for_row_key(&k, NUM_SHARDS) == shard {
+            return k;
+        }
+    }
+}
+
+/// A cell body with what JSONB could plausibly alter: non-ASCII text, escapes, a decimal
+/// with a trailing zero, a number beyond i64, nesting.
+fn body(n: u64) -> Value {
+    serde_json::from_str(&format!(
+        r#"{{"n": {n}, "text": "naïve ☃ \"quoted\" \\ tab\t{n}", "price": 1.50, "big": 123456789012345678901234567890, "list": [1, 2.0, null, true, {{"deep": "x"}}]}}"#
+    ))
+    .unwrap()
+}
+
+fn new_cell(shard: u32, column: &str, ref_key: i64, n: u64) -> Value {
+    json!({
+        "row_key": key_in_shard(shard).to_string(),
+        "column_name": column,
+        "ref_key": ref_key,
+        "body": body(n),
+    })
+}
+
+fn cell_key(cell: &Value) -> (String, String, i64) {
+    (
+        cell["row_key"].as_str().unwrap_or_default().to_owned(),
+        cell["column_name"].as_str().unwrap_or_default().to_owned(),
+        cell["ref_key"].as_i64().unwrap_or(i64::MIN),
+    )
+}
+
+fn shard_of(cell: &Value) -> u32 {
+    let k: Uuid = cell["row_key"].as_str().unwrap().parse().unwrap();
+    mezzanine_core::shard_for_row_key(&k, NUM_SHARDS)
+}
+
+/// Every cell of `shard`, paging partitionRead by `added_id`.
+async fn scan(c: &reqwest::Client, node: &Node, shard: u32) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut last = 0i64;
+    loop {
+        let (s, page) = get_json(
+            c,
+            &node.url(&format!(
+                "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id={last}&limit=1000"
+            )),
+        )
+        .await;
+        assert_eq!(s, 200, "partitionRead of shard {shard}: {page}");
+        let cells = page.as_array().cloned().unwrap_or_default();
+        if cells.is_empty() {
+            return out;
+        }
+        for cell in cells {
+            let id = cell["added_id"].as_i64().unwrap();
+            assert!(id > last, "shard {shard}: added_id {id} after {last}");
+            last = id;
+            out.push(cell);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The client load
+
+/// A request that did not succeed.
+#[derive(Debug)]
+struct Failure {
+    /// Since the test started.
+    at: Duration,
+    what: String,
+    /// `None` for a transport error.
+    status: Option<u16>,
+    latency: Duration,
+    detail: String,
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Record {
+    /// Stored cells as acknowledged by a write (201).
+    acked: Vec<Value>,
+    failures: Vec<Failure>,
+    /// Answers that contradict an acknowledgement, or a consumer going backwards.
+    mismatches: Vec<String>,
+    reads: usize,
+    /// Slowest successful request of the moving shards (held during a cutover).
+    slowest: Duration,
+}
+
+type Shared = Arc<Mutex<Record>>;
+
+fn lock(rec: &Shared) -> std::sync::MutexGuard<'_, Record> {
+    rec.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Ctx {
+    c: reqwest::Client,
+    base: String,
+    rec: Shared,
+    t0: Instant,
+}
+
+impl Ctx {
+    fn fail(&self, what: String, status: Option<u16>, started: Instant, detail: String) {
+        lock(&self.rec).failures.push(Failure {
+            at: started.duration_since(self.t0),
+            what,
+            status,
+            latency: started.elapsed(),
+            detail,
+        });
+    }
+
+    fn ok(&self, started: Instant, moving: bool) {
+        let mut r = lock(&self.rec);
+        if moving {
+            r.slowest = r.slowest.max(started.elapsed());
+        }
+    }
+
+    /// Sends a request; `Some((status, json))` or `None` after recording a transport error.
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+        let started = Instant::now();
+        match req.send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                let v = r.json().await.unwrap_or(Value::Null);
+                if !(200..300).contains(&s) {
+                    self.fail(
+                        what.to_owned(),
+                        Some(s),
+                        started,
+                        v["detail"].as_str().unwrap_or(&v.to_string()).to_owned(),
+                    );
+                }
+                Some((s, v))
+            }
+            Err(e) => {
+                self.fail(what.to_owned(), None, started, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Checks an acknowledged cell against what was sent and records it.
+    fn ack(&self, sent: &Value, got: Value) {
+        let mut r = lock(&self.rec);
+        if cell_key(sent) != cell_key(&got) || sent["body"] != got["body"] {
+            r.mismatches
+                .push(format!("acknowledged {got} for the write of {sent}"));
+        }
+        r.acked.push(got);
+    }
+}
+
+/// Writes single cells: every other one to a moving shard.
+async fn single_writer(ctx: Arc<Ctx>, stop: Arc<AtomicBool>) {
+    let mut rng = StdRng::from_entropy();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        n += 1;
+        let shard = match n % 4 {
+            0 => MOVING[0],
+            1 => MOVING[1],
+            _ => OTHERS[rng.gen_range(0..OTHERS.len())],
+        };
+        let cell = new_cell(shard, "single", n as i64, n);
+        let started = Instant::now();
+        let req = ctx.c.post(format!("{}/v1/cells", ctx.base)).json(&cell);
+        if let Some((s, v)) = ctx
+            .send(&format!("POST /v1/cells (shard {shard})"), req)
+            .await
+        {
+            if s == 201 {
+                ctx.ok(started, MOVING.contains(&shard));
+                ctx.ack(&cell, v);
+            } else if (200..300).contains(&s) {
+                lock(&ctx.rec)
+                    .mismatches
+                    .push(format!("a new cell answered {s}: {v}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Writes batches of six cells: two per moving shard, two elsewhere.
+async fn batch_writer(ctx: Arc<Ctx>, stop: Arc<AtomicBool>) {
+    let mut rng = StdRng::from_entropy();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        n += 1;
+        let cells: Vec<Value> = [MOVING[0], MOVING[0], MOVING[1], MOVING[1], 0, 0]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let s = if i >= 4 {
+                    OTHERS[rng.gen_range(0..OTHERS.len())]
+                } else {
+                    s
+                };
+                new_cell(s, "batch", n as i64, n * 10 + i as u64)
+            })
+            .collect();
+        let started = Instant::now();
+        let req = ctx
+            .c
+            .post(format!("{}/v1/cells/batch", ctx.base))
+            .json(&json!({ "cells": cells }));
+        if let Some((200, v)) = ctx.send("POST /v1/cells/batch", req).await {
+            let results = v["results"].as_array().cloned().unwrap_or_default();
+            if results.len() != cells.len() {
+                lock(&ctx.rec)
+                    .mismatches
+                    .push(format!("batch of {} answered {v}", cells.len()));
+            }
+            let mut all_ok = true;
+            for (sent, r) in cells.iter().zip(results) {
+                match r["status"].as_u64() {
+                    Some(201) => ctx.ack(sent, r["cell"].clone()),
+                    other => {
+                        all_ok = false;
+                        ctx.fail(
+                            format!("POST /v1/cells/batch, cell of shard {}", shard_of(sent)),
+                            other.map(|s| s as u16),
+                            started,
+                            r["error"]["detail"].to_string(),
+                        );
+                    }
+                }
+            }
+            if all_ok {
+                ctx.ok(started, true);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Reads acknowledged cells back (exact version, latest of the column, whole row), mostly
+/// from the moving shards, and compares them with their acknowledgement.
+async fn reader(ctx: Arc<Ctx>, stop: Arc<AtomicBool>) {
+    let mut rng = StdRng::from_entropy();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        n += 1;
+        let pick = {
+            let r = lock(&ctx.rec);
+            let len = r.acked.len();
+            (len > 0).then(|| r.acked[rng.gen_range(0..len)].clone())
+        };
+        let Some(want) = pick else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let (row, col, rk) = cell_key(&want);
+        let shard = shard_of(&want);
+        let (path, kind) = match n % 3 {
+            0 => (format!("/v1/cells/{row}/{col}/{rk}"), 0),
+            1 => (format!("/v1/cells/{row}/{col}"), 1),
+            _ => (format!("/v1/cells/{row}"), 2),
+        };
+        let started = Instant::now();
+        let req = ctx.c.get(format!("{}{path}", ctx.base));
+        if let Some((s, v)) = ctx.send(&format!("GET (shard {shard})"), req).await {
+            if s == 200 {
+                ctx.ok(started, MOVING.contains(&shard));
+                // Every row key is used once, so the latest version is the acknowledged one.
+                let got = if kind == 2 {
+                    match v["cells"].as_array().map(Vec::as_slice) {
+                        Some([one]) if v["row_key"] == want["row_key"] => one.clone(),
+                        _ => v.clone(),
+                    }
+                } else {
+                    v.clone()
+                };
+                let mut r = lock(&ctx.rec);
+                r.reads += 1;
+                if got != want {
+                    r.mismatches
+                        .push(format!("GET {path} answered {v}, acknowledged {want}"));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A partitionRead consumer of `shard` paging by `added_id` (pages of 50) until `stop` and
+/// the end of the shard; returns every cell it saw, in order.
+async fn consumer(ctx: Arc<Ctx>, shard: u32, stop: Arc<AtomicBool>) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut last = 0i64;
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let url = format!(
+            "{}/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id={last}&limit=50",
+            ctx.base
+        );
+        let started = Instant::now();
+        let page = ctx
+            .send(
+                &format!("GET partitionRead (shard {shard})"),
+                ctx.c.get(url),
+            )
+            .await;
+        match page {
+            Some((200, Value::Array(cells))) => {
+                ctx.ok(started, true);
+                if cells.is_empty() {
+                    if stopping {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                for cell in cells {
+                    let id = cell["added_id"].as_i64().unwrap_or(i64::MIN);
+                    if id <= last {
+                        lock(&ctx.rec).mismatches.push(format!(
+                            "consumer of shard {shard}: added_id {id} after {last}"
+                        ));
+                    }
+                    last = last.max(id);
+                    seen.push(cell);
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The running load.
+struct Load {
+    ctx: Arc<Ctx>,
+    stop_writers: Arc<AtomicBool>,
+    stop_consumers: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    consumers: Vec<(u32, tokio::task::JoinHandle<Vec<Value>>)>,
+}
+
+impl Load {
+    fn start(ctx: Arc<Ctx>) -> Load {
+        let stop_writers = Arc::new(AtomicBool::new(false));
+        let stop_consumers = Arc::new(AtomicBool::new(false));
+        let workers = vec![
+            tokio::spawn(single_writer(ctx.clone(), stop_writers.clone())),
+            tokio::spawn(batch_writer(ctx.clone(), stop_writers.clone())),
+            tokio::spawn(reader(ctx.clone(), stop_writers.clone())),
+        ];
+        let consumers = MOVING
+            .iter()
+            .map(|&s| {
+                (
+                    s,
+                    tokio::spawn(consumer(ctx.clone(), s, stop_consumers.clone())),
+                )
+            })
+            .collect();
+        Load {
+            ctx,
+            stop_writers,
+            stop_consumers,
+            workers,
+            consumers,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        lock(&self.ctx.rec).acked.len()
+    }
+
+    /// Waits until `more` further writes are acknowledged.
+    async fn wait_acks(&self, more: usize) {
+        let want = self.acked() + more;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acked() < want {
+            assert!(
+                Instant::now() < deadline,
+                "the load made no progress: {} of {want} writes acknowledged; failures: {:?}",
+                self.acked(),
+                lock(&self.ctx.rec).failures
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the writers and readers, lets each consumer read to the end; returns what each
+    /// consumer saw.
+    async fn stop(mut self) -> BTreeMap<u32, Vec<Value>> {
+        self.stop_writers.store(true, Ordering::Release);
+        for w in std::mem::take(&mut self.workers) {
+            w.await.unwrap();
+        }
+        self.stop_consumers.store(true, Ordering::Release);
+        let mut out = BTreeMap::new();
+        for (s, h) in std::mem::take(&mut self.consumers) {
+            out.insert(s, h.await.unwrap());
+        }
+        out
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop_writers.store(true, Ordering::Release);
+        self.stop_consumers.store(true, Ordering::Release);
+        for w in &self.workers {
+            w.abort();
+        }
+        for (_, h) in &self.consumers {
+            h.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The scenario
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Copying,
+    CatchingUp,
+    AfterFreeze,
+    AfterSwitch,
+    Cleanup,
+}
+
+impl Phase {
+    fn failpoint(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::CatchingUp => "catching_up",
+            Phase::AfterFreeze => "after_freeze",
+            Phase::AfterSwitch => "after_switch",
+            Phase::Cleanup => "cleanup",
+        }
+    }
+
+    /// The state the moving shards show while the leader pauses there.
+    fn shard_state(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::CatchingUp => "catching_up",
+            Phase::AfterFreeze => "cutover",
+            Phase::AfterSwitch | Phase::Cleanup => "switched",
+        }
+    }
+
+    /// How many times the leader reaches the failpoint before it is killed: once per shard
+    /// (the shards move in parallel), but cleaning goes shard after shard.
+    fn pauses(self) -> usize {
+        match self {
+            Phase::Cleanup => 1,
+            _ => MOVING.len(),
+        }
+    }
+
+    fn final_job_state(self) -> &'static str {
+        match self {
+            Phase::Cleanup => "completed",
+            _ => "switched",
+        }
+    }
+
+    fn final_shard_state(self) -> &'static str {
+        match self {
+            Phase::Cleanup => "cleaned",
+            _ => "switched",
+        }
+    }
+}
+
+async fn leader_killed(phase: Phase) {
+    let t0 = Instant::now();
+    let fp = phase.failpoint();
+    let servers = tokio::task::spawn_blocking(pg).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("mz-crash-{}-{fp}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let urls = [
+        create_database(&servers[0]).await,
+        create_database(&servers[1]).await,
+        create_database(&servers[0]).await,
+    ];
+    let shards_json = dir.join("shards.json");
+    let half = NUM_SHARDS / 2;
+    std::fs::write(
+        &shards_json,
+        json!({"backends": [
+            {"name": "db1", "database_url": urls[0], "shard_start": 0, "shard_end": half - 1},
+            {"name": "db2", "database_url": urls[1], "shard_start": half, "shard_end": NUM_SHARDS - 1},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let c = client();
+
+    // Node a first (it creates the catalog and leads the mover), then the spare, then b.
+    let mut a = Node::start(
+        &c,
+        "a",
+        &shards_json,
+        &format!("{fp}={FAILPOINT_PAUSE}"),
+        &dir,
+    )
+    .await;
+    wait_leader(&c, &a, "a", Duration::from_secs(30)).await;
+    let (s, v) = post_json(
+        &c,
+        &a.url("/admin/v1/backends"),
+        &json!({"name": "db3", "url": urls[2]}),
+    )
+    .await;
+    assert_eq!(s, 201, "spare not registered: {v}");
+    let b = Node::start(&c, "b", &shards_json, "", &dir).await;
+    wait_leader(&c, &b, "a", Duration::from_secs(10)).await;
+
+    // Cells before the move, then the load through b.
+    let ctx = Arc::new(Ctx {
+        c: client(),
+        base: b.base.clone(),
+        rec: Arc::default(),
+        t0,
+    });
+    for shard in MOVING.iter().copied().chain(OTHERS) {
+        let per = if MOVING.contains(&shard) {
+            SEED_PER_SHARD
+        } else {
+            20
+        };
+        let cells: Vec<Value> = (0..per)
+            .map(|i| new_cell(shard, "seed", i as i64, i as u64))
+            .collect();
+        for chunk in cells.chunks(100) {
+            let (s, v) = post_json(&c, &b.url("/v1/cells/batch"), &json!({ "cells": chunk })).await;
+            assert_eq!(s, 200, "seed batch: {v}");
+            for (sent, r) in chunk.iter().zip(v["results"].as_array().unwrap()) {
+                assert_eq!(r["status"], 201, "seed cell: {r}");
+                ctx.ack(sent, r["cell"].clone());
+            }
+        }
+    }
+    let load = Load::start(ctx.clone());
+    load.wait_acks(30).await;
+
+    // The move, through a; wait until a pauses in the phase.
+    let shards_spec = MOVING.map(|s| s.to_string()).join(",");
+    let (s, job) = post_json(
+        &c,
+        &a.url("/admin/v1/moves"),
+        &json!({"shards": shards_spec, "to": "db3", "parallel": 2, "max_rows_per_sec": 1000}),
+    )
+    .await;
+    assert_eq!(s, 202, "move not started: {job}");
+    let id = job["id"].as_i64().unwrap();
+    let in_phase = |j: &Value| {
+        let states = shard_states(j);
+        states.len() == MOVING.len() && states.iter().all(|(_, st)| st == phase.shard_state())
+    };
+    wait_job(
+        &c,
+        &b,
+        id,
+        Duration::from_secs(60),
+        phase.shard_state(),
+        in_phase,
+    )
+    .await;
+    if phase == Phase::Cleanup {
+        let (s, v) = post_json(
+            &c,
+            &b.url(&format!("/admin/v1/moves/{id}/complete")),
+            &json!({}),
+        )
+        .await;
+        assert_eq!(s, 202, "complete: {v}");
+    }
+    a.wait_log(&format!("failpoint reached ({fp})"), phase.pauses(), |l| {
+        l.contains("failpoint reached") && l.contains(fp)
+    })
+    .await;
+    let (_, job) = get_json(&c, &b.url(&format!("/admin/v1/moves/{id}"))).await;
+    assert!(in_phase(&job), "left the phase during the pause: {job}");
+    if phase == Phase::Copying {
+        // Killed mid-copy: the first chunk (a tenth of a second at the rate) is on the target.
+        for s in job["shards"].as_array().unwrap() {
+            let (copied, total) = (s["rows_copied"].as_i64(), s["rows_total"].as_i64());
+            assert!(
+                copied.is_some_and(|c| c > 0) && copied < total,
+                "not mid-copy: {job}"
+            );
+        }
+    }
+    // Some load inside the phase. (After the freeze, the writers' requests to the moving
+    // shards are held until the map changes: they are in flight when the leader dies.)
+    if phase != Phase::AfterFreeze {
+        load.wait_acks(10).await;
+    }
+
+    // kill -9 the leader.
+    let killed = Instant::now();
+    a.kill();
+    let killed_at = killed.duration_since(t0);
+    wait_leader(&c, &b, "b", Duration::from_secs(30)).await;
+    let takeover = killed.elapsed();
+    let job = wait_job(
+        &c,
+        &b,
+        id,
+        Duration::from_secs(60),
+        phase.final_job_state(),
+        // (For a complete, the request is cleared once the sources are dropped.)
+        |j| j["state"] == phase.final_job_state() && j["requested"].is_null(),
+    )
+    .await;
+    let finished = killed.elapsed();
+    for (shard, st) in shard_states(&job) {
+        assert_eq!(st, phase.final_shard_state(), "shard {shard}: {job}");
+    }
+    // The load goes on a little at the new place, then stops; consumers read to the end.
+    load.wait_acks(60).await;
+    let consumed = load.stop().await;
+    let rec = std::mem::take(&mut *lock(&ctx.rec));
+
+    // What the clients saw: no error, except 503s the hold bound explains.
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &rec.failures {
+        *by_status
+            .entry(f.status.map_or("transport".into(), |s| s.to_string()))
+            .or_default() += 1;
+    }
+    let unexplained: Vec<&Failure> = rec
+        .failures
+        .iter()
+        .filter(|f| {
+            !(f.status == Some(503)
+                && f.detail.contains("MOVE_HOLD_TIMEOUT")
+                && f.latency + Duration::from_millis(500) >= HOLD_TIMEOUT)
+        })
+        .collect();
+    eprintln!(
+        "[{fp}] killed at {killed_at:.1?}; b led after {takeover:.1?}, move {} after {finished:.1?}; \
+         {} writes acknowledged, {} reads checked; failures by status {by_status:?}; \
+         slowest moving-shard request {:.1?}; pause_ms {:?}",
+        phase.final_job_state(),
+        rec.acked.len(),
+        rec.reads,
+        rec.slowest,
+        job["shards"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s["pause_ms"].clone()).collect::<Vec<_>>()),
+    );
+    for f in &rec.failures {
+        eprintln!(
+            "[{fp}]   at {:.2?}: {} -> {:?} after {:.2?}: {}",
+            f.at, f.what, f.status, f.latency, f.detail
+        );
+    }
+    assert!(
+        unexplained.is_empty(),
+        "[{fp}] the clients saw errors: {unexplained:#?}"
+    );
+    assert!(
+        rec.mismatches.is_empty(),
+        "[{fp}] answers contradict acknowledged writes: {:#?}",
+        rec.mismatches
+    );
+
+    // I3: every acknowledged write, once, identical.
+    let mut stored: HashMap<(String, String, i64), Vec<Value>> = HashMap::new();
+    let mut scans: BTreeMap<u32, Vec<Value>> = BTreeMap::new();
+    for shard in 0..NUM_SHARDS {
+        let cells = scan(&c, &b, shard).await;
+        for cell in &cells {
+            assert_eq!(shard_of(cell), shard, "a cell on the wrong shard: {cell}");
+            stored.entry(cell_key(cell)).or_default().push(cell.clone());
+        }
+        scans.insert(shard, cells);
+    }
+    for want in &rec.acked {
+        match stored.get(&cell_key(want)).map(Vec::as_slice) {
+            Some([got]) => assert_eq!(got, want, "[{fp}] a cell changed"),
+            Some(many) => panic!("[{fp}] stored {} times: {want}", many.len()),
+            None => panic!("[{fp}] lost: {want}"),
+        }
+    }
+    let gets = futures::stream::iter(rec.acked.iter().filter(|w| MOVING.contains(&shard_of(w))))
+        .map(|want| {
+            let c = &c;
+            let b = &b;
+            async move {
+                let (row, col, rk) = cell_key(want);
+                let (s, got) = get_json(c, &b.url(&format!("/v1/cells/{row}/{col}/{rk}"))).await;
+                (s, got, want)
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for (s, got, want) in gets {
+        assert_eq!(s, 200, "[{fp}] GET of an acknowledged cell: {got}");
+        assert_eq!(&got, want, "[{fp}] a cell changed");
+    }
+
+    // I4: each consumer saw exactly the shard's cells, in order, with their added_ids.
+    for (shard, seen) in &consumed {
+        let all = &scans[shard];
+        let ids = |v: &[Value]| v.iter().map(|c| c["added_id"].as_i64()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(seen),
+            ids(all),
+            "[{fp}] the consumer of shard {shard} saw other added_ids than the shard holds"
+        );
+        assert_eq!(
+            seen, all,
+            "[{fp}] the consumer of shard {shard} saw other cells"
+        );
+    }
+
+    // The moved shards: sound, and where the map says; new writes continue the sequence.
+    let (s, v) = post_json(
+        &c,
+        &b.url("/admin/v1/verify"),
+        &json!({"shards": shards_spec}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], true, "[{fp}] verify: {v}");
+    let (_, map) = get_json(&c, &b.url("/admin/v1/shards")).await;
+    for (i, &shard) in MOVING.iter().enumerate() {
+        assert!(
+            map["ranges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["start"].as_u64().unwrap() <= shard as u64
+                    && shard as u64 <= r["end"].as_u64().unwrap()
+                    && r["backend"] == "db3"),
+            "[{fp}] shard {shard} is not on db3: {map}"
+        );
+        let source = &urls[i];
+        assert_eq!(
+            shard_state_in(&urls[2], shard).await.as_deref(),
+            Some("active"),
+            "[{fp}] target of shard {shard}"
+        );
+        assert_eq!(
+            cells_in(&urls[2], shard).await,
+            Some(scans[&shard].len() as i64),
+            "[{fp}] rows of shard {shard} on the target"
+        );
+        if phase == Phase::Cleanup {
+            assert_eq!(
+                shard_state_in(source, shard).await,
+                None,
+                "[{fp}] source kept"
+            );
+            assert_eq!(cells_in(source, shard).await, None, "[{fp}] source kept");
+        } else {
+            assert_eq!(
+                shard_state_in(source, shard).await.as_deref(),
+                Some("retired"),
+                "[{fp}] source of shard {shard}"
+            );
+        }
+        let last = scans[&shard].last().unwrap()["added_id"].as_i64().unwrap();
+        let (s, v) = post_json(&c, &b.url("/v1/cells"), &new_cell(shard, "after", 1, 0)).await;
+        assert_eq!(s, 201, "{v}");
+        assert!(
+            v["added_id"].as_i64().unwrap() > last,
+            "[{fp}] shard {shard}: added_id {} after {last}",
+            v["added_id"]
+        );
+    }
+    wait_leader(&c, &b, "b", Duration::from_secs(1)).await;
+    assert!(
+        b.log_text().contains("this node leads the mover"),
+        "b never logged its leadership"
+    );
+    drop(b);
+    drop(a);
+    // Kept when a test fails: the nodes' logs are there.
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("[{fp}] done in {:.1?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_while_copying() {
+    leader_killed(Phase::Copying).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_while_catching_up() {
+    leader_killed(Phase::CatchingUp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_right_after_the_freeze() {
+    leader_killed(Phase::AfterFreeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_right_after_the_switch() {
+    leader_killed(Phase::AfterSwitch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_during_cleanup() {
+    leader_killed(Phase::Cleanup).await;
+}
