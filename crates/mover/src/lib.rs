@@ -164,6 +164,7 @@ async fn lead(
             break;
         }
         running.retain(|_, r| !r.handle.is_finished());
+        metrics::gauge!("mezzanine_move_shards_running").set(running.len() as f64);
         match catalog.open_moves().await {
             Ok(jobs) => {
                 for job in jobs {

@@ -79,6 +79,7 @@ impl ShardTask {
                 }
                 Err(e) => {
                     tracing::error!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "shard move failed; undoing");
+                    metrics::counter!("mezzanine_move_shards_failed_total").increment(1);
                     if let Err(u) = self
                         .undo(state, ShardMoveState::Failed, Some(&e.to_string()))
                         .await
@@ -174,6 +175,8 @@ impl ShardTask {
             hw = r.max_added_id;
             copied += r.rows as i64;
             this_run += r.rows;
+            metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
+            metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
             self.session
                 .progress(self.move_id, shard, hw, copied, total.max(copied), None)
                 .await?;
@@ -206,6 +209,8 @@ impl ShardTask {
                 let r = transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?;
                 if r.rows > 0 {
                     hw = r.max_added_id;
+                    metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
+                    metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
                 }
                 lag += r.rows;
                 this_run += r.rows;
@@ -338,6 +343,10 @@ impl ShardTask {
             .switch(self.move_id, shard, &self.shard.from, &self.shard.to)
             .await?;
         mark("switch");
+        metrics::counter!("mezzanine_move_shards_switched_total").increment(1);
+        if let Some(ms) = pause_ms {
+            metrics::histogram!("mezzanine_move_cutover_pause_seconds").record(ms / 1000.0);
+        }
         let steps: Vec<String> = steps.iter().map(|(n, ms)| format!("{n}={ms:.1}")).collect();
         tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, steps_ms = %steps.join(" "), "shard switched");
         self.config

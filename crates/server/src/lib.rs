@@ -208,6 +208,7 @@ impl AppState {
             backends: slots,
         }));
         self.version_tx.send_replace(version);
+        ::metrics::gauge!("mezzanine_map_version").set(version as f64);
         tracing::info!(map_version = version, "shard map reloaded");
     }
 
@@ -266,6 +267,9 @@ impl AppState {
             };
             match op(backend).await {
                 Err(e @ StorageError::NotServed { .. }) => {
+                    if hold.is_none() {
+                        ::metrics::counter!("mezzanine_held_requests_total").increment(1);
+                    }
                     let h = match &mut hold {
                         Some(h) => h,
                         None => hold.insert(self.hold()?),
