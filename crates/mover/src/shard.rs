@@ -96,6 +96,9 @@ impl ShardTask {
         let src = self.pools.get(&self.catalog, &self.shard.from).await?;
         let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
         let shard = self.shard.shard;
+        // Set when this very call caught up: the target is `importing` and holds exactly the
+        // rows up to this high-water mark, so the cutover can skip re-reading them.
+        let mut fresh: Option<i64> = None;
         loop {
             if self.aborted() && state.in_flight() {
                 return self.undo(*state, ShardMoveState::Aborted, None).await;
@@ -116,10 +119,11 @@ impl ShardTask {
                         continue; // aborted
                     };
                     *verified = hw;
+                    fresh = Some(hw);
                     self.step(*state, MoveEvent::CaughtUp).await?
                 }
                 ShardMoveState::Cutover => {
-                    self.cutover(&src, &tgt, *verified).await?;
+                    self.cutover(&src, &tgt, *verified, fresh.take()).await?;
                     ShardMoveState::Switched
                 }
                 _ => return Ok(()),
@@ -264,7 +268,13 @@ impl ShardTask {
     }
 
     /// The fenced cutover (see the module documentation for the order and why).
-    async fn cutover(&self, src: &Backend, tgt: &Backend, verified: i64) -> Result<(), MoveError> {
+    async fn cutover(
+        &self,
+        src: &Backend,
+        tgt: &Backend,
+        verified: i64,
+        fresh: Option<i64>,
+    ) -> Result<(), MoveError> {
         let shard = self.shard.shard;
         // Read before the freeze: nothing in the pause that need not be there.
         let epoch = self.session.next_epoch(shard).await?;
@@ -299,23 +309,36 @@ impl ShardTask {
         }
         // 2. The tail: nothing is written to the source any more. (A target that is active
         // already was activated by a leader that died before the switch: nothing to copy.)
-        let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
-        if target_state != Some(ShardState::Active) {
-            let hw = transfer::max_added_id(tgt, shard).await?;
-            transfer::copy_rows(src, tgt, shard, hw, None).await?;
-        }
+        let max_s = match fresh {
+            // Straight from catching up: the target holds exactly up to `hw`; the copy of
+            // everything above it ends at the source's highest added_id.
+            Some(hw) => {
+                transfer::copy_rows(src, tgt, shard, hw, None)
+                    .await?
+                    .max_added_id
+            }
+            None => {
+                let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
+                if target_state != Some(ShardState::Active) {
+                    let hw = transfer::max_added_id(tgt, shard).await?;
+                    transfer::copy_rows(src, tgt, shard, hw, None).await?;
+                }
+                // 3. The highest added_id must be the same on both sides.
+                let (max_s, max_t) = futures::future::try_join(
+                    transfer::max_added_id(src, shard),
+                    transfer::max_added_id(tgt, shard),
+                )
+                .await?;
+                if max_s != max_t {
+                    return Err(MoveError::Verify(format!(
+                        "shard {shard}: highest added_id is {max_s} on the source but {max_t} on the target"
+                    )));
+                }
+                max_s
+            }
+        };
         mark("tail");
-        // 3. Verify the tail and the end.
-        let (max_s, max_t) = futures::future::try_join(
-            transfer::max_added_id(src, shard),
-            transfer::max_added_id(tgt, shard),
-        )
-        .await?;
-        if max_s != max_t {
-            return Err(MoveError::Verify(format!(
-                "shard {shard}: highest added_id is {max_s} on the source but {max_t} on the target"
-            )));
-        }
+        // 3. Verify the tail (count and checksum over every column on both sides).
         self.verify(src, tgt, verified.min(max_s), max_s).await?;
         mark("verify");
         // 4. New writes on the target continue the sequence (I4), and 5. the source is
