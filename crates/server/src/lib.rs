@@ -337,7 +337,7 @@ impl AppState {
 }
 
 /// How often a held request retries while its shard is in cutover.
-const HOLD_RETRY: Duration = Duration::from_millis(25);
+const HOLD_RETRY: Duration = Duration::from_millis(100);
 
 /// A held request: its deadline, and its place among the held ones.
 pub struct Hold {
