@@ -200,6 +200,16 @@ impl AppState {
                 }
             }
         }
+        // A backend this node believes down, which the new map gives shards (the target of a
+        // move that came back, say): probe it now rather than at the prober's next turn.
+        for (i, slot) in slots.iter().enumerate() {
+            if !slot.backend.is_up() && snap.map.shards_of(i).next().is_some() {
+                let backend = slot.backend.clone();
+                tokio::spawn(async move {
+                    let _ = backend.probe().await;
+                });
+            }
+        }
         let version = snap.version;
         self.topology.store(Arc::new(Topology {
             version,
