@@ -64,6 +64,11 @@ pub struct MoverConfig {
 pub struct Pools {
     settings: PoolSettings,
     by_name: Mutex<HashMap<String, Arc<Backend>>>,
+    /// Bulk work (copy chunks, prefix checksums) holds it shared; a cutover holds it
+    /// exclusively, from before its freeze to its switch, so that the pause runs on a machine
+    /// no copy of this leader competes for (waiting for running chunks happens before the
+    /// freeze, where clients do not wait).
+    pub quiet: tokio::sync::RwLock<()>,
 }
 
 impl Pools {
@@ -71,6 +76,7 @@ impl Pools {
         Pools {
             settings,
             by_name: Mutex::new(HashMap::new()),
+            quiet: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -207,7 +213,16 @@ async fn schedule(
 ) -> Result<(), MoveError> {
     let abort = job.requested.as_deref() == Some("abort");
     let complete = job.requested.as_deref() == Some("complete");
-    let mut active = running.keys().filter(|(j, _)| *j == job.id).count();
+    // `parallel` bounds the bulk copies: a shard that is catching up, verifying or cutting
+    // over no longer takes a slot, so the next shard's copy overlaps its tail.
+    let mut active = job
+        .shards
+        .iter()
+        .filter(|s| {
+            matches!(s.state, ShardMoveState::Pending | ShardMoveState::Copying)
+                && running.contains_key(&(job.id, s.shard))
+        })
+        .count();
     for s in &job.shards {
         let key = (job.id, s.shard);
         if let Some(r) = running.get(&key) {

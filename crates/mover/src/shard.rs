@@ -172,7 +172,10 @@ impl ShardTask {
             if self.aborted() {
                 return Ok(false);
             }
-            let r = transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?;
+            let r = {
+                let _bulk = self.pools.quiet.read().await;
+                transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?
+            };
             if r.rows == 0 {
                 return Ok(true);
             }
@@ -210,7 +213,10 @@ impl ShardTask {
                 if self.aborted() {
                     return Ok(None);
                 }
-                let r = transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?;
+                let r = {
+                    let _bulk = self.pools.quiet.read().await;
+                    transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?
+                };
                 if r.rows > 0 {
                     hw = r.max_added_id;
                     metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
@@ -240,7 +246,10 @@ impl ShardTask {
             }
         }
         // Cells are immutable: the prefix verified now stays verified.
-        self.verify(src, tgt, 0, hw).await?;
+        {
+            let _bulk = self.pools.quiet.read().await;
+            self.verify(src, tgt, 0, hw).await?;
+        }
         self.session.set_verified(self.move_id, shard, hw).await?;
         Ok(Some(hw))
     }
@@ -278,6 +287,8 @@ impl ShardTask {
         let shard = self.shard.shard;
         // Read before the freeze: nothing in the pause that need not be there.
         let epoch = self.session.next_epoch(shard).await?;
+        // No bulk copy of this leader runs during the pause (see `Pools::quiet`).
+        let _quiet = self.pools.quiet.write().await;
         self.session.mark_frozen(self.move_id, shard).await?;
         let mut steps: Vec<(&'static str, f64)> = Vec::with_capacity(8);
         let mut lap = Instant::now();
