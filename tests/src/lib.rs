@@ -349,3 +349,22 @@ pub async fn cells_in(url: &str, shard: u32) -> i64 {
         Err(_) => 0,
     }
 }
+
+/// Sends a request; returns its status, `Retry-After`, parsed body and how long it took.
+pub async fn timed(
+    req: reqwest::RequestBuilder,
+) -> (u16, Option<String>, serde_json::Value, Duration) {
+    let t = std::time::Instant::now();
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, retry, body, t.elapsed())
+}

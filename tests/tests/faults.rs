@@ -20,15 +20,7 @@ fn key_on(backend: usize) -> Uuid {
 }
 
 async fn timed_get(c: &reqwest::Client, url: &str) -> (u16, Option<String>, Value, Duration) {
-    let t = Instant::now();
-    let resp = c.get(url).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = resp.json().await.unwrap_or(Value::Null);
-    (status, retry, body, t.elapsed())
+    timed(c.get(url)).await
 }
 
 enum Fault {

@@ -181,15 +181,7 @@ async fn timed_post(
     url: &str,
     body: &Value,
 ) -> (u16, Option<String>, Value, Duration) {
-    let t = Instant::now();
-    let resp = c.post(url).json(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = resp.json().await.unwrap_or(Value::Null);
-    (status, retry, body, t.elapsed())
+    timed(c.post(url).json(body)).await
 }
 
 /// Status and raw text of a request (to look for secrets in the whole answer).

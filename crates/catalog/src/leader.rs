@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
-use crate::{corrupt, CatalogError, CHANNEL};
+use crate::{audit, corrupt, notify, scalar, CatalogError, Db, CHANNEL};
 
 /// Key of the advisory lock whose holder leads the mover.
 pub const LEADER_LOCK: i64 = 0x6d65_7a7a_0003;
@@ -129,11 +129,23 @@ impl Dedicated {
     }
 }
 
+impl Db for Dedicated {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, CatalogError> {
+        self.query(sql, params).await
+    }
+}
+
 /// A node's candidacy for the mover's leadership.
 pub struct Leader {
     url: String,
     timeout: Duration,
     pub info: LeaderInfo,
+    /// The session of the last attempt, kept for the next one while it is alive.
+    candidate: Option<Dedicated>,
 }
 
 impl Leader {
@@ -142,25 +154,25 @@ impl Leader {
             url: url.to_owned(),
             timeout,
             info,
+            candidate: None,
         }
     }
 
     /// Tries to become the leader: `Some` session holding the lock, or `None` when another
-    /// node leads.
-    pub async fn try_acquire(&self) -> Result<Option<LeaderSession>, CatalogError> {
-        let session = Dedicated::connect(&self.url, self.timeout).await?;
-        let rows = session
-            .query(
-                "SELECT pg_try_advisory_lock($1)",
-                &[(&LEADER_LOCK, Type::INT8)],
-            )
-            .await?;
-        let got: bool = rows
-            .first()
-            .ok_or_else(|| CatalogError::Corrupt("no row".into()))?
-            .try_get(0)
-            .map_err(corrupt)?;
+    /// node leads. A waiting node keeps its session between attempts.
+    pub async fn try_acquire(&mut self) -> Result<Option<LeaderSession>, CatalogError> {
+        let session = match self.candidate.take() {
+            Some(s) if s.is_alive() => s,
+            _ => Dedicated::connect(&self.url, self.timeout).await?,
+        };
+        let got: bool = scalar(
+            &session,
+            "SELECT pg_try_advisory_lock($1)",
+            &[(&LEADER_LOCK, Type::INT8)],
+        )
+        .await?;
         if !got {
+            self.candidate = Some(session);
             return Ok(None);
         }
         session
@@ -222,27 +234,7 @@ impl LeaderSession {
     }
 
     pub async fn audit(&self, kind: &str, detail: &serde_json::Value) -> Result<(), CatalogError> {
-        self.session
-            .query(
-                "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
-                &[
-                    (&self.node, Type::TEXT),
-                    (&kind, Type::TEXT),
-                    (detail, Type::JSONB),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn notify(&self, kind: &str) -> Result<(), CatalogError> {
-        self.session
-            .query(
-                "SELECT pg_notify($1, $2)",
-                &[(&CHANNEL, Type::TEXT), (&kind, Type::TEXT)],
-            )
-            .await?;
-        Ok(())
+        audit(&self.session, &self.node, kind, detail).await
     }
 
     /// Moves a shard of a job from state `from` to `to` (only if it is in `from`), with an
@@ -278,7 +270,7 @@ impl LeaderSession {
             &serde_json::json!({"move": move_id, "shard": shard, "from": from.as_str(), "to": to.as_str(), "error": error}),
         )
         .await?;
-        self.notify("moves").await?;
+        notify(&self.session, "moves").await?;
         Ok(true)
     }
 
@@ -345,17 +337,12 @@ impl LeaderSession {
     /// The epoch the shard will have on its target after the switch.
     pub async fn next_epoch(&self, shard: u32) -> Result<i64, CatalogError> {
         let s = shard as i32;
-        let rows = self
-            .session
-            .query(
-                "SELECT epoch + 1 FROM mezzanine.shards WHERE shard = $1",
-                &[(&s, Type::INT4)],
-            )
-            .await?;
-        rows.first()
-            .ok_or_else(|| CatalogError::Corrupt(format!("shard {shard} is not in the catalog")))?
-            .try_get(0)
-            .map_err(corrupt)
+        scalar(
+            &self.session,
+            "SELECT epoch + 1 FROM mezzanine.shards WHERE shard = $1",
+            &[(&s, Type::INT4)],
+        )
+        .await
     }
 
     /// Switches the map: the shard's owner becomes `to` (only if it is `from`), its epoch is
@@ -412,17 +399,12 @@ impl LeaderSession {
     /// Who owns `shard` in the catalog now.
     pub async fn owner(&self, shard: u32) -> Result<String, CatalogError> {
         let s = shard as i32;
-        let rows = self
-            .session
-            .query(
-                "SELECT backend FROM mezzanine.shards WHERE shard = $1",
-                &[(&s, Type::INT4)],
-            )
-            .await?;
-        rows.first()
-            .ok_or_else(|| CatalogError::Corrupt(format!("shard {shard} is not in the catalog")))?
-            .try_get(0)
-            .map_err(corrupt)
+        scalar(
+            &self.session,
+            "SELECT backend FROM mezzanine.shards WHERE shard = $1",
+            &[(&s, Type::INT4)],
+        )
+        .await
     }
 
     /// Clears a job's handled request.
@@ -433,7 +415,7 @@ impl LeaderSession {
                 &[(&move_id, Type::INT8)],
             )
             .await?;
-        self.notify("moves").await
+        notify(&self.session, "moves").await
     }
 
     /// Records a job-level error message.

@@ -22,7 +22,8 @@ use std::time::Duration;
 use mezzanine_core::{MapBackend, ShardMap};
 use mezzanine_storage::backend::Lease;
 use mezzanine_storage::{Backend, PoolSettings, StorageError};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::Row;
 
 pub use leader::{current_leader, Dedicated, Leader, LeaderInfo, LeaderSession};
 pub use moves::{MoveJob, MoveShard, NewMove, Request};
@@ -121,8 +122,6 @@ pub struct MapSnapshot {
     /// Bumped by every change of the map or of the backends.
     pub version: i64,
     pub map: ShardMap,
-    /// Each shard's epoch (bumped by every move of the shard).
-    pub epochs: Vec<i64>,
 }
 
 /// What [`Catalog::ensure`] found.
@@ -158,16 +157,8 @@ impl Catalog {
         })
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.db
     }
 
     pub(crate) async fn lease(&self) -> Result<Lease<'_>, CatalogError> {
@@ -175,13 +166,28 @@ impl Catalog {
     }
 
     /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if
-    /// it exists, checks `num_shards` and reports where `seed` disagrees with it.
+    /// it exists, checks `num_shards` and reports where `seed` disagrees with it. Returns the
+    /// map too. When the catalog exists this is one statement (no lock, no DDL).
     pub async fn ensure(
         &self,
         num_shards: u32,
         seed: &ShardMap,
-    ) -> Result<EnsureReport, CatalogError> {
+    ) -> Result<(EnsureReport, MapSnapshot), CatalogError> {
         let mut lease = self.lease().await?;
+        match self.load_on(&lease).await {
+            Ok(Some(snap)) => {
+                check_num_shards(&snap.map, num_shards)?;
+                let report = EnsureReport {
+                    seeded: false,
+                    differences: differences(seed, &snap.map),
+                };
+                return Ok((report, snap));
+            }
+            Ok(None) => {} // set up, never seeded
+            Err(CatalogError::Storage(StorageError::Database { code, .. }))
+                if code == "42P01" || code == "3F000" => {} // no catalog yet
+            Err(e) => return Err(e),
+        }
         lease.extend(Duration::from_secs(60));
         lease
             .query("SELECT pg_advisory_lock($1)", &[(&SETUP_LOCK, Type::INT8)])
@@ -195,7 +201,8 @@ impl Catalog {
             .await;
         let report = result?;
         unlock?;
-        Ok(report)
+        let snap = self.load_on(&lease).await?.ok_or_else(no_meta)?;
+        Ok((report, snap))
     }
 
     async fn ensure_locked(
@@ -205,19 +212,9 @@ impl Catalog {
         seed: &ShardMap,
     ) -> Result<EnsureReport, CatalogError> {
         lease.batch_execute(DDL).await?;
-        let rows = lease
-            .query("SELECT num_shards FROM mezzanine.meta", &[])
-            .await?;
-        if let Some(row) = rows.first() {
-            let n: i32 = row.try_get(0).map_err(corrupt)?;
-            if n as u32 != num_shards {
-                return Err(CatalogError::NumShards {
-                    catalog: n as u32,
-                    given: num_shards,
-                });
-            }
-            drop(rows);
-            let current = self.load_on(lease).await?;
+        // Another node may have seeded it while this one waited for the lock.
+        if let Some(current) = self.load_on(lease).await? {
+            check_num_shards(&current.map, num_shards)?;
             return Ok(EnsureReport {
                 seeded: false,
                 differences: differences(seed, &current.map),
@@ -256,7 +253,7 @@ impl Catalog {
                     &[(&n, Type::INT4)],
                 )
                 .await?;
-            self.audit_on(lease, "seed", &detail).await?;
+            audit(lease, &self.node, "seed", &detail).await?;
             Ok::<(), CatalogError>(())
         }
         .await;
@@ -276,29 +273,28 @@ impl Catalog {
     /// The current map, read in one statement (one snapshot).
     pub async fn load(&self) -> Result<MapSnapshot, CatalogError> {
         let lease = self.lease().await?;
-        self.load_on(&lease).await
+        self.load_on(&lease).await?.ok_or_else(no_meta)
     }
 
-    async fn load_on(&self, lease: &Lease<'_>) -> Result<MapSnapshot, CatalogError> {
+    /// The map, or `None` when the catalog's tables exist but were never seeded.
+    async fn load_on(&self, lease: &Lease<'_>) -> Result<Option<MapSnapshot>, CatalogError> {
         let rows = lease
             .query(
                 "SELECT m.map_version, \
                         ARRAY(SELECT name FROM mezzanine.backends ORDER BY added_at, name), \
                         ARRAY(SELECT url FROM mezzanine.backends ORDER BY added_at, name), \
-                        ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard), \
-                        ARRAY(SELECT epoch FROM mezzanine.shards ORDER BY shard) \
+                        ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard) \
                  FROM mezzanine.meta m",
                 &[],
             )
             .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| CatalogError::Corrupt("the catalog has no meta row".into()))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
         let version: i64 = row.try_get(0).map_err(corrupt)?;
         let names: Vec<String> = row.try_get(1).map_err(corrupt)?;
         let urls: Vec<String> = row.try_get(2).map_err(corrupt)?;
         let owners: Vec<String> = row.try_get(3).map_err(corrupt)?;
-        let epochs: Vec<i64> = row.try_get(4).map_err(corrupt)?;
         let backends = names
             .into_iter()
             .zip(urls)
@@ -307,23 +303,13 @@ impl Catalog {
         let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
         let map = ShardMap::from_owners(backends, &owners)
             .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        Ok(MapSnapshot {
-            version,
-            map,
-            epochs,
-        })
+        Ok(Some(MapSnapshot { version, map }))
     }
 
     /// The map version only (a cheap poll).
     pub async fn version(&self) -> Result<i64, CatalogError> {
         let lease = self.lease().await?;
-        let rows = lease
-            .query("SELECT map_version FROM mezzanine.meta", &[])
-            .await?;
-        rows.first()
-            .ok_or_else(|| CatalogError::Corrupt("the catalog has no meta row".into()))?
-            .try_get(0)
-            .map_err(corrupt)
+        scalar(&lease, "SELECT map_version FROM mezzanine.meta", &[]).await
     }
 
     /// The registered backends, URLs unmasked (callers mask them before showing them).
@@ -471,39 +457,15 @@ impl Catalog {
         kind: &str,
         detail: &serde_json::Value,
     ) -> Result<i64, CatalogError> {
-        let rows = lease
-            .query(
-                "UPDATE mezzanine.meta SET map_version = map_version + 1 RETURNING map_version",
-                &[],
-            )
-            .await?;
-        let version: i64 = rows
-            .first()
-            .ok_or_else(|| CatalogError::Corrupt("the catalog has no meta row".into()))?
-            .try_get(0)
-            .map_err(corrupt)?;
-        self.audit_on(lease, kind, detail).await?;
-        notify_on(lease, "map").await?;
+        let version: i64 = scalar(
+            lease,
+            "UPDATE mezzanine.meta SET map_version = map_version + 1 RETURNING map_version",
+            &[],
+        )
+        .await?;
+        audit(lease, &self.node, kind, detail).await?;
+        notify(lease, "map").await?;
         Ok(version)
-    }
-
-    pub(crate) async fn audit_on(
-        &self,
-        lease: &Lease<'_>,
-        kind: &str,
-        detail: &serde_json::Value,
-    ) -> Result<(), CatalogError> {
-        lease
-            .query(
-                "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
-                &[
-                    (&self.node, Type::TEXT),
-                    (&kind, Type::TEXT),
-                    (detail, Type::JSONB),
-                ],
-            )
-            .await?;
-        Ok(())
     }
 
     /// The most recent audit entries, newest first: `(at, node, kind, detail)`.
@@ -539,18 +501,85 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
-pub(crate) async fn notify_on(lease: &Lease<'_>, kind: &str) -> Result<(), CatalogError> {
-    lease
-        .query(
-            "SELECT pg_notify($1, $2)",
-            &[(&CHANNEL, Type::TEXT), (&kind, Type::TEXT)],
-        )
-        .await?;
+/// Where catalog statements run: a connection from the pool, or a dedicated session (the
+/// listener's, the mover leader's).
+pub(crate) trait Db {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, CatalogError>;
+}
+
+impl Db for Lease<'_> {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, CatalogError> {
+        Ok(self.query(sql, params).await?)
+    }
+}
+
+/// The first column of the first row of `sql` (an error when there is no row).
+pub(crate) async fn scalar<T: for<'a> FromSql<'a>>(
+    db: &impl Db,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<T, CatalogError> {
+    db.rows(sql, params)
+        .await?
+        .first()
+        .ok_or_else(|| CatalogError::Corrupt(format!("no row from {sql:?}")))?
+        .try_get(0)
+        .map_err(corrupt)
+}
+
+/// Appends an entry to the audit log.
+pub(crate) async fn audit(
+    db: &impl Db,
+    node: &str,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> Result<(), CatalogError> {
+    db.rows(
+        "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
+        &[
+            (&node, Type::TEXT),
+            (&kind, Type::TEXT),
+            (detail, Type::JSONB),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Notifies every node of a change (`map` or `moves`), at the commit of the transaction.
+pub(crate) async fn notify(db: &impl Db, kind: &str) -> Result<(), CatalogError> {
+    db.rows(
+        "SELECT pg_notify($1, $2)",
+        &[(&CHANNEL, Type::TEXT), (&kind, Type::TEXT)],
+    )
+    .await?;
     Ok(())
 }
 
 pub(crate) fn corrupt(e: tokio_postgres::Error) -> CatalogError {
     CatalogError::Corrupt(format!("unexpected row shape: {e}"))
+}
+
+fn no_meta() -> CatalogError {
+    CatalogError::Corrupt("the catalog has no meta row".into())
+}
+
+fn check_num_shards(map: &ShardMap, given: u32) -> Result<(), CatalogError> {
+    if map.num_shards() != given {
+        return Err(CatalogError::NumShards {
+            catalog: map.num_shards(),
+            given,
+        });
+    }
+    Ok(())
 }
 
 /// Where `seed` (shards.json) and `catalog` disagree, as sentences for the log.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
-use crate::{corrupt, notify_on, query, Catalog, CatalogError};
+use crate::{audit, corrupt, notify, query, Catalog, CatalogError};
 
 /// A move job with its shards.
 #[derive(Debug, Clone, Serialize)]
@@ -32,12 +32,6 @@ pub struct MoveJob {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub shards: Vec<MoveShard>,
-}
-
-impl MoveJob {
-    pub fn job_state(&self) -> JobState {
-        self.state
-    }
 }
 
 fn job_state_name<S: serde::Serializer>(s: &JobState, ser: S) -> Result<S::Ok, S::Error> {
@@ -335,7 +329,7 @@ impl Catalog {
     /// Records an operator's request; the mover's leader carries it out.
     pub async fn request_move(&self, id: i64, what: Request) -> Result<MoveJob, CatalogError> {
         let job = self.get_move(id).await?;
-        let state = job.job_state();
+        let state = job.state;
         let name = match what {
             Request::Abort => {
                 if state != JobState::Running {
@@ -373,13 +367,14 @@ impl Catalog {
                 &[(&id, Type::INT8), (&name, Type::TEXT)],
             )
             .await?;
-        self.audit_on(
+        audit(
             &lease,
+            &self.node,
             &format!("move_{name}"),
             &serde_json::json!({"id": id}),
         )
         .await?;
-        notify_on(&lease, "moves").await?;
+        notify(&lease, "moves").await?;
         drop(lease);
         self.get_move(id).await
     }
@@ -400,7 +395,7 @@ impl Catalog {
             .filter(|s| matches!(s.state, ShardMoveState::Switched | ShardMoveState::Cleaned))
             .map(|s| (s.shard, s.from.clone()))
             .collect();
-        if back.is_empty() || job.job_state() == JobState::Running {
+        if back.is_empty() || job.state == JobState::Running {
             return Err(CatalogError::Conflict(format!(
                 "move {id} is {}: only a move whose shards are switched can be reverted",
                 job.state.as_str()

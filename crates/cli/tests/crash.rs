@@ -20,12 +20,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mezzanine_pgcluster::{start_temp_servers, PgInstall, PgServer};
+use mezzanine_e2e::{connect, create_database, shard_state_in, shared_pg};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -45,68 +45,8 @@ const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 const FAILPOINT_PAUSE: &str = "30s";
 
 // ---------------------------------------------------------------------------------------
-// PostgreSQL
-
-static PG: OnceLock<Vec<PgServer>> = OnceLock::new();
-static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// Two throwaway PostgreSQL servers for the whole test binary (their watchdogs end them
-/// when the binary exits, however it exits).
-fn pg() -> &'static [PgServer] {
-    PG.get_or_init(|| {
-        let install = PgInstall::locate()
-            .unwrap_or_else(|e| panic!("the crash tests need PostgreSQL server binaries: {e}"));
-        start_temp_servers(&install, 2)
-            .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL servers: {e}"))
-    })
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    tokio::spawn(conn);
-    client
-}
-
-/// A new empty database on `server`; returns its URL.
-async fn create_database(server: &PgServer) -> String {
-    let name = format!(
-        "crash_{}_{}",
-        std::process::id(),
-        DB_SEQ.fetch_add(1, Ordering::SeqCst)
-    );
-    let admin = connect(&server.url("postgres")).await;
-    let mut attempt = 0;
-    loop {
-        match admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-        {
-            Ok(()) => return server.url(&name),
-            // Concurrent CREATE DATABASE from the same template can collide; retry.
-            Err(e) if attempt < 10 => {
-                attempt += 1;
-                eprintln!("CREATE DATABASE {name} failed ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot create database {name}: {e}"),
-        }
-    }
-}
-
-/// The state row of `shard` in a backend database, if any.
-async fn shard_state_in(url: &str, shard: u32) -> Option<String> {
-    let c = connect(url).await;
-    c.query(
-        "SELECT state FROM mezzanine_shard_state WHERE shard = $1",
-        &[&(shard as i32)],
-    )
-    .await
-    .unwrap_or_default()
-    .first()
-    .map(|r| r.get::<_, String>(0))
-}
+// PostgreSQL: the shared harness (`shared_pg`, `create_database`, `connect`,
+// `shard_state_in`) of `tests/src/lib.rs`.
 
 /// The number of cells of `shard` in a backend database; `None` without the table.
 async fn cells_in(url: &str, shard: u32) -> Option<i64> {
@@ -850,7 +790,7 @@ impl Phase {
 async fn leader_killed(phase: Phase) {
     let t0 = Instant::now();
     let fp = phase.failpoint();
-    let servers = tokio::task::spawn_blocking(pg).await.unwrap();
+    let servers = tokio::task::spawn_blocking(shared_pg).await.unwrap();
     let dir = std::env::temp_dir().join(format!("mz-crash-{}-{fp}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

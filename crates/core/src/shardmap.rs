@@ -275,11 +275,6 @@ impl ShardMap {
         &self.backends
     }
 
-    /// The index of the backend called `name`.
-    pub fn backend_index(&self, name: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.name == name)
-    }
-
     /// The name of the backend owning `shard`.
     pub fn owner_name(&self, shard: u32) -> Option<&str> {
         self.owner(shard)

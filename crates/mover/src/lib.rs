@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mezzanine_catalog::{Catalog, CatalogError, Leader, LeaderInfo, LeaderSession, MoveJob};
+use mezzanine_catalog::{
+    Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob,
+};
 use mezzanine_core::moves::{CatchUpPolicy, ShardMoveState};
 use mezzanine_storage::{Backend, PoolSettings, StorageError};
 use tokio::task::JoinHandle;
@@ -115,7 +117,7 @@ pub async fn run(
     catalog: Arc<Catalog>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let leader = Leader::new(
+    let mut leader = Leader::new(
         &config.catalog_url,
         config.pool.query_timeout,
         config.node.clone(),
@@ -156,15 +158,11 @@ async fn lead(
     session: Arc<LeaderSession>,
 ) {
     let mut running: HashMap<(i64, u32), Running> = HashMap::new();
-    let mut listener =
-        match mezzanine_catalog::Dedicated::connect(catalog.url(), config.pool.query_timeout).await
-        {
-            Ok(l) => match l.listen().await {
-                Ok(()) => Some(l),
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
+    // Notifications only hasten the next pass; without them the leader polls.
+    let mut listener = match Dedicated::connect(catalog.url(), config.pool.query_timeout).await {
+        Ok(l) if l.listen().await.is_ok() => Some(l),
+        _ => None,
+    };
     loop {
         if !session.is_alive() {
             break;

@@ -32,6 +32,21 @@ use mezzanine_storage::{Backend, StorageError};
 
 use crate::{MoveError, MoverConfig, Pools};
 
+/// A copy's pace: rows copied since `started`, held to `--max-rows-per-sec`.
+struct Pace {
+    started: Instant,
+    rows: u64,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace {
+            started: Instant::now(),
+            rows: 0,
+        }
+    }
+}
+
 /// The work of one shard of one job.
 pub struct ShardTask {
     pub config: MoverConfig,
@@ -101,7 +116,7 @@ impl ShardTask {
         let mut fresh: Option<i64> = None;
         loop {
             if self.aborted() && state.in_flight() {
-                return self.undo(*state, ShardMoveState::Aborted, None).await;
+                return Err(MoveError::Aborted); // `run` undoes
             }
             *state = match *state {
                 ShardMoveState::Pending => {
@@ -109,15 +124,11 @@ impl ShardTask {
                     self.step(*state, MoveEvent::Start).await?
                 }
                 ShardMoveState::Copying => {
-                    if !self.copy_bulk(&src, &tgt).await? {
-                        continue; // aborted
-                    }
+                    self.copy_bulk(&src, &tgt).await?;
                     self.step(*state, MoveEvent::Copied).await?
                 }
                 ShardMoveState::CatchingUp => {
-                    let Some(hw) = self.catch_up(&src, &tgt).await? else {
-                        continue; // aborted
-                    };
+                    let hw = self.catch_up(&src, &tgt).await?;
                     *verified = hw;
                     fresh = Some(hw);
                     self.step(*state, MoveEvent::CaughtUp).await?
@@ -156,8 +167,8 @@ impl ShardTask {
     }
 
     /// Copies every row the target lacks, in chunks (each its own transaction on the target),
-    /// recording progress. Returns `false` when an abort interrupted it.
-    async fn copy_bulk(&self, src: &Backend, tgt: &Backend) -> Result<bool, MoveError> {
+    /// recording progress. An abort interrupts it between chunks.
+    async fn copy_bulk(&self, src: &Backend, tgt: &Backend) -> Result<(), MoveError> {
         let shard = self.shard.shard;
         let total = transfer::count_rows(src, shard).await?;
         let mut hw = transfer::max_added_id(tgt, shard).await?;
@@ -166,68 +177,66 @@ impl ShardTask {
             .progress(self.move_id, shard, hw, copied, total, None)
             .await?;
         let chunk = chunk_rows(self.max_rows_per_sec);
-        let started = Instant::now();
-        let mut this_run = 0u64;
+        let mut pace = Pace::new();
         loop {
-            if self.aborted() {
-                return Ok(false);
-            }
-            let r = {
-                let _bulk = self.pools.quiet.read().await;
-                transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?
-            };
+            let r = self.copy_chunk(src, tgt, hw, chunk, &mut pace).await?;
             if r.rows == 0 {
-                return Ok(true);
+                return Ok(());
             }
             hw = r.max_added_id;
             copied += r.rows as i64;
-            this_run += r.rows;
-            metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
-            metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
             self.session
                 .progress(self.move_id, shard, hw, copied, total.max(copied), None)
                 .await?;
             self.config.failpoints.pause("copying", &self.abort).await;
-            let wait = throttle_delay(this_run, started.elapsed(), self.max_rows_per_sec);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
             if (r.rows as i64) < chunk {
-                return Ok(true);
+                return Ok(());
             }
         }
     }
 
+    /// Copies one chunk of rows above `after` (bulk work: it holds [`Pools::quiet`] shared),
+    /// counts it, and waits as long as the throttle requires. An abort stops before the chunk.
+    async fn copy_chunk(
+        &self,
+        src: &Backend,
+        tgt: &Backend,
+        after: i64,
+        chunk: i64,
+        pace: &mut Pace,
+    ) -> Result<transfer::CopyReport, MoveError> {
+        if self.aborted() {
+            return Err(MoveError::Aborted);
+        }
+        let r = {
+            let _bulk = self.pools.quiet.read().await;
+            transfer::copy_rows(src, tgt, self.shard.shard, after, Some(chunk)).await?
+        };
+        metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
+        metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
+        pace.rows += r.rows;
+        let wait = throttle_delay(pace.rows, pace.started.elapsed(), self.max_rows_per_sec);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(r)
+    }
+
     /// Copies what was written since, round after round, until the lag is small; then
-    /// verifies the copied prefix. Returns the verified high-water mark, or `None` on abort.
-    async fn catch_up(&self, src: &Backend, tgt: &Backend) -> Result<Option<i64>, MoveError> {
+    /// verifies the copied prefix. Returns the verified high-water mark. An abort interrupts
+    /// it between chunks.
+    async fn catch_up(&self, src: &Backend, tgt: &Backend) -> Result<i64, MoveError> {
         let shard = self.shard.shard;
         let chunk = chunk_rows(self.max_rows_per_sec);
         let mut hw = transfer::max_added_id(tgt, shard).await?;
         let mut copied = transfer::count_rows(tgt, shard).await?;
-        let started = Instant::now();
-        let mut this_run = 0u64;
+        let mut pace = Pace::new();
         for round in 1u32.. {
             let mut lag = 0u64;
             loop {
-                if self.aborted() {
-                    return Ok(None);
-                }
-                let r = {
-                    let _bulk = self.pools.quiet.read().await;
-                    transfer::copy_rows(src, tgt, shard, hw, Some(chunk)).await?
-                };
-                if r.rows > 0 {
-                    hw = r.max_added_id;
-                    metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
-                    metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
-                }
+                let r = self.copy_chunk(src, tgt, hw, chunk, &mut pace).await?;
+                hw = r.max_added_id; // `after` itself when nothing was copied
                 lag += r.rows;
-                this_run += r.rows;
-                let wait = throttle_delay(this_run, started.elapsed(), self.max_rows_per_sec);
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
                 if (r.rows as i64) < chunk {
                     break;
                 }
@@ -251,7 +260,7 @@ impl ShardTask {
             self.verify(src, tgt, 0, hw).await?;
         }
         self.session.set_verified(self.move_id, shard, hw).await?;
-        Ok(Some(hw))
+        Ok(hw)
     }
 
     async fn verify(

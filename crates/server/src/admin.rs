@@ -32,9 +32,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/v1/backends/{name}", delete(remove_backend))
         .route("/admin/v1/moves", get(list_moves).post(start_move))
         .route("/admin/v1/moves/{id}", get(get_move))
-        .route("/admin/v1/moves/{id}/abort", post(abort_move))
-        .route("/admin/v1/moves/{id}/complete", post(complete_move))
-        .route("/admin/v1/moves/{id}/revert", post(revert_move))
+        .route("/admin/v1/moves/{id}/{action}", post(move_action))
         .route("/admin/v1/verify", post(verify::verify))
         .route("/admin/v1/reload", post(reload))
         .route("/admin/v1/status", get(status))
@@ -138,19 +136,15 @@ async fn list_backends(State(st): State<Arc<AppState>>) -> Result<Response, Prob
     Ok(Json(json!({ "backends": backend_views(&st).await? })).into_response())
 }
 
-pub(crate) fn string_field(
-    v: &Value,
-    name: &str,
-    required: bool,
-) -> Result<Option<String>, Problem> {
+/// A required, non-empty string field of the body.
+pub(crate) fn required_string(v: &Value, name: &str) -> Result<String, Problem> {
     match v.get(name) {
-        None | Some(Value::Null) if required => Err(Problem::field(FieldError::new(
+        None | Some(Value::Null) => Err(Problem::field(FieldError::new(
             format!("body.{name}"),
             "is required",
             None,
         ))),
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
         Some(other) => Err(Problem::field(FieldError::new(
             format!("body.{name}"),
             "must be a non-empty string",
@@ -202,8 +196,8 @@ async fn add_backend(
         read_json(&headers, body, st.config.max_body_bytes)?,
         &["name", "url"],
     )?;
-    let name = string_field(&v, "name", true)?.unwrap_or_default();
-    let url = string_field(&v, "url", true)?.unwrap_or_default();
+    let name = required_string(&v, "name")?;
+    let url = required_string(&v, "url")?;
     st.add_backend(&name, &url).await?;
     let view = backend_views(&st)
         .await?
@@ -234,17 +228,10 @@ async fn start_move(
         read_json(&headers, body, st.config.max_body_bytes)?,
         &["shards", "to", "parallel", "max_rows_per_sec"],
     )?;
-    let spec = string_field(&v, "shards", true)?.unwrap_or_default();
-    let to = string_field(&v, "to", true)?.unwrap_or_default();
+    let (spec, shards) = shards_field(&v, st.num_shards())?;
+    let to = required_string(&v, "to")?;
     let parallel = positive_field(&v, "parallel")?.unwrap_or(4).min(64) as i32;
     let rate = positive_field(&v, "max_rows_per_sec")?;
-    let shards = parse_shard_set(&spec, st.num_shards()).map_err(|e| {
-        Problem::field(FieldError::new(
-            "body.shards",
-            e.to_string(),
-            Some(Value::String(spec.clone())),
-        ))
-    })?;
     let job = st
         .catalog
         .create_move(&NewMove {
@@ -285,8 +272,20 @@ fn limit_param(q: Option<&str>, default: i64) -> Result<i64, Problem> {
     }
 }
 
-fn move_id(path: Result<Path<String>, PathRejection>) -> Result<i64, Problem> {
-    let Path(id) = path.map_err(path_problem)?;
+/// The `body.shards` field: its text and the shard set it names.
+pub(crate) fn shards_field(v: &Value, num_shards: u32) -> Result<(String, Vec<u32>), Problem> {
+    let spec = required_string(v, "shards")?;
+    let shards = parse_shard_set(&spec, num_shards).map_err(|e| {
+        Problem::field(FieldError::new(
+            "body.shards",
+            e.to_string(),
+            Some(Value::String(spec.clone())),
+        ))
+    })?;
+    Ok((spec, shards))
+}
+
+fn parse_move_id(id: String) -> Result<i64, Problem> {
     id.parse::<i64>().ok().filter(|&i| i > 0).ok_or_else(|| {
         Problem::field(FieldError::new(
             "path.id",
@@ -301,38 +300,31 @@ async fn get_move(
     State(st): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let id = move_id(path)?;
+    let Path(id) = path.map_err(path_problem)?;
+    let id = parse_move_id(id)?;
     Ok(Json(st.catalog.get_move(id).await?).into_response())
 }
 
-/// `POST /admin/v1/moves/{id}/abort`: stops every shard not yet switched; the source stays
-/// authoritative and the target is cleaned.
-async fn abort_move(
+/// `POST /admin/v1/moves/{id}/abort|complete|revert` → 202 with the job (for revert, the new
+/// job that moves the switched shards back). `abort` stops every shard not yet switched (the
+/// source stays authoritative, the target is cleaned); `complete` drops the retired sources
+/// of the switched shards.
+async fn move_action(
     State(st): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let id = move_id(path)?;
-    let job = st.catalog.request_move(id, Request::Abort).await?;
-    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
-}
-
-/// `POST /admin/v1/moves/{id}/complete`: drops the retired sources of the switched shards.
-async fn complete_move(
-    State(st): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Response, Problem> {
-    let id = move_id(path)?;
-    let job = st.catalog.request_move(id, Request::Complete).await?;
-    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
-}
-
-/// `POST /admin/v1/moves/{id}/revert`: a new job that moves the switched shards back.
-async fn revert_move(
-    State(st): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Response, Problem> {
-    let id = move_id(path)?;
-    let job = st.catalog.revert_move(id).await?;
+    let Path((id, action)) = path.map_err(path_problem)?;
+    let request = match action.as_str() {
+        "abort" => Some(Request::Abort),
+        "complete" => Some(Request::Complete),
+        "revert" => None,
+        _ => return Err(Problem::not_found("no such endpoint")),
+    };
+    let id = parse_move_id(id)?;
+    let job = match request {
+        Some(r) => st.catalog.request_move(id, r).await?,
+        None => st.catalog.revert_move(id).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 

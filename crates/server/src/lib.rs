@@ -76,8 +76,6 @@ pub struct Topology {
     /// The catalog's map version this topology was built from.
     pub version: i64,
     pub map: ShardMap,
-    /// Each shard's epoch in the catalog.
-    pub epochs: Vec<i64>,
     pub backends: Vec<Arc<BackendSlot>>,
 }
 
@@ -119,6 +117,7 @@ impl Topology {
 /// Shared state of every request.
 pub struct AppState {
     topology: ArcSwap<Topology>,
+    num_shards: u32,
     pub config: ServeConfig,
     pub catalog: Arc<Catalog>,
     /// This node's id (audit log, status, mover leadership).
@@ -139,8 +138,9 @@ impl AppState {
         self.topology.load()
     }
 
+    /// Fixed for the life of the data (the catalog refuses another value).
     pub fn num_shards(&self) -> u32 {
-        self.topology.load().map.num_shards()
+        self.num_shards
     }
 
     /// The address this node serves on (`host:port`), once known.
@@ -214,7 +214,6 @@ impl AppState {
         self.topology.store(Arc::new(Topology {
             version,
             map: snap.map,
-            epochs: snap.epochs,
             backends: slots,
         }));
         self.version_tx.send_replace(version);
@@ -413,7 +412,7 @@ impl Server {
             catalog_settings(&settings),
             &node_id,
         )?);
-        let ensured = catalog.ensure(num_shards, &seed).await?;
+        let (ensured, snap) = catalog.ensure(num_shards, &seed).await?;
         if ensured.seeded {
             tracing::info!(
                 "catalog created from shards.json; from now on the catalog is the source of truth"
@@ -422,7 +421,6 @@ impl Server {
         for d in &ensured.differences {
             tracing::warn!(difference = %d, "shards.json disagrees with the catalog; the catalog wins");
         }
-        let snap = catalog.load().await?;
         let mut slots = Vec::new();
         for spec in snap.map.backends() {
             let backend = Backend::new(&spec.name, &spec.database_url, settings.clone())?;
@@ -469,9 +467,9 @@ impl Server {
             topology: ArcSwap::from_pointee(Topology {
                 version: snap.version,
                 map: snap.map,
-                epochs: snap.epochs,
                 backends: slots,
             }),
+            num_shards,
             config,
             catalog,
             node_id,

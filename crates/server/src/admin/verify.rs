@@ -15,13 +15,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use mezzanine_core::{parse_shard_set, FieldError};
 use mezzanine_storage::transfer::{self, Difference, ShardState, Side};
 use mezzanine_storage::Backend;
 use serde::Serialize;
-use serde_json::Value;
 
-use super::{object, string_field};
+use super::{object, shards_field};
 use crate::api::read_json;
 use crate::problem::Problem;
 use crate::AppState;
@@ -74,21 +72,13 @@ pub async fn verify(
         read_json(&headers, body, st.config.max_body_bytes)?,
         &["shards"],
     )?;
-    let spec = string_field(&v, "shards", true)?.unwrap_or_default();
-    let shards = parse_shard_set(&spec, st.num_shards()).map_err(|e| {
-        Problem::field(FieldError::new(
-            "body.shards",
-            e.to_string(),
-            Some(Value::String(spec.clone())),
-        ))
-    })?;
-    let topo = st.topology();
+    let (_, shards) = shards_field(&v, st.num_shards())?;
+    // The topology of this moment (an Arc: no guard is held across the awaits below).
+    let topo = Arc::clone(&st.topology());
     let backends: Vec<Arc<Backend>> = topo.backends.iter().map(|s| s.backend.clone()).collect();
-    let map = topo.map.clone();
-    drop(topo);
     let mut reports = Vec::with_capacity(shards.len());
     for shard in shards {
-        let owner = map.owner_name(shard).unwrap_or_default().to_owned();
+        let owner = topo.map.owner_name(shard).unwrap_or_default().to_owned();
         reports.push(verify_shard(shard, &owner, &backends).await);
     }
     let ok = reports.iter().all(|r| r.ok);
@@ -174,7 +164,9 @@ async fn verify_shard(shard: u32, owner: &str, backends: &[Arc<Backend>]) -> Sha
                 shard,
                 0,
                 upto,
-                MAX_DIFFERENCES - report.differences.len().min(MAX_DIFFERENCES - 1),
+                MAX_DIFFERENCES
+                    .saturating_sub(report.differences.len())
+                    .max(1),
             )
             .await
             {
