@@ -251,7 +251,8 @@ impl LeaderSession {
         let rows = self
             .session
             .query(
-                "UPDATE mezzanine.move_shards SET state = $4, error = coalesce($5, error), updated_at = now() \
+                "UPDATE mezzanine.move_shards SET state = $4, error = coalesce($5, error), updated_at = now(), \
+                        started_at = CASE WHEN $4 = 'copying' THEN coalesce(started_at, now()) ELSE started_at END \
                  WHERE move_id = $1 AND shard = $2 AND state = $3 RETURNING shard",
                 &[
                     (&move_id, Type::INT8),

@@ -15,6 +15,7 @@
 
 pub mod leader;
 pub mod moves;
+pub mod rebalance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use tokio_postgres::Row;
 
 pub use leader::{current_leader, Dedicated, Leader, LeaderInfo, LeaderSession};
 pub use moves::{MoveJob, MoveShard, NewMove, Request};
+pub use rebalance::{NewRebalance, Progress, Rebalance};
 
 /// The notification channel of catalog changes.
 pub const CHANNEL: &str = "mezzanine_catalog";
@@ -114,7 +116,27 @@ CREATE TABLE IF NOT EXISTS mezzanine.leader (
     node_id TEXT NOT NULL,
     addr TEXT NOT NULL,
     pid INT NOT NULL,
-    since TIMESTAMPTZ NOT NULL DEFAULT now());";
+    since TIMESTAMPTZ NOT NULL DEFAULT now());
+ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS schema_version INT NOT NULL DEFAULT 1;
+ALTER TABLE mezzanine.backends ADD COLUMN IF NOT EXISTS weight DOUBLE PRECISION NOT NULL DEFAULT 1
+    CHECK (weight > 0 AND weight < 'Infinity');
+ALTER TABLE mezzanine.backends ADD COLUMN IF NOT EXISTS draining BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS mezzanine.rebalances (
+    id BIGSERIAL PRIMARY KEY,
+    strategy TEXT NOT NULL,
+    drain TEXT,
+    parallel INT NOT NULL,
+    max_rows_per_sec BIGINT,
+    auto_complete BOOLEAN NOT NULL,
+    plan JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS rebalance_id BIGINT REFERENCES mezzanine.rebalances (id);
+ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS auto_complete BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
+UPDATE mezzanine.meta SET schema_version = 2 WHERE schema_version < 2;";
+
+/// The version of the catalog's layout; an older catalog is migrated at start-up.
+const SCHEMA_VERSION: i32 = 2;
 
 /// The map as the catalog holds it.
 #[derive(Debug, Clone)]
@@ -134,10 +156,24 @@ pub struct EnsureReport {
 }
 
 /// A backend as registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendRecord {
     pub name: String,
     pub url: String,
+    /// Its relative share of the data in a rebalance (default 1).
+    pub weight: f64,
+    /// Marked for retirement: receives nothing, and a rebalance moves its shards away.
+    pub draining: bool,
+}
+
+/// Weights are positive finite numbers.
+fn check_weight(w: f64) -> Result<(), CatalogError> {
+    if !(w.is_finite() && w > 0.0 && w <= 1e6) {
+        return Err(CatalogError::Invalid(format!(
+            "weight: {w} is not a positive number of at most 1000000"
+        )));
+    }
+    Ok(())
 }
 
 /// A handle on the catalog database.
@@ -175,7 +211,7 @@ impl Catalog {
     ) -> Result<(EnsureReport, MapSnapshot), CatalogError> {
         let mut lease = self.lease().await?;
         match self.load_on(&lease).await {
-            Ok(Some(snap)) => {
+            Ok(Some((snap, schema))) if schema >= SCHEMA_VERSION => {
                 check_num_shards(&snap.map, num_shards)?;
                 let report = EnsureReport {
                     seeded: false,
@@ -183,9 +219,9 @@ impl Catalog {
                 };
                 return Ok((report, snap));
             }
-            Ok(None) => {} // set up, never seeded
+            Ok(_) => {} // set up and never seeded, or of an older layout
             Err(CatalogError::Storage(StorageError::Database { code, .. }))
-                if code == "42P01" || code == "3F000" => {} // no catalog yet
+                if code == "42P01" || code == "3F000" || code == "42703" => {} // none yet, or older
             Err(e) => return Err(e),
         }
         lease.extend(Duration::from_secs(60));
@@ -201,7 +237,7 @@ impl Catalog {
             .await;
         let report = result?;
         unlock?;
-        let snap = self.load_on(&lease).await?.ok_or_else(no_meta)?;
+        let (snap, _) = self.load_on(&lease).await?.ok_or_else(no_meta)?;
         Ok((report, snap))
     }
 
@@ -213,7 +249,7 @@ impl Catalog {
     ) -> Result<EnsureReport, CatalogError> {
         lease.batch_execute(DDL).await?;
         // Another node may have seeded it while this one waited for the lock.
-        if let Some(current) = self.load_on(lease).await? {
+        if let Some((current, _)) = self.load_on(lease).await? {
             check_num_shards(&current.map, num_shards)?;
             return Ok(EnsureReport {
                 seeded: false,
@@ -249,8 +285,8 @@ impl Catalog {
                 .await?;
             lease
                 .query(
-                    "INSERT INTO mezzanine.meta (num_shards, map_version) VALUES ($1, 1)",
-                    &[(&n, Type::INT4)],
+                    "INSERT INTO mezzanine.meta (num_shards, map_version, schema_version) VALUES ($1, 1, $2)",
+                    &[(&n, Type::INT4), (&SCHEMA_VERSION, Type::INT4)],
                 )
                 .await?;
             audit(lease, &self.node, "seed", &detail).await?;
@@ -273,17 +309,19 @@ impl Catalog {
     /// The current map, read in one statement (one snapshot).
     pub async fn load(&self) -> Result<MapSnapshot, CatalogError> {
         let lease = self.lease().await?;
-        self.load_on(&lease).await?.ok_or_else(no_meta)
+        Ok(self.load_on(&lease).await?.ok_or_else(no_meta)?.0)
     }
 
-    /// The map, or `None` when the catalog's tables exist but were never seeded.
-    async fn load_on(&self, lease: &Lease<'_>) -> Result<Option<MapSnapshot>, CatalogError> {
+    /// The map and the catalog's layout version, or `None` when the catalog's tables exist
+    /// but were never seeded.
+    async fn load_on(&self, lease: &Lease<'_>) -> Result<Option<(MapSnapshot, i32)>, CatalogError> {
         let rows = lease
             .query(
                 "SELECT m.map_version, \
                         ARRAY(SELECT name FROM mezzanine.backends ORDER BY added_at, name), \
                         ARRAY(SELECT url FROM mezzanine.backends ORDER BY added_at, name), \
-                        ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard) \
+                        ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard), \
+                        m.schema_version \
                  FROM mezzanine.meta m",
                 &[],
             )
@@ -295,6 +333,7 @@ impl Catalog {
         let names: Vec<String> = row.try_get(1).map_err(corrupt)?;
         let urls: Vec<String> = row.try_get(2).map_err(corrupt)?;
         let owners: Vec<String> = row.try_get(3).map_err(corrupt)?;
+        let schema: i32 = row.try_get(4).map_err(corrupt)?;
         let backends = names
             .into_iter()
             .zip(urls)
@@ -303,7 +342,7 @@ impl Catalog {
         let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
         let map = ShardMap::from_owners(backends, &owners)
             .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        Ok(Some(MapSnapshot { version, map }))
+        Ok(Some((MapSnapshot { version, map }, schema)))
     }
 
     /// The map version only (a cheap poll).
@@ -312,37 +351,53 @@ impl Catalog {
         scalar(&lease, "SELECT map_version FROM mezzanine.meta", &[]).await
     }
 
-    /// The registered backends, URLs unmasked (callers mask them before showing them).
+    /// The registered backends, URLs unmasked (callers mask them before showing them), in
+    /// the order they were added.
     pub async fn backends(&self) -> Result<Vec<BackendRecord>, CatalogError> {
-        Ok(self
-            .load()
-            .await?
-            .map
-            .backends()
-            .iter()
-            .map(|b| BackendRecord {
-                name: b.name.clone(),
-                url: b.database_url.clone(),
+        let rows = query(
+            self,
+            "SELECT name, url, weight, draining FROM mezzanine.backends ORDER BY added_at, name",
+            &[],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BackendRecord {
+                    name: r.try_get(0).map_err(corrupt)?,
+                    url: r.try_get(1).map_err(corrupt)?,
+                    weight: r.try_get(2).map_err(corrupt)?,
+                    draining: r.try_get(3).map_err(corrupt)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
-    /// Registers an empty backend. The caller checks the connection and prepares the schema
-    /// first.
-    pub async fn add_backend(&self, name: &str, url: &str) -> Result<i64, CatalogError> {
+    /// Registers an empty backend with a weight (its relative share in a rebalance). The
+    /// caller checks the connection and prepares the schema first.
+    pub async fn add_backend(
+        &self,
+        name: &str,
+        url: &str,
+        weight: f64,
+    ) -> Result<i64, CatalogError> {
         if !mezzanine_core::shardmap::valid_backend_name(name) {
             return Err(CatalogError::Invalid(format!(
                 "name {name:?} is invalid: use 1 to 63 characters of letters, digits, '_', '-' or '.'"
             )));
         }
-        let detail = serde_json::json!({"name": name, "url": mezzanine_storage::mask_url(url)});
+        check_weight(weight)?;
+        let detail = serde_json::json!({"name": name, "url": mezzanine_storage::mask_url(url), "weight": weight});
         let lease = self.begin_change().await?;
         let body = async {
             let rows = lease
                 .query(
-                    "INSERT INTO mezzanine.backends (name, url) VALUES ($1, $2) \
+                    "INSERT INTO mezzanine.backends (name, url, weight) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO NOTHING RETURNING name",
-                    &[(&name, Type::TEXT), (&url, Type::TEXT)],
+                    &[
+                        (&name, Type::TEXT),
+                        (&url, Type::TEXT),
+                        (&weight, Type::FLOAT8),
+                    ],
                 )
                 .await?;
             if rows.is_empty() {
@@ -359,6 +414,50 @@ impl Catalog {
             .1)
     }
 
+    /// Changes a backend's weight or draining mark (`None` leaves it as it is). A draining
+    /// backend receives no shard: no move may target it and the planner moves its shards
+    /// away.
+    pub async fn update_backend(
+        &self,
+        name: &str,
+        weight: Option<f64>,
+        draining: Option<bool>,
+    ) -> Result<BackendRecord, CatalogError> {
+        if let Some(w) = weight {
+            check_weight(w)?;
+        }
+        let detail = serde_json::json!({"name": name, "weight": weight, "draining": draining});
+        let lease = self.begin_change().await?;
+        let body = async {
+            let rows = lease
+                .query(
+                    "UPDATE mezzanine.backends SET weight = coalesce($2, weight), \
+                            draining = coalesce($3, draining) \
+                     WHERE name = $1 RETURNING name, url, weight, draining",
+                    &[
+                        (&name, Type::TEXT),
+                        (&weight, Type::FLOAT8),
+                        (&draining, Type::BOOL),
+                    ],
+                )
+                .await?;
+            let r = rows
+                .first()
+                .ok_or_else(|| CatalogError::NotFound(format!("no backend {name:?}")))?;
+            Ok(BackendRecord {
+                name: r.try_get(0).map_err(corrupt)?,
+                url: r.try_get(1).map_err(corrupt)?,
+                weight: r.try_get(2).map_err(corrupt)?,
+                draining: r.try_get(3).map_err(corrupt)?,
+            })
+        }
+        .await;
+        Ok(self
+            .end_change(lease, body, "backend_update", &detail)
+            .await?
+            .0)
+    }
+
     /// Unregisters a backend that owns no shard and takes part in no unfinished move.
     pub async fn remove_backend(&self, name: &str) -> Result<i64, CatalogError> {
         let detail = serde_json::json!({"name": name});
@@ -370,7 +469,8 @@ impl Catalog {
                             (SELECT count(*) FROM mezzanine.shards WHERE backend = $1), \
                             (SELECT count(*) FROM mezzanine.move_shards \
                               WHERE (from_backend = $1 OR to_backend = $1) \
-                                AND state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched'))",
+                                AND state IN ('pending', 'copying', 'catching_up', 'cutover') \
+                                 OR from_backend = $1 AND state = 'switched')",
                     &[(&name, Type::TEXT)],
                 )
                 .await?;
@@ -390,7 +490,7 @@ impl Catalog {
             }
             if moving > 0 {
                 return Err(CatalogError::Conflict(format!(
-                    "backend {name:?} takes part in {moving} unfinished shard moves (running, or switched and not completed): finish, complete or abort them first"
+                    "backend {name:?} takes part in {moving} unfinished shard moves (running, or switched from it and not completed: it holds their retired copies): finish, complete or abort them first"
                 )));
             }
             lease

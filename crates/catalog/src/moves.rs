@@ -8,6 +8,8 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
+use mezzanine_storage::backend::Lease;
+
 use crate::{audit, corrupt, notify, query, Catalog, CatalogError};
 
 /// A move job with its shards.
@@ -29,6 +31,10 @@ pub struct MoveJob {
     /// The job that moved this one's shards back.
     pub reverted_by: Option<i64>,
     pub error: Option<String>,
+    /// The rebalance this job is part of.
+    pub rebalance: Option<i64>,
+    /// Drop the sources as soon as every shard is switched (a drain's moves).
+    pub auto_complete: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub shards: Vec<MoveShard>,
@@ -75,6 +81,8 @@ pub struct NewMove {
     pub parallel: i32,
     pub max_rows_per_sec: Option<i64>,
     pub reverts: Option<i64>,
+    /// Drop the sources as soon as every shard is switched.
+    pub auto_complete: bool,
 }
 
 /// What an operator asks of a job.
@@ -87,7 +95,7 @@ pub enum Request {
 const JOB_COLUMNS: &str = "m.id, m.to_backend, m.shards_spec, m.parallel, m.max_rows_per_sec, \
     m.requested, m.reverts, m.reverted_by, m.error, m.created_at, m.updated_at, \
     coalesce((SELECT bool_and(r.state IN ('switched', 'cleaned')) FROM mezzanine.move_shards r \
-              WHERE r.move_id = m.reverted_by), false)";
+              WHERE r.move_id = m.reverted_by), false), m.rebalance_id, m.auto_complete";
 
 const SHARD_COLUMNS: &str = "move_id, shard, from_backend, to_backend, state, high_water, \
     rows_copied, rows_total, lag, pause_ms, error, switched_at, verified";
@@ -129,6 +137,8 @@ fn job_from(r: &Row, shards: Vec<MoveShard>) -> Result<MoveJob, CatalogError> {
         reverts: r.try_get(6).map_err(corrupt)?,
         reverted_by: r.try_get(7).map_err(corrupt)?,
         error: r.try_get(8).map_err(corrupt)?,
+        rebalance: r.try_get(12).map_err(corrupt)?,
+        auto_complete: r.try_get(13).map_err(corrupt)?,
         created_at: r.try_get(9).map_err(corrupt)?,
         updated_at: r.try_get(10).map_err(corrupt)?,
         shards,
@@ -137,7 +147,11 @@ fn job_from(r: &Row, shards: Vec<MoveShard>) -> Result<MoveJob, CatalogError> {
 
 impl Catalog {
     /// Jobs by id (all of them when `ids` is `None`, newest first, at most `limit`).
-    async fn jobs(&self, ids: Option<&[i64]>, limit: i64) -> Result<Vec<MoveJob>, CatalogError> {
+    pub(crate) async fn jobs(
+        &self,
+        ids: Option<&[i64]>,
+        limit: i64,
+    ) -> Result<Vec<MoveJob>, CatalogError> {
         let rows = match ids {
             Some(ids) => {
                 let ids = ids.to_vec();
@@ -219,104 +233,12 @@ impl Catalog {
         self.jobs(Some(&ids), ids.len() as i64).await
     }
 
-    /// Creates a move job (state `pending` for every shard). Refused when a target is unknown,
-    /// a shard is on its target already, or a shard is in another unfinished move.
+    /// Creates a move job (state `pending` for every shard). Refused when a target is unknown
+    /// or draining, a shard is on its target already, or a shard is in another unfinished
+    /// move.
     pub async fn create_move(&self, new: &NewMove) -> Result<MoveJob, CatalogError> {
-        if new.shards.is_empty() {
-            return Err(CatalogError::Invalid("shards: no shard to move".into()));
-        }
         let lease = self.begin_change().await?;
-        let body = async {
-            let shard_ids: Vec<i32> = new.shards.iter().map(|(s, _)| *s as i32).collect();
-            let targets: Vec<&str> = new.shards.iter().map(|(_, t)| t.as_str()).collect();
-            let rows = lease
-                .query(
-                    "SELECT u.s, u.t, s.backend, (SELECT count(*) FROM mezzanine.backends b WHERE b.name = u.t) \
-                     FROM unnest($1::int4[], $2::text[]) AS u(s, t) \
-                     LEFT JOIN mezzanine.shards s ON s.shard = u.s ORDER BY u.s",
-                    &[(&shard_ids, Type::INT4_ARRAY), (&targets, Type::TEXT_ARRAY)],
-                )
-                .await?;
-            let mut from: Vec<String> = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let s: i32 = r.try_get(0).map_err(corrupt)?;
-                let t: String = r.try_get(1).map_err(corrupt)?;
-                let owner: Option<String> = r.try_get(2).map_err(corrupt)?;
-                let known: i64 = r.try_get(3).map_err(corrupt)?;
-                if known == 0 {
-                    return Err(CatalogError::NotFound(format!(
-                        "to: no backend {t:?} (register it with `mezzanine backend add`)"
-                    )));
-                }
-                let owner = owner.ok_or_else(|| {
-                    CatalogError::Invalid(format!("shards: shard {s} does not exist"))
-                })?;
-                if owner == t {
-                    return Err(CatalogError::Conflict(format!(
-                        "shards: shard {s} is on backend {t:?} already"
-                    )));
-                }
-                from.push(owner);
-            }
-            let to_all = {
-                let mut v: Vec<&str> = targets.clone();
-                v.sort_unstable();
-                v.dedup();
-                v.join(",")
-            };
-            let rows = lease
-                .query(
-                    "INSERT INTO mezzanine.moves (to_backend, shards_spec, parallel, max_rows_per_sec, reverts) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    &[
-                        (&to_all, Type::TEXT),
-                        (&new.shards_spec, Type::TEXT),
-                        (&new.parallel, Type::INT4),
-                        (&new.max_rows_per_sec, Type::INT8),
-                        (&new.reverts, Type::INT8),
-                    ],
-                )
-                .await?;
-            let id: i64 = rows
-                .first()
-                .ok_or_else(|| CatalogError::Corrupt("no id".into()))?
-                .try_get(0)
-                .map_err(corrupt)?;
-            let mut sorted: Vec<(i32, &str)> = shard_ids.iter().copied().zip(targets.iter().copied()).collect();
-            sorted.sort_unstable();
-            let (s_sorted, t_sorted): (Vec<i32>, Vec<&str>) = sorted.into_iter().unzip();
-            let inserted = lease
-                .query(
-                    "INSERT INTO mezzanine.move_shards (move_id, shard, from_backend, to_backend, state) \
-                     SELECT $1, u.s, u.f, u.t, 'pending' FROM unnest($2::int4[], $3::text[], $4::text[]) AS u(s, f, t)",
-                    &[
-                        (&id, Type::INT8),
-                        (&s_sorted, Type::INT4_ARRAY),
-                        (&from, Type::TEXT_ARRAY),
-                        (&t_sorted, Type::TEXT_ARRAY),
-                    ],
-                )
-                .await;
-            match inserted {
-                Ok(_) => {}
-                Err(mezzanine_storage::StorageError::Database { code, .. }) if code == "23505" => {
-                    return Err(CatalogError::Conflict(
-                        "shards: some of these shards are in another unfinished move (see `mezzanine move list`)".into(),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if let Some(r) = new.reverts {
-                lease
-                    .query(
-                        "UPDATE mezzanine.moves SET reverted_by = $2, updated_at = now() WHERE id = $1",
-                        &[(&r, Type::INT8), (&id, Type::INT8)],
-                    )
-                    .await?;
-            }
-            Ok(id)
-        }
-        .await;
+        let body = create_move_on(&lease, new, None).await;
         let detail = serde_json::json!({
             "shards": new.shards_spec,
             "to": new.shards.first().map(|(_, t)| t.clone()),
@@ -408,7 +330,119 @@ impl Catalog {
             parallel: job.parallel,
             max_rows_per_sec: job.max_rows_per_sec,
             reverts: Some(id),
+            auto_complete: false,
         })
         .await
     }
+}
+
+/// Creates a move job inside the caller's catalog change (see [`Catalog::create_move`]).
+pub(crate) async fn create_move_on(
+    lease: &Lease<'_>,
+    new: &NewMove,
+    rebalance: Option<i64>,
+) -> Result<i64, CatalogError> {
+    if new.shards.is_empty() {
+        return Err(CatalogError::Invalid("shards: no shard to move".into()));
+    }
+    let shard_ids: Vec<i32> = new.shards.iter().map(|(s, _)| *s as i32).collect();
+    let targets: Vec<&str> = new.shards.iter().map(|(_, t)| t.as_str()).collect();
+    let rows = lease
+            .query(
+                "SELECT u.s, u.t, s.backend, (SELECT count(*) FROM mezzanine.backends b WHERE b.name = u.t), \
+                        coalesce((SELECT b.draining FROM mezzanine.backends b WHERE b.name = u.t), false) \
+                 FROM unnest($1::int4[], $2::text[]) AS u(s, t) \
+                 LEFT JOIN mezzanine.shards s ON s.shard = u.s ORDER BY u.s",
+                &[(&shard_ids, Type::INT4_ARRAY), (&targets, Type::TEXT_ARRAY)],
+            )
+            .await?;
+    let mut from: Vec<String> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let s: i32 = r.try_get(0).map_err(corrupt)?;
+        let t: String = r.try_get(1).map_err(corrupt)?;
+        let owner: Option<String> = r.try_get(2).map_err(corrupt)?;
+        let known: i64 = r.try_get(3).map_err(corrupt)?;
+        let draining: bool = r.try_get(4).map_err(corrupt)?;
+        if known == 0 {
+            return Err(CatalogError::NotFound(format!(
+                "to: no backend {t:?} (register it with `mezzanine backend add`)"
+            )));
+        }
+        if draining {
+            return Err(CatalogError::Conflict(format!(
+                    "to: backend {t:?} is draining and receives no shard (`mezzanine backend set {t} --draining false` to take it back)"
+                )));
+        }
+        let owner = owner
+            .ok_or_else(|| CatalogError::Invalid(format!("shards: shard {s} does not exist")))?;
+        if owner == t {
+            return Err(CatalogError::Conflict(format!(
+                "shards: shard {s} is on backend {t:?} already"
+            )));
+        }
+        from.push(owner);
+    }
+    let to_all = {
+        let mut v: Vec<&str> = targets.clone();
+        v.sort_unstable();
+        v.dedup();
+        v.join(",")
+    };
+    let rows = lease
+            .query(
+                "INSERT INTO mezzanine.moves (to_backend, shards_spec, parallel, max_rows_per_sec, reverts, rebalance_id, auto_complete) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    (&to_all, Type::TEXT),
+                    (&new.shards_spec, Type::TEXT),
+                    (&new.parallel, Type::INT4),
+                    (&new.max_rows_per_sec, Type::INT8),
+                    (&new.reverts, Type::INT8),
+                    (&rebalance, Type::INT8),
+                    (&new.auto_complete, Type::BOOL),
+                ],
+            )
+            .await?;
+    let id: i64 = rows
+        .first()
+        .ok_or_else(|| CatalogError::Corrupt("no id".into()))?
+        .try_get(0)
+        .map_err(corrupt)?;
+    let mut sorted: Vec<(i32, &str)> = shard_ids
+        .iter()
+        .copied()
+        .zip(targets.iter().copied())
+        .collect();
+    sorted.sort_unstable();
+    let (s_sorted, t_sorted): (Vec<i32>, Vec<&str>) = sorted.into_iter().unzip();
+    let inserted = lease
+            .query(
+                "INSERT INTO mezzanine.move_shards (move_id, shard, from_backend, to_backend, state) \
+                 SELECT $1, u.s, u.f, u.t, 'pending' FROM unnest($2::int4[], $3::text[], $4::text[]) AS u(s, f, t)",
+                &[
+                    (&id, Type::INT8),
+                    (&s_sorted, Type::INT4_ARRAY),
+                    (&from, Type::TEXT_ARRAY),
+                    (&t_sorted, Type::TEXT_ARRAY),
+                ],
+            )
+            .await;
+    match inserted {
+            Ok(_) => {}
+            Err(mezzanine_storage::StorageError::Database { code, .. }) if code == "23505" => {
+                return Err(CatalogError::Conflict(
+                    "shards: some of these shards are in another unfinished move (see `mezzanine move list`)".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    if let Some(r) = new.reverts {
+        lease
+            .query(
+                "UPDATE mezzanine.moves SET reverted_by = $2, updated_at = now() WHERE id = $1",
+                &[(&r, Type::INT8), (&id, Type::INT8)],
+            )
+            .await?;
+    }
+    Ok(id)
 }

@@ -90,7 +90,7 @@ pub async fn run_server_with_spares(
         if known.iter().any(|b| b.name == name) {
             continue;
         }
-        match server.state.add_backend(&name, &url).await {
+        match server.state.add_backend(&name, &url, 1.0).await {
             Ok(()) => {
                 tracing::info!(backend = %name, "spare server registered as an empty backend")
             }

@@ -3,9 +3,11 @@
 //! live-move state machine, and duration parsing.
 
 pub mod cell;
+pub mod copytime;
 pub mod duration;
 pub mod hash;
 pub mod moves;
+pub mod rebalance;
 pub mod shardmap;
 pub mod shardset;
 

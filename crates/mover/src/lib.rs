@@ -171,9 +171,18 @@ async fn lead(
         metrics::gauge!("mezzanine_move_shards_running").set(running.len() as f64);
         match catalog.open_moves().await {
             Ok(jobs) => {
+                let mut active = bulk_copies(&jobs, &running);
                 for job in jobs {
-                    if let Err(e) =
-                        schedule(config, catalog, pools, &session, &job, &mut running).await
+                    if let Err(e) = schedule(
+                        config,
+                        catalog,
+                        pools,
+                        &session,
+                        &job,
+                        &mut running,
+                        &mut active,
+                    )
+                    .await
                     {
                         tracing::warn!(job = job.id, error = %e, "move job step failed; will retry");
                     }
@@ -199,8 +208,40 @@ async fn lead(
     }
 }
 
+/// What a job's `parallel` bounds: the job's own bulk copies, or those of every job of its
+/// rebalance together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Group {
+    Job(i64),
+    Rebalance(i64),
+}
+
+fn group(job: &MoveJob) -> Group {
+    job.rebalance.map_or(Group::Job(job.id), Group::Rebalance)
+}
+
+/// The bulk copies running now, by group. `parallel` bounds the bulk copies: a shard that
+/// is catching up, verifying or cutting over no longer takes a slot, so the next shard's
+/// copy overlaps its tail.
+fn bulk_copies(jobs: &[MoveJob], running: &HashMap<(i64, u32), Running>) -> HashMap<Group, usize> {
+    let mut active = HashMap::new();
+    for job in jobs {
+        let n = job
+            .shards
+            .iter()
+            .filter(|s| {
+                matches!(s.state, ShardMoveState::Pending | ShardMoveState::Copying)
+                    && running.contains_key(&(job.id, s.shard))
+            })
+            .count();
+        *active.entry(group(job)).or_insert(0) += n;
+    }
+    active
+}
+
 /// One pass over a job: start shard tasks up to its parallelism, pass on aborts, clean
-/// switched shards that are completed or past retention.
+/// switched shards that are completed (by request, or at once for an auto-completing job
+/// with nothing in flight) or past retention.
 async fn schedule(
     config: &MoverConfig,
     catalog: &Arc<Catalog>,
@@ -208,19 +249,13 @@ async fn schedule(
     session: &Arc<LeaderSession>,
     job: &MoveJob,
     running: &mut HashMap<(i64, u32), Running>,
+    active: &mut HashMap<Group, usize>,
 ) -> Result<(), MoveError> {
     let abort = job.requested.as_deref() == Some("abort");
-    let complete = job.requested.as_deref() == Some("complete");
-    // `parallel` bounds the bulk copies: a shard that is catching up, verifying or cutting
-    // over no longer takes a slot, so the next shard's copy overlaps its tail.
-    let mut active = job
-        .shards
-        .iter()
-        .filter(|s| {
-            matches!(s.state, ShardMoveState::Pending | ShardMoveState::Copying)
-                && running.contains_key(&(job.id, s.shard))
-        })
-        .count();
+    let requested_complete = job.requested.as_deref() == Some("complete");
+    let complete = requested_complete
+        || job.auto_complete && !abort && !job.shards.iter().any(|s| s.state.in_flight());
+    let active = active.entry(group(job)).or_insert(0);
     for s in &job.shards {
         let key = (job.id, s.shard);
         if let Some(r) = running.get(&key) {
@@ -238,7 +273,7 @@ async fn schedule(
             state if state.in_flight() => {
                 if !abort
                     && state == ShardMoveState::Pending
-                    && active >= job.parallel.max(1) as usize
+                    && *active >= job.parallel.max(1) as usize
                 {
                     continue;
                 }
@@ -253,7 +288,7 @@ async fn schedule(
                     max_rows_per_sec: job.max_rows_per_sec.map(|r| r.max(1) as u64),
                     abort: flag.clone(),
                 };
-                active += 1;
+                *active += 1;
                 running.insert(
                     key,
                     Running {
@@ -278,7 +313,7 @@ async fn schedule(
     }
     // A request is done once nothing it concerns is left: no shard in flight for an abort
     // (each stopped one is `aborted`), no switched shard for a complete (each is `cleaned`).
-    if abort && !job.shards.iter().any(|s| s.state.in_flight()) || complete {
+    if abort && !job.shards.iter().any(|s| s.state.in_flight()) || requested_complete {
         session.clear_request(job.id).await?;
     }
     Ok(())

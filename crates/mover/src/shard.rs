@@ -493,11 +493,9 @@ pub async fn clean(
         .await;
     let src = pools.get(catalog, &s.from).await?;
     let owner = session.owner(s.shard).await?;
-    let state = transfer::shard_state(&src, s.shard)
-        .await?
-        .map(|(st, _)| st);
-    if owner != s.from && state == Some(ShardState::Retired) {
-        transfer::drop_shard(&src, s.shard).await?;
+    // Only a retired copy: the shard may have come back here since (a later move importing
+    // into it, or serving from it), and that copy is not this move's source any more.
+    if owner != s.from && transfer::drop_retired(&src, s.shard).await? {
         tracing::info!(move_id, shard = s.shard, backend = %s.from, "retired source dropped");
     }
     session

@@ -21,6 +21,7 @@ use crate::api::{path_problem, read_json};
 use crate::problem::Problem;
 use crate::AppState;
 
+pub mod rebalance;
 pub mod verify;
 
 /// The admin routes.
@@ -29,7 +30,19 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/v1/shards", get(shards))
         .route("/admin/v1/shards/export", get(export))
         .route("/admin/v1/backends", get(list_backends).post(add_backend))
-        .route("/admin/v1/backends/{name}", delete(remove_backend))
+        .route(
+            "/admin/v1/backends/{name}",
+            delete(remove_backend).patch(update_backend),
+        )
+        .route(
+            "/admin/v1/backends/{name}/drain",
+            post(rebalance::drain_endpoint),
+        )
+        .route("/admin/v1/rebalance", get(rebalance::list))
+        .route("/admin/v1/rebalance/plan", post(rebalance::plan_endpoint))
+        .route("/admin/v1/rebalance/apply", post(rebalance::apply_endpoint))
+        .route("/admin/v1/rebalance/{id}", get(rebalance::get_one))
+        .route("/admin/v1/rebalance/{id}/{action}", post(rebalance::action))
         .route("/admin/v1/moves", get(list_moves).post(start_move))
         .route("/admin/v1/moves/{id}", get(get_move))
         .route("/admin/v1/moves/{id}/{action}", post(move_action))
@@ -99,6 +112,8 @@ async fn export(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
 struct BackendView {
     name: String,
     url: String,
+    weight: f64,
+    draining: bool,
     shards: usize,
     up: Option<bool>,
     latency_ms: Option<f64>,
@@ -107,6 +122,7 @@ struct BackendView {
 
 async fn backend_views(st: &AppState) -> Result<Vec<BackendView>, Problem> {
     let snap = st.catalog.load().await?;
+    let records = st.catalog.backends().await?;
     let topo = st.topology();
     Ok(snap
         .map
@@ -119,9 +135,12 @@ async fn backend_views(st: &AppState) -> Result<Vec<BackendView>, Problem> {
                 .iter()
                 .find(|s| s.backend.name() == b.name)
                 .map(|s| s.backend.health());
+            let rec = records.iter().find(|r| r.name == b.name);
             BackendView {
                 name: b.name.clone(),
                 url: mask_url(&b.database_url),
+                weight: rec.map_or(1.0, |r| r.weight),
+                draining: rec.is_some_and(|r| r.draining),
                 shards: snap.map.shards_of(i).count(),
                 up: health.as_ref().map(|h| h.up),
                 latency_ms: health.as_ref().and_then(|h| h.latency_ms),
@@ -153,7 +172,7 @@ pub(crate) fn required_string(v: &Value, name: &str) -> Result<String, Problem> 
     }
 }
 
-fn positive_field(v: &Value, name: &str) -> Result<Option<i64>, Problem> {
+pub(crate) fn positive_field(v: &Value, name: &str) -> Result<Option<i64>, Problem> {
     match v.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(n) => match n.as_i64() {
@@ -194,16 +213,72 @@ async fn add_backend(
 ) -> Result<Response, Problem> {
     let v = object(
         read_json(&headers, body, st.config.max_body_bytes)?,
-        &["name", "url"],
+        &["name", "url", "weight"],
     )?;
     let name = required_string(&v, "name")?;
     let url = required_string(&v, "url")?;
-    st.add_backend(&name, &url).await?;
+    let weight = weight_field(&v)?.unwrap_or(1.0);
+    st.add_backend(&name, &url, weight).await?;
     let view = backend_views(&st)
         .await?
         .into_iter()
         .find(|b| b.name == name);
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// The `body.weight` field: a positive number.
+fn weight_field(v: &Value) -> Result<Option<f64>, Problem> {
+    match v.get("weight") {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => match n.as_f64() {
+            Some(w) if w.is_finite() && w > 0.0 && w <= 1e6 => Ok(Some(w)),
+            _ => Err(Problem::field(FieldError::new(
+                "body.weight",
+                "must be a positive number of at most 1000000",
+                Some(n.clone()),
+            ))),
+        },
+    }
+}
+
+/// `PATCH /admin/v1/backends/{name}` `{weight?, draining?}`: changes the backend's share in
+/// a rebalance, or takes a draining backend back (`draining: false`).
+async fn update_backend(
+    State(st): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let Path(name) = path.map_err(path_problem)?;
+    let v = object(
+        read_json(&headers, body, st.config.max_body_bytes)?,
+        &["weight", "draining"],
+    )?;
+    let weight = weight_field(&v)?;
+    let draining = match v.get("draining") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(Problem::field(FieldError::new(
+                "body.draining",
+                "must be true or false",
+                Some(other.clone()),
+            )))
+        }
+    };
+    if weight.is_none() && draining.is_none() {
+        return Err(Problem::field(FieldError::new(
+            "body",
+            "give weight, draining or both",
+            None,
+        )));
+    }
+    st.catalog.update_backend(&name, weight, draining).await?;
+    let view = backend_views(&st)
+        .await?
+        .into_iter()
+        .find(|b| b.name == name);
+    Ok(Json(view).into_response())
 }
 
 /// `DELETE /admin/v1/backends/{name}`: only a backend that owns nothing.
@@ -240,6 +315,7 @@ async fn start_move(
             parallel,
             max_rows_per_sec: rate,
             reverts: None,
+            auto_complete: false,
         })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
@@ -255,7 +331,7 @@ async fn list_moves(
     Ok(Json(json!({ "moves": moves })).into_response())
 }
 
-fn limit_param(q: Option<&str>, default: i64) -> Result<i64, Problem> {
+pub(crate) fn limit_param(q: Option<&str>, default: i64) -> Result<i64, Problem> {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
         .into_owned()
         .collect();

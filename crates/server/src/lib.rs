@@ -224,7 +224,7 @@ impl AppState {
     /// Registers an empty backend: checks that it can be reached and used (mezzanine's
     /// metadata is prepared there, and a backend laid out for another `NUM_SHARDS` is
     /// refused), then records it in the catalog and reloads the map.
-    pub async fn add_backend(&self, name: &str, url: &str) -> Result<(), Problem> {
+    pub async fn add_backend(&self, name: &str, url: &str, weight: f64) -> Result<(), Problem> {
         use mezzanine_core::FieldError;
         use serde_json::Value;
         let masked = Value::String(mezzanine_storage::mask_url(url));
@@ -251,7 +251,7 @@ impl AppState {
                     Some(masked.clone()),
                 ))
             })?;
-        self.catalog.add_backend(name, url).await?;
+        self.catalog.add_backend(name, url, weight).await?;
         if let Err(e) = self.reload().await {
             tracing::warn!(error = %e, "backend added, but the map could not be reloaded yet");
         }

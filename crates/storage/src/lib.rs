@@ -21,4 +21,6 @@ pub mod transfer;
 pub use backend::{mask_url, Backend, BackendHealth, PoolSettings};
 pub use cells::{Cell, PartitionRead, WriteOutcome};
 pub use error::StorageError;
-pub use transfer::{Checksum, CopyReport, DiffReport, Difference, SelfCheck, ShardState, Side};
+pub use transfer::{
+    Checksum, CopyReport, DiffReport, Difference, SelfCheck, ShardState, ShardStats, Side,
+};

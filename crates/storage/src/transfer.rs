@@ -666,16 +666,34 @@ pub async fn advance_sequence(
 pub async fn drop_shard(backend: &Backend, shard: u32) -> Result<(), StorageError> {
     let lease = backend.lease().await?;
     lease.batch_execute("BEGIN").await?;
-    let result = drop_steps(&lease, backend, shard).await;
+    let result = drop_steps(&lease, backend, shard, false).await.map(|_| ());
     end_transaction(&lease, result).await
 }
 
-async fn drop_steps(lease: &Lease<'_>, backend: &Backend, shard: u32) -> Result<(), StorageError> {
+/// Drops the shard's copy here only if it is `retired` (checked in the same transaction as
+/// the drop): the cleanup of a switched move's source, which must leave alone a copy that a
+/// later move is importing into, or serves from, again. Returns whether it dropped one.
+pub async fn drop_retired(backend: &Backend, shard: u32) -> Result<bool, StorageError> {
+    let lease = backend.lease().await?;
+    lease.batch_execute("BEGIN").await?;
+    let result = drop_steps(&lease, backend, shard, true).await;
+    end_transaction(&lease, result).await
+}
+
+async fn drop_steps(
+    lease: &Lease<'_>,
+    backend: &Backend,
+    shard: u32,
+    only_retired: bool,
+) -> Result<bool, StorageError> {
     let t = cells_table(shard);
     bound_lock_waits(lease, backend).await?;
     // Before the state: without metadata, reading the state fails and aborts the transaction.
     let exists = table_exists(lease, backend, &t).await?;
     let state = state_on(lease, backend, shard, "FOR UPDATE").await?;
+    if only_retired && !matches!(state, Some((ShardState::Retired, _))) {
+        return Ok(false);
+    }
     match state {
         Some((s, _)) if s.serves() => {
             return Err(refused(
@@ -693,7 +711,7 @@ async fn drop_steps(lease: &Lease<'_>, backend: &Backend, shard: u32) -> Result<
                     format!("{t} exists but has no state row: refusing to drop a table mezzanine does not manage"),
                 ));
             }
-            return Ok(());
+            return Ok(false);
         }
     }
     lease
@@ -706,7 +724,7 @@ async fn drop_steps(lease: &Lease<'_>, backend: &Backend, shard: u32) -> Result<
             &[(&shard_i, Type::INT4)],
         )
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 async fn table_exists(
@@ -1069,4 +1087,55 @@ mod tests {
         let b = Backend::new("x", "postgres://u@localhost/db", settings(900)).unwrap();
         assert_eq!(long_step_deadline(&b), Duration::from_secs(900));
     }
+}
+
+/// What PostgreSQL's statistics say of one shard's table: for the rebalance planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    pub shard: u32,
+    /// Rows: exact for a small table, else `n_live_tup` (or `reltuples` when the statistics
+    /// were reset).
+    pub rows: i64,
+    /// On disk, with indexes and TOAST (`pg_total_relation_size`).
+    pub bytes: i64,
+    /// Rows inserted since the statistics were last reset (`n_tup_ins`): sampled twice, the
+    /// difference is the recent write rate.
+    pub inserts: i64,
+}
+
+/// Tables of at most this many bytes (heap only) are counted exactly by [`shard_stats`]; the
+/// row counts of larger ones are PostgreSQL's estimates.
+pub const EXACT_COUNT_BELOW: i64 = 1 << 20;
+
+/// The statistics of every `cells_NNNN` table of the backend, in one statement. Row counts
+/// are exact for small tables (PostgreSQL's statistics lag behind recent writes by up to
+/// seconds, which matters most when a table is young) and estimates for large ones.
+pub async fn shard_stats(backend: &Backend) -> Result<Vec<ShardStats>, StorageError> {
+    let lease = backend.lease().await?;
+    let rows = lease
+        .query(
+            "SELECT substr(c.relname, 7)::int4, \
+                    CASE WHEN pg_relation_size(c.oid) <= $1 THEN \
+                      (xpath('/row/n/text()', query_to_xml( \
+                         format('SELECT count(*) AS n FROM %I', c.relname), false, true, '')))[1]::text::int8 \
+                    ELSE greatest(coalesce(s.n_live_tup, 0), c.reltuples::int8, 0) END, \
+                    pg_total_relation_size(c.oid), coalesce(s.n_tup_ins, 0) \
+             FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             WHERE c.relkind = 'r' \
+               AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) \
+               AND c.relname ~ '^cells_[0-9]{4,}$'",
+            &[(&EXACT_COUNT_BELOW, Type::INT8)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let shard: i32 = col(backend, r, 0)?;
+            Ok(ShardStats {
+                shard: shard as u32,
+                rows: col(backend, r, 1)?,
+                bytes: col(backend, r, 2)?,
+                inserts: col(backend, r, 3)?,
+            })
+        })
+        .collect()
 }

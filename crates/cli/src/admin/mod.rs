@@ -8,6 +8,7 @@
 mod client;
 mod json;
 mod progress;
+mod rebalance;
 mod render;
 mod table;
 mod types;
@@ -55,12 +56,14 @@ pub struct Conn {
 pub enum AdminCommand {
     /// Show the shard map: ranges, their backend and state (`export`: as shards.json).
     Shards(ShardsArgs),
-    /// List, add or remove backends.
+    /// List, add, change, drain or remove backends.
     Backend(BackendArgs),
     /// Move shards to another backend, follow, abort, complete or revert moves.
     Move(MoveArgs),
     /// Compare the copies of shards (row counts, checksums, differing cells).
     Verify(VerifyArgs),
+    /// Plan and run the moves that even out the backends.
+    Rebalance(RebalanceArgs),
     /// Make the node re-read the catalog now.
     Reload(Conn),
     /// Show the node, the mover's leader and the map version.
@@ -101,11 +104,88 @@ enum BackendCommand {
         name: String,
         /// PostgreSQL URL (postgres://user:password@host:port/db).
         url: String,
+        /// Its share of the data relative to the others' (default 1).
+        #[arg(long, value_parser = positive_weight)]
+        weight: Option<f64>,
+    },
+    /// Change a backend's weight, or take a draining backend back (`--draining false`).
+    Set {
+        /// Name of the backend.
+        name: String,
+        /// Its share of the data relative to the others'.
+        #[arg(long, value_parser = positive_weight)]
+        weight: Option<f64>,
+        /// Mark it draining (it receives nothing) or not.
+        #[arg(long)]
+        draining: Option<bool>,
+    },
+    /// Move every shard of a backend to the others (by the planner) and mark it draining, so
+    /// that nothing new lands there; then `backend remove` succeeds.
+    Drain {
+        /// Name of the backend.
+        name: String,
+        #[command(flatten)]
+        run: rebalance::RunOptions,
+        /// Keep the drained copies until `rebalance complete` or the retention period (by
+        /// default they are dropped as each move switches).
+        #[arg(long)]
+        keep_sources: bool,
     },
     /// Remove a backend that owns no shards.
     Remove {
         /// Name of the backend.
         name: String,
+    },
+}
+
+fn positive_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if w.is_finite() && w > 0.0 && w <= 1e6 => Ok(w),
+        _ => Err("must be a positive number of at most 1000000".to_owned()),
+    }
+}
+
+/// `mezzanine rebalance ...`.
+#[derive(clap::Args)]
+pub struct RebalanceArgs {
+    #[command(subcommand)]
+    command: RebalanceCommand,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Subcommand)]
+enum RebalanceCommand {
+    /// Show the moves that would even out the backends, changing nothing.
+    Plan(rebalance::PlanOptions),
+    /// Make the plan and run it as move jobs.
+    Apply {
+        #[command(flatten)]
+        run: rebalance::RunOptions,
+        /// Drop the source copies as each move switches (by default they are kept for
+        /// `move revert` until `rebalance complete` or the retention period).
+        #[arg(long)]
+        complete: bool,
+    },
+    /// List the rebalances.
+    List,
+    /// Show a rebalance, its moves and progress.
+    Status {
+        /// Rebalance id.
+        id: u64,
+        /// Follow it until no shard is in flight (progress bar on a terminal).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the moves not switched yet (the switched ones stay).
+    Abort {
+        /// Rebalance id.
+        id: u64,
+    },
+    /// Drop the source copies of the switched shards now.
+    Complete {
+        /// Rebalance id.
+        id: u64,
     },
 }
 
@@ -197,6 +277,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Backend(args) => backend(args).await,
         AdminCommand::Move(args) => moves(args).await,
         AdminCommand::Verify(args) => verify(args).await,
+        AdminCommand::Rebalance(args) => rebalance_cmd(args).await,
         AdminCommand::Reload(conn) => {
             let c = Client::new(&conn.server)?;
             let answer = c.post(&["reload"], None).await?;
@@ -251,11 +332,50 @@ async fn backend(args: BackendArgs) -> anyhow::Result<()> {
             let answer = c.get(&["backends"]).await?;
             show::<BackendList>(json, &answer, render::backends)
         }
-        BackendCommand::Add { name, url } => {
-            let answer = c
-                .post(&["backends"], Some(json!({"name": name, "url": url})))
-                .await?;
+        BackendCommand::Add { name, url, weight } => {
+            let mut body = json!({"name": name, "url": url});
+            if let Some(w) = weight {
+                body["weight"] = Value::from(w);
+            }
+            let answer = c.post(&["backends"], Some(body)).await?;
             show::<Backend>(json, &answer, render::backend_added)
+        }
+        BackendCommand::Set {
+            name,
+            weight,
+            draining,
+        } => {
+            let mut body = Map::new();
+            if let Some(w) = weight {
+                body.insert("weight".into(), Value::from(w));
+            }
+            if let Some(d) = draining {
+                body.insert("draining".into(), Value::from(d));
+            }
+            if body.is_empty() {
+                bail!("give --weight, --draining or both");
+            }
+            let answer = c
+                .call(
+                    Method::PATCH,
+                    &["backends", &name],
+                    Some(Value::Object(body)),
+                    None,
+                )
+                .await?;
+            show::<Backend>(json, &answer, render::backend_line)
+        }
+        BackendCommand::Drain {
+            name,
+            run,
+            keep_sources,
+        } => {
+            let mut body = run.body();
+            body.insert("complete".into(), Value::from(!keep_sources));
+            let answer = c
+                .post(&["backends", &name, "drain"], Some(Value::Object(body)))
+                .await?;
+            started(&c, json, answer, run.wait).await
         }
         BackendCommand::Remove { name } => {
             let answer = c.delete(&["backends", &name]).await?;
@@ -266,6 +386,70 @@ async fn backend(args: BackendArgs) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    }
+}
+
+async fn rebalance_cmd(args: RebalanceArgs) -> anyhow::Result<()> {
+    let c = Client::new(&args.conn.server)?;
+    let json = args.conn.json;
+    match args.command {
+        RebalanceCommand::Plan(opts) => {
+            let answer = c
+                .post(&["rebalance", "plan"], Some(Value::Object(opts.body())))
+                .await?;
+            show::<rebalance::Plan>(json, &answer, rebalance::plan)
+        }
+        RebalanceCommand::Apply { run, complete } => {
+            let mut body = run.body();
+            if complete {
+                body.insert("complete".into(), Value::from(true));
+            }
+            let answer = c
+                .post(&["rebalance", "apply"], Some(Value::Object(body)))
+                .await?;
+            started(&c, json, answer, run.wait).await
+        }
+        RebalanceCommand::List => {
+            let answer = c.get(&["rebalance"]).await?;
+            show::<rebalance::RebalanceList>(json, &answer, rebalance::list)
+        }
+        RebalanceCommand::Status { id, wait } => {
+            let answer = c.get(&["rebalance", &id.to_string()]).await?;
+            if wait {
+                let r = answer.decode::<rebalance::Rebalance>()?;
+                follow(&c, json, Followed::Rebalance, r.as_job(), answer).await
+            } else {
+                show::<rebalance::Rebalance>(json, &answer, rebalance::status)
+            }
+        }
+        RebalanceCommand::Abort { id } => {
+            let answer = c
+                .post(&["rebalance", &id.to_string(), "abort"], None)
+                .await?;
+            show::<rebalance::Rebalance>(json, &answer, rebalance::line)
+        }
+        RebalanceCommand::Complete { id } => {
+            let answer = c
+                .post(&["rebalance", &id.to_string(), "complete"], None)
+                .await?;
+            show::<rebalance::Rebalance>(json, &answer, rebalance::line)
+        }
+    }
+}
+
+/// What apply and drain answer: the plan and the rebalance started (if any), followed with
+/// `--wait`.
+async fn started(c: &Client, json: bool, answer: Answer, wait: bool) -> anyhow::Result<()> {
+    let applied = answer.decode::<rebalance::Applied>()?;
+    match (&applied.rebalance, wait) {
+        (Some(r), true) => {
+            if !json {
+                print!("{}", rebalance::plan(&applied.plan));
+            }
+            let again = c.get(&["rebalance", &r.id.to_string()]).await?;
+            follow(c, json, Followed::Rebalance, r.as_job(), again).await
+        }
+        _ => show::<rebalance::Applied>(json, &answer, rebalance::applied),
     }
 }
 
@@ -291,7 +475,7 @@ async fn moves(args: MoveArgs) -> anyhow::Result<()> {
             let answer = c.post(&["moves"], Some(start_body(&start))).await?;
             if start.wait {
                 let job = answer.decode::<Job>()?;
-                follow(&c, json, job, answer).await
+                follow(&c, json, Followed::Move, job, answer).await
             } else {
                 show::<Job>(json, &answer, |job| {
                     format!(
@@ -310,7 +494,7 @@ async fn moves(args: MoveArgs) -> anyhow::Result<()> {
             let answer = c.get(&["moves", &id.to_string()]).await?;
             if wait {
                 let job = answer.decode::<Job>()?;
-                follow(&c, json, job, answer).await
+                follow(&c, json, Followed::Move, job, answer).await
             } else {
                 show::<Job>(json, &answer, render::job)
             }
@@ -328,19 +512,63 @@ async fn job_action(c: &Client, json: bool, id: u64, action: &str) -> anyhow::Re
     show::<Job>(json, &answer, render::job_line)
 }
 
+/// What `--wait` follows: a move job, or a rebalance (read as one job over all its shards).
+#[derive(Debug, Clone, Copy)]
+enum Followed {
+    Move,
+    Rebalance,
+}
+
+impl Followed {
+    fn noun(self) -> &'static str {
+        match self {
+            Followed::Move => "move",
+            Followed::Rebalance => "rebalance",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Followed::Move => "moves",
+            Followed::Rebalance => "rebalance",
+        }
+    }
+
+    fn decode(self, answer: &Answer) -> anyhow::Result<Job> {
+        Ok(match self {
+            Followed::Move => answer.decode::<Job>()?,
+            Followed::Rebalance => answer.decode::<rebalance::Rebalance>()?.as_job(),
+        })
+    }
+
+    fn render(self, job: &Job, answer: &Answer) -> anyhow::Result<String> {
+        Ok(match self {
+            Followed::Move => render::job(job),
+            Followed::Rebalance => rebalance::status(&answer.decode::<rebalance::Rebalance>()?),
+        })
+    }
+}
+
 /// `--wait`: polls the job until it is no longer running, with a progress bar when stdout is
 /// a terminal, then prints its final state. An error if it ended failed or aborted.
-async fn follow(c: &Client, json: bool, job: Job, answer: Answer) -> anyhow::Result<()> {
+async fn follow(
+    c: &Client,
+    json: bool,
+    what: Followed,
+    job: Job,
+    answer: Answer,
+) -> anyhow::Result<()> {
     let id = job.id;
-    let bar = (!json && std::io::stdout().is_terminal()).then(|| new_bar(id));
+    let noun = what.noun();
+    let bar = (!json && std::io::stdout().is_terminal()).then(|| new_bar(noun, id));
     let polled = tokio::select! {
-        polled = poll_until_done(c, job, answer, bar.as_ref()) => polled,
+        polled = poll_until_done(c, what, job, answer, bar.as_ref()) => polled,
         _ = tokio::signal::ctrl_c() => {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
             bail!(
-                "stopped waiting; move {id} goes on (follow it with: mezzanine move status {id} --wait)"
+                "stopped waiting; {noun} {id} goes on (follow it with: mezzanine {noun} status {id} --wait)"
             );
         }
     };
@@ -351,19 +579,19 @@ async fn follow(c: &Client, json: bool, job: Job, answer: Answer) -> anyhow::Res
     if json {
         print_json(&answer)?;
     } else {
-        print!("{}", render::job(&job));
+        print!("{}", what.render(&job, &answer)?);
     }
     if job.is_failure() {
         match &job.error {
-            Some(e) => bail!("move {} {}: {e}", job.id, job.state),
-            None => bail!("move {} {}", job.id, job.state),
+            Some(e) => bail!("{noun} {} {}: {e}", job.id, job.state),
+            None => bail!("{noun} {} {}", job.id, job.state),
         }
     }
     Ok(())
 }
 
 /// A bar, hidden until [`poll_until_done`] has given it the job's numbers.
-fn new_bar(id: u64) -> ProgressBar {
+fn new_bar(noun: &str, id: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(
         "{prefix} [{wide_bar:.cyan/blue}] {human_pos}/{human_len} rows  {msg}",
     )
@@ -371,11 +599,12 @@ fn new_bar(id: u64) -> ProgressBar {
     .progress_chars("=> ");
     ProgressBar::hidden()
         .with_style(style)
-        .with_prefix(format!("move {id}"))
+        .with_prefix(format!("{noun} {id}"))
 }
 
 async fn poll_until_done(
     c: &Client,
+    what: Followed,
     mut job: Job,
     mut answer: Answer,
     bar: Option<&ProgressBar>,
@@ -403,9 +632,9 @@ async fn poll_until_done(
             return Ok((job, answer));
         }
         ticker.tick().await;
-        match c.call(Method::GET, &["moves", &path], None, None).await {
+        match c.call(Method::GET, &[what.path(), &path], None, None).await {
             Ok(next) => {
-                job = next.decode()?;
+                job = what.decode(&next)?;
                 answer = next;
                 failing_since = None;
             }
@@ -414,7 +643,8 @@ async fn poll_until_done(
                 if since.elapsed() >= WAIT_RETRY_FOR {
                     return Err(e).with_context(|| {
                         format!(
-                            "gave up waiting for move {} after {} s without an answer",
+                            "gave up waiting for {} {} after {} s without an answer",
+                            what.noun(),
                             job.id,
                             WAIT_RETRY_FOR.as_secs()
                         )

@@ -28,7 +28,7 @@ pub fn shard_map(map: &ShardMap) -> String {
 /// `mezzanine backend list`; an `ERROR` column only when some backend has an error.
 pub fn backends(list: &BackendList) -> String {
     let with_errors = list.backends.iter().any(|b| b.error.is_some());
-    let mut header = vec!["NAME", "URL", "SHARDS", "UP", "LATENCY"];
+    let mut header = vec!["NAME", "URL", "SHARDS", "WEIGHT", "UP", "LATENCY"];
     if with_errors {
         header.push("ERROR");
     }
@@ -40,6 +40,7 @@ pub fn backends(list: &BackendList) -> String {
                 b.name.clone(),
                 b.url.clone(),
                 or_dash(b.shards),
+                weight(b),
                 up(b.up).to_owned(),
                 b.latency_ms.map_or_else(|| "-".to_owned(), millis),
             ];
@@ -58,6 +59,26 @@ fn up(up: Option<bool>) -> &'static str {
         Some(false) => "no",
         None => "-",
     }
+}
+
+/// A backend's weight, and whether it drains: `1`, `2.5 draining`.
+fn weight(b: &Backend) -> String {
+    let w = or_dash(b.weight);
+    if b.draining == Some(true) {
+        format!("{w} draining")
+    } else {
+        w
+    }
+}
+
+/// `mezzanine backend set`: the backend as it is now.
+pub fn backend_line(b: &Backend) -> String {
+    format!(
+        "backend {}: weight {}, {} shards\n",
+        b.name,
+        weight(b),
+        or_dash(b.shards)
+    )
 }
 
 /// `mezzanine backend add`: the backend the server registered.

@@ -37,6 +37,8 @@ pub struct BackendList {
 pub struct Backend {
     pub name: String,
     pub url: String,
+    pub weight: Option<f64>,
+    pub draining: Option<bool>,
     pub shards: Option<u64>,
     pub up: Option<bool>,
     pub latency_ms: Option<f64>,

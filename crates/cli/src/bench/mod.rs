@@ -8,6 +8,7 @@
 mod direct;
 mod http;
 mod moves;
+mod rebalance;
 mod report;
 mod runner;
 
@@ -41,6 +42,10 @@ pub enum BenchCommand {
     /// throughput against a `psql \copy` binary pipe of the same tables, and foreground p99
     /// during the copy against before.
     Move(moves::MoveArgs),
+    /// Scale out under a steady load: plan and apply a rebalance onto an empty backend;
+    /// duration, data moved against the lower bound, client errors and the worst cutover
+    /// pause.
+    Rebalance(rebalance::RebalanceArgs),
 }
 
 /// Options of `mezzanine bench http`.
@@ -175,6 +180,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Http(args) => bench_http(args).await,
         BenchCommand::Move(args) => moves::run(args).await,
+        BenchCommand::Rebalance(args) => rebalance::run(args).await,
     }
 }
 

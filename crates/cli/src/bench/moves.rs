@@ -80,15 +80,15 @@ pub struct MoveArgs {
 
 /// One operation of the load, as the client saw it.
 #[derive(Clone, Copy)]
-struct Sample {
+pub(super) struct Sample {
     /// Start, since the bench's epoch.
-    at: Duration,
-    latency: Duration,
-    write: bool,
+    pub at: Duration,
+    pub latency: Duration,
+    pub write: bool,
 }
 
 /// An acknowledged write.
-struct Acked {
+pub(super) struct Acked {
     row_key: Uuid,
     column: String,
     ref_key: i64,
@@ -97,10 +97,10 @@ struct Acked {
 }
 
 #[derive(Default)]
-struct LoadLog {
-    samples: Vec<Sample>,
-    acked: Vec<Acked>,
-    errors: Vec<String>,
+pub(super) struct LoadLog {
+    pub samples: Vec<Sample>,
+    pub acked: Vec<Acked>,
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,26 +171,7 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     let num_shards = shards_view["num_shards"]
         .as_u64()
         .context("the server's /admin/v1/shards has no num_shards")? as u32;
-    let text = std::fs::read_to_string(&args.shard_config_path)
-        .with_context(|| format!("cannot read {}", args.shard_config_path.display()))?;
-    let seed = ShardMap::parse(&text, num_shards)?;
-    let mut urls: HashMap<String, String> = seed
-        .backends()
-        .iter()
-        .map(|b| (b.name.clone(), b.database_url.clone()))
-        .collect();
-    let mut spares = Vec::new();
-    for part in args
-        .spare_backends
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-    {
-        let (name, url) = part
-            .split_once('=')
-            .with_context(|| format!("--spare-backends: {part:?} is not name=url"))?;
-        urls.insert(name.trim().to_owned(), url.trim().to_owned());
-        spares.push(name.trim().to_owned());
-    }
+    let (urls, spares) = backend_urls(&args.shard_config_path, &args.spare_backends, num_shards)?;
     let to = match args.to.clone().or_else(|| spares.first().cloned()) {
         Some(t) => t,
         None => bail!("--to: no target backend given and no spare backend known (run `mezzanine dev --spare 1` and load mezzanine.env)"),
@@ -200,15 +181,9 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
         .cloned()
         .with_context(|| format!("--to: no URL known for backend {to:?}"))?;
     let moving = parse_shard_set(&args.shards, num_shards)?;
-    let owner_of = |s: u32| -> Option<String> {
-        shards_view["ranges"].as_array()?.iter().find_map(|r| {
-            let (a, b) = (r["start"].as_u64()? as u32, r["end"].as_u64()? as u32);
-            (a <= s && s <= b).then(|| r["backend"].as_str().unwrap_or_default().to_owned())
-        })
-    };
     let mut sources: Vec<(u32, String)> = Vec::new();
     for &s in &moving {
-        let owner = owner_of(s).with_context(|| format!("shard {s} has no owner"))?;
+        let owner = owner_of(&shards_view, s).with_context(|| format!("shard {s} has no owner"))?;
         if owner == to {
             bail!("shard {s} is on {to} already: pick other shards or another --to");
         }
@@ -527,7 +502,41 @@ fn print(r: &MoveReport) {
     }
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
+/// The backends' URLs by name: from shards.json and the spares (`name=url,...`, as `mezzanine
+/// dev --spare N` writes them in mezzanine.env); and the spares' names.
+pub(super) fn backend_urls(
+    shard_config_path: &std::path::Path,
+    spare_backends: &str,
+    num_shards: u32,
+) -> anyhow::Result<(HashMap<String, String>, Vec<String>)> {
+    let text = std::fs::read_to_string(shard_config_path)
+        .with_context(|| format!("cannot read {}", shard_config_path.display()))?;
+    let seed = ShardMap::parse(&text, num_shards)?;
+    let mut urls: HashMap<String, String> = seed
+        .backends()
+        .iter()
+        .map(|b| (b.name.clone(), b.database_url.clone()))
+        .collect();
+    let mut spares = Vec::new();
+    for part in spare_backends.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .with_context(|| format!("--spare-backends: {part:?} is not name=url"))?;
+        urls.insert(name.trim().to_owned(), url.trim().to_owned());
+        spares.push(name.trim().to_owned());
+    }
+    Ok((urls, spares))
+}
+
+/// The owner of shard `s` in a `GET /admin/v1/shards` answer.
+pub(super) fn owner_of(shards_view: &Value, s: u32) -> Option<String> {
+    shards_view["ranges"].as_array()?.iter().find_map(|r| {
+        let (a, b) = (r["start"].as_u64()? as u32, r["end"].as_u64()? as u32);
+        (a <= s && s <= b).then(|| r["backend"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+pub(super) fn percentile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -536,7 +545,7 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+pub(super) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) =
         tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, NoTls))
             .await
@@ -547,7 +556,11 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 
 /// Fills the moving shards up to `cells` cells in all (spread evenly), by binary COPY into
 /// their tables on their current owners. Returns the number of cells they hold.
-async fn load(sources: &[(u32, String)], num_shards: u32, cells: u64) -> anyhow::Result<i64> {
+pub(super) async fn load(
+    sources: &[(u32, String)],
+    num_shards: u32,
+    cells: u64,
+) -> anyhow::Result<i64> {
     let per_shard = (cells / sources.len().max(1) as u64) as i64;
     let mut total = 0i64;
     let jobs = sources.iter().map(|(shard, url)| async move {
@@ -589,7 +602,13 @@ async fn load(sources: &[(u32, String)], num_shards: u32, cells: u64) -> anyhow:
         }
         anyhow::Ok(have.max(per_shard))
     });
-    for n in futures::future::try_join_all(jobs).await? {
+    // A few shards at a time: each takes a connection of its backend.
+    use futures::{StreamExt, TryStreamExt};
+    let counts: Vec<i64> = futures::stream::iter(jobs)
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    for n in counts {
         total += n;
     }
     Ok(total)
@@ -666,7 +685,7 @@ async fn psql_baseline(
 /// One client of the steady load: writes a cell through one server (half of them into the
 /// moving shards), then reads it back through another.
 #[allow(clippy::too_many_arguments)]
-async fn load_worker(
+pub(super) async fn load_worker(
     w: usize,
     client: reqwest::Client,
     servers: Vec<String>,
@@ -739,7 +758,11 @@ async fn load_worker(
 }
 
 /// Reads back every acknowledged write: (lost, changed).
-async fn read_back(client: &reqwest::Client, server: &str, acked: &[Acked]) -> (usize, usize) {
+pub(super) async fn read_back(
+    client: &reqwest::Client,
+    server: &str,
+    acked: &[Acked],
+) -> (usize, usize) {
     use futures::StreamExt;
     let results: Vec<(bool, bool)> = futures::stream::iter(acked)
         .map(|a| async move {
