@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 
 use mezzanine_storage::backend::Lease;
 
-use crate::{audit, corrupt, notify, query, Catalog, CatalogError};
+use crate::{audit, corrupt, notify, query, scalar, Catalog, CatalogError};
 
 /// A move job with its shards.
 #[derive(Debug, Clone, Serialize)]
@@ -388,9 +388,9 @@ pub(crate) async fn create_move_on(
         v.dedup();
         v.join(",")
     };
-    let rows = lease
-            .query(
-                "INSERT INTO mezzanine.moves (to_backend, shards_spec, parallel, max_rows_per_sec, reverts, rebalance_id, auto_complete) \
+    let id: i64 = scalar(
+        lease,
+        "INSERT INTO mezzanine.moves (to_backend, shards_spec, parallel, max_rows_per_sec, reverts, rebalance_id, auto_complete) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 &[
                     (&to_all, Type::TEXT),
@@ -401,13 +401,8 @@ pub(crate) async fn create_move_on(
                     (&rebalance, Type::INT8),
                     (&new.auto_complete, Type::BOOL),
                 ],
-            )
-            .await?;
-    let id: i64 = rows
-        .first()
-        .ok_or_else(|| CatalogError::Corrupt("no id".into()))?
-        .try_get(0)
-        .map_err(corrupt)?;
+    )
+    .await?;
     let mut sorted: Vec<(i32, &str)> = shard_ids
         .iter()
         .copied()

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 
 use crate::moves::{create_move_on, MoveJob, NewMove};
-use crate::{audit, corrupt, notify, query, Catalog, CatalogError, Request};
+use crate::{audit, corrupt, notify, query, scalar, Catalog, CatalogError, Request};
 
 /// A rebalance to create.
 #[derive(Debug, Clone)]
@@ -115,8 +115,8 @@ impl Catalog {
                     "rebalance {other} is still running: wait for it (`mezzanine rebalance status {other} --wait`) or abort it"
                 )));
             }
-            let rows = lease
-                .query(
+            let id: i64 = scalar(
+                &lease,
                     "INSERT INTO mezzanine.rebalances (strategy, drain, parallel, max_rows_per_sec, auto_complete, plan) \
                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                     &[
@@ -127,13 +127,8 @@ impl Catalog {
                         (&new.auto_complete, Type::BOOL),
                         (&new.plan, Type::JSONB),
                     ],
-                )
-                .await?;
-            let id: i64 = rows
-                .first()
-                .ok_or_else(|| CatalogError::Corrupt("no id".into()))?
-                .try_get(0)
-                .map_err(corrupt)?;
+            )
+            .await?;
             for m in &new.moves {
                 create_move_on(&lease, m, Some(id)).await?;
             }

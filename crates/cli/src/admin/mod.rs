@@ -747,6 +747,53 @@ mod tests {
     }
 
     #[test]
+    fn rebalance_and_drain_options_become_their_bodies() {
+        let AdminCommand::Rebalance(RebalanceArgs {
+            command: RebalanceCommand::Apply { run, complete },
+            ..
+        }) = parse(&[
+            "rebalance",
+            "apply",
+            "--strategy",
+            "rows",
+            "--parallel",
+            "3",
+            "--max-rows-per-sec",
+            "900",
+            "--complete",
+        ])
+        .unwrap()
+        else {
+            panic!("not rebalance apply");
+        };
+        assert!(complete && !run.wait);
+        assert_eq!(
+            Value::Object(run.body()),
+            json!({"strategy": "rows", "parallel": 3, "max_rows_per_sec": 900})
+        );
+        let AdminCommand::Backend(BackendArgs {
+            command:
+                BackendCommand::Drain {
+                    name,
+                    run,
+                    keep_sources,
+                },
+            ..
+        }) = parse(&["backend", "drain", "db3", "--wait"]).unwrap()
+        else {
+            panic!("not backend drain");
+        };
+        assert_eq!(name, "db3");
+        assert!(run.wait && !keep_sources);
+        assert_eq!(Value::Object(run.body()), json!({}));
+        assert!(parse(&["rebalance", "plan", "--strategy", "size"]).is_err());
+        assert!(parse(&["rebalance", "apply", "--parallel", "0"]).is_err());
+        assert!(parse(&["backend", "add", "db3", "postgres://x", "--weight", "0"]).is_err());
+        assert!(parse(&["backend", "set", "db3", "--weight", "-1"]).is_err());
+        assert!(parse(&["backend", "set", "db3", "--draining", "maybe"]).is_err());
+    }
+
+    #[test]
     fn usage_errors() {
         assert!(parse(&["move", "status", "seven"]).is_err());
         assert!(parse(&["move", "start", "--shards", "8"]).is_err());

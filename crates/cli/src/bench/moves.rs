@@ -148,19 +148,7 @@ struct MoveReport {
 
 /// Runs the bench.
 pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
-    let servers: Vec<String> = args
-        .servers
-        .iter()
-        .map(|s| s.trim().trim_end_matches('/').to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let Some(main) = servers.first().cloned() else {
-        bail!("--servers: give at least one server URL");
-    };
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let (servers, main, client) = nodes(&args.servers, args.concurrency, Duration::from_secs(30))?;
 
     // The cluster: the current map from the server, the URLs from shards.json and the spares.
     let shards_view: Value = serde_json::from_slice(
@@ -502,6 +490,28 @@ fn print(r: &MoveReport) {
     }
 }
 
+/// The server URLs of `--servers` (trimmed), the first one (which the bench asks), and an
+/// HTTP client for `concurrency` clients.
+pub(super) fn nodes(
+    servers: &[String],
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<String>, String, reqwest::Client)> {
+    let servers: Vec<String> = servers
+        .iter()
+        .map(|s| s.trim().trim_end_matches('/').to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(main) = servers.first().cloned() else {
+        bail!("--servers: give at least one server URL");
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .timeout(timeout)
+        .build()?;
+    Ok((servers, main, client))
+}
+
 /// The backends' URLs by name: from shards.json and the spares (`name=url,...`, as `mezzanine
 /// dev --spare N` writes them in mezzanine.env); and the spares' names.
 pub(super) fn backend_urls(
@@ -554,41 +564,73 @@ pub(super) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client>
     Ok(client)
 }
 
-/// Fills the moving shards up to `cells` cells in all (spread evenly), by binary COPY into
+/// Fills the given shards up to `cells` cells in all (spread evenly), by binary COPY into
 /// their tables on their current owners. Returns the number of cells they hold.
 pub(super) async fn load(
     sources: &[(u32, String)],
     num_shards: u32,
     cells: u64,
 ) -> anyhow::Result<i64> {
+    use futures::{StreamExt, TryStreamExt};
     let per_shard = (cells / sources.len().max(1) as u64) as i64;
-    let mut total = 0i64;
-    let jobs = sources.iter().map(|(shard, url)| async move {
+    // 1. What each shard holds (a few shards at a time: each takes a connection).
+    let have: Vec<i64> = futures::stream::iter(sources.iter().map(|(shard, url)| async move {
         let c = connect(url).await?;
-        let t = cells_table(*shard);
-        let have: i64 = c
-            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+        let n: i64 = c
+            .query_one(
+                &format!("SELECT count(*) FROM {}", cells_table(*shard)),
+                &[],
+            )
             .await?
             .get(0);
-        let need = per_shard - have;
-        if need > 0 {
+        anyhow::Ok(n)
+    }))
+    .buffered(8)
+    .try_collect()
+    .await?;
+    // 2. Row keys for what is missing: random keys, each kept by the shard it hashes to
+    //    while that shard needs more (one pass, whatever the number of shards).
+    let index: HashMap<u32, usize> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| (*s, i))
+        .collect();
+    let mut keys: Vec<Vec<Uuid>> = have
+        .iter()
+        .map(|&h| Vec::with_capacity((per_shard - h).max(0) as usize))
+        .collect();
+    let mut missing: i64 = have.iter().map(|&h| (per_shard - h).max(0)).sum();
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    while missing > 0 {
+        let key = Uuid::from_u128(rng.gen::<u128>() & !(0xF << 76) | (0x4 << 76));
+        if let Some(&i) = index.get(&shard_for_row_key(&key, num_shards)) {
+            if (keys[i].len() as i64) < per_shard - have[i] {
+                keys[i].push(key);
+                missing -= 1;
+            }
+        }
+    }
+    // 3. COPY them in.
+    let jobs = sources
+        .iter()
+        .zip(keys)
+        .map(|((shard, url), keys)| async move {
+            if keys.is_empty() {
+                return anyhow::Ok(());
+            }
+            let c = connect(url).await?;
             let sink = c
                 .copy_in(&format!(
-                    "COPY {t} (row_key, column_name, ref_key, body) FROM STDIN (FORMAT binary)"
+                    "COPY {} (row_key, column_name, ref_key, body) FROM STDIN (FORMAT binary)",
+                    cells_table(*shard)
                 ))
                 .await?;
             let writer =
                 BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::JSONB]);
             futures::pin_mut!(writer);
-            let mut made = 0i64;
             let mut rng = rand::rngs::StdRng::from_entropy();
-            while made < need {
-                let key = Uuid::new_v4();
+            for key in keys {
                 let cell = new_cell(key, "profile", 1, &mut rng);
-                // Only keys of this shard belong in its table.
-                if shard_for_row_key(&key, num_shards) != *shard {
-                    continue;
-                }
                 let row: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
                     &cell.key.row_key,
                     &cell.key.column_name,
@@ -596,22 +638,15 @@ pub(super) async fn load(
                     &cell.body,
                 ];
                 writer.as_mut().write(&row).await?;
-                made += 1;
             }
             writer.finish().await?;
-        }
-        anyhow::Ok(have.max(per_shard))
-    });
-    // A few shards at a time: each takes a connection of its backend.
-    use futures::{StreamExt, TryStreamExt};
-    let counts: Vec<i64> = futures::stream::iter(jobs)
+            anyhow::Ok(())
+        });
+    futures::stream::iter(jobs)
         .buffer_unordered(8)
-        .try_collect()
+        .try_collect::<Vec<()>>()
         .await?;
-    for n in counts {
-        total += n;
-    }
-    Ok(total)
+    Ok(have.iter().map(|&h| h.max(per_shard)).sum())
 }
 
 /// The psql pipe baseline: `psql -c "\copy (...) TO STDOUT (FORMAT binary)" | psql -c

@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::http::send;
-use super::moves::{backend_urls, load, load_worker, owner_of, percentile, read_back, LoadLog};
+use super::moves::{
+    backend_urls, load, load_worker, nodes, owner_of, percentile, read_back, LoadLog,
+};
 use super::positive_duration;
 
 /// Options of `mezzanine bench rebalance`.
@@ -96,19 +98,7 @@ struct Report {
 }
 
 pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
-    let servers: Vec<String> = args
-        .servers
-        .iter()
-        .map(|s| s.trim().trim_end_matches('/').to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let Some(main) = servers.first().cloned() else {
-        bail!("--servers: give at least one server URL");
-    };
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let (servers, main, client) = nodes(&args.servers, args.concurrency, Duration::from_secs(60))?;
     let get = |path: String| {
         let client = client.clone();
         let main = main.clone();
