@@ -288,12 +288,13 @@ impl Catalog {
         .collect()
     }
 
-    /// The last (up to 500) shard moves that reached their switch: rows copied and seconds
-    /// from the start of the copy to the switch.
-    pub async fn copy_history(&self) -> Result<Vec<(u64, f64)>, CatalogError> {
+    /// The last (up to 500) shard moves that reached their switch: rows copied, and when the
+    /// copy started and the shard switched (seconds since the epoch).
+    pub async fn copy_history(&self) -> Result<Vec<(u64, f64, f64)>, CatalogError> {
         query(
             self,
-            "SELECT rows_copied, extract(epoch FROM switched_at - started_at)::float8 \
+            "SELECT rows_copied, extract(epoch FROM started_at)::float8, \
+                    extract(epoch FROM switched_at)::float8 \
              FROM mezzanine.move_shards \
              WHERE started_at IS NOT NULL AND switched_at IS NOT NULL \
              ORDER BY switched_at DESC LIMIT 500",
@@ -303,7 +304,11 @@ impl Catalog {
         .iter()
         .map(|r| {
             let rows: i64 = r.try_get(0).map_err(corrupt)?;
-            Ok((rows.max(0) as u64, r.try_get(1).map_err(corrupt)?))
+            Ok((
+                rows.max(0) as u64,
+                r.try_get(1).map_err(corrupt)?,
+                r.try_get(2).map_err(corrupt)?,
+            ))
         })
         .collect()
     }

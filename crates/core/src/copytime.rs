@@ -1,7 +1,9 @@
 //! How long moving shards will take, from the moves measured so far: a shard's move costs a
 //! fixed part (preparing the target, verifying, the cutover) plus a part proportional to its
 //! rows. Both are fitted by least squares on past shard moves (rows, seconds from the start
-//! of the copy to the switch).
+//! of the copy to the switch). Shard moves overlap (a shard catching up or cutting over no
+//! longer holds a copy slot), so the time of many is their summed time divided by the larger
+//! of the copies allowed at once and the overlap measured on those past moves.
 
 /// The fitted cost of one shard move: `seconds = fixed + rows / rows_per_sec`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -10,6 +12,9 @@ pub struct CopyModel {
     pub rows_per_sec: f64,
     /// How many past shard moves it was fitted on (0: assumed).
     pub samples: usize,
+    /// Shard moves in flight at once on average over those (their summed time over the
+    /// time from the first start to the last switch); 1 when assumed.
+    pub overlap: f64,
 }
 
 /// Assumed when no move has been measured yet: conservative for a small machine.
@@ -17,21 +22,30 @@ pub const ASSUMED: CopyModel = CopyModel {
     fixed_secs: 0.5,
     rows_per_sec: 20_000.0,
     samples: 0,
+    overlap: 1.0,
 };
 
 impl CopyModel {
-    /// Fits the model on past shard moves `(rows, seconds)`; [`ASSUMED`] when there are none.
-    /// With one sample, or samples that all have about the same size, the time is taken as
-    /// proportional to rows, with the assumed fixed part as a floor.
-    pub fn fit(samples: &[(u64, f64)]) -> CopyModel {
-        let pts: Vec<(f64, f64)> = samples
+    /// Fits the model on past shard moves `(rows, started, switched)` (seconds on one clock);
+    /// [`ASSUMED`] when there are none. With samples that all have about the same size, the
+    /// fixed part is taken as assumed (at most the mean time) and the rest as per row.
+    pub fn fit(samples: &[(u64, f64, f64)]) -> CopyModel {
+        let valid: Vec<&(u64, f64, f64)> = samples
             .iter()
-            .filter(|(_, s)| s.is_finite() && *s >= 0.0)
-            .map(|&(r, s)| (r as f64, s))
+            .filter(|(_, a, b)| a.is_finite() && b.is_finite() && b >= a)
             .collect();
+        let pts: Vec<(f64, f64)> = valid.iter().map(|&&(r, a, b)| (r as f64, b - a)).collect();
         if pts.is_empty() {
             return ASSUMED;
         }
+        let first = valid.iter().map(|v| v.1).fold(f64::INFINITY, f64::min);
+        let last = valid.iter().map(|v| v.2).fold(f64::NEG_INFINITY, f64::max);
+        let busy: f64 = pts.iter().map(|p| p.1).sum();
+        let overlap = if last > first {
+            (busy / (last - first)).max(1.0)
+        } else {
+            1.0
+        };
         let n = pts.len() as f64;
         let mean_r = pts.iter().map(|p| p.0).sum::<f64>() / n;
         let mean_s = pts.iter().map(|p| p.1).sum::<f64>() / n;
@@ -65,6 +79,7 @@ impl CopyModel {
                 f64::INFINITY
             },
             samples: pts.len(),
+            overlap,
         }
     }
 
@@ -74,7 +89,7 @@ impl CopyModel {
             .iter()
             .map(|&r| self.fixed_secs + r as f64 / self.rows_per_sec)
             .sum();
-        serial / f64::from(parallel.max(1))
+        serial / f64::from(parallel.max(1)).max(self.overlap)
     }
 }
 
@@ -91,27 +106,43 @@ mod tests {
     #[test]
     fn fits_a_fixed_part_and_a_rate() {
         // 0.2 s per shard plus 10 000 rows/s.
-        let samples: Vec<(u64, f64)> = [0u64, 1_000, 10_000, 50_000, 100_000]
+        // One after the other: no overlap.
+        let mut t = 0.0;
+        let samples: Vec<(u64, f64, f64)> = [0u64, 1_000, 10_000, 50_000, 100_000]
             .iter()
-            .map(|&r| (r, 0.2 + r as f64 / 10_000.0))
+            .map(|&r| {
+                let d = 0.2 + r as f64 / 10_000.0;
+                t += d;
+                (r, t - d, t)
+            })
             .collect();
         let m = CopyModel::fit(&samples);
         assert!((m.fixed_secs - 0.2).abs() < 1e-6, "{m:?}");
         assert!((m.rows_per_sec - 10_000.0).abs() < 1.0, "{m:?}");
         assert_eq!(m.samples, 5);
+        assert!((m.overlap - 1.0).abs() < 1e-9);
         assert!((m.estimate(&[10_000, 10_000], 2) - 1.2).abs() < 1e-6);
     }
 
     #[test]
     fn same_sized_history_still_gives_a_finite_estimate() {
-        let m = CopyModel::fit(&[(1_000, 1.0), (1_000, 1.2), (1_000, 0.8)]);
+        let m = CopyModel::fit(&[(1_000, 0.0, 1.0), (1_000, 1.0, 2.2), (1_000, 2.2, 3.0)]);
         let e = m.estimate(&[1_000; 10], 1);
         assert!((e - 10.0).abs() < 1e-6, "{m:?} {e}");
     }
 
     #[test]
     fn empty_shards_cost_their_fixed_part() {
-        let m = CopyModel::fit(&[(0, 0.3), (0, 0.3)]);
+        let m = CopyModel::fit(&[(0, 0.0, 0.3), (0, 0.3, 0.6)]);
         assert!((m.estimate(&[0, 0, 0], 1) - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn overlapping_moves_divide_the_time_by_their_measured_overlap() {
+        // Four moves of 1 s each, all within 1 s: four at a time.
+        let m = CopyModel::fit(&[(0, 0.0, 1.0), (0, 0.0, 1.0), (0, 0.0, 1.0), (0, 0.0, 1.0)]);
+        assert!((m.overlap - 4.0).abs() < 1e-9, "{m:?}");
+        assert!((m.estimate(&[0; 8], 2) - 2.0).abs() < 1e-9, "{m:?}");
+        assert!((m.estimate(&[0; 8], 8) - 1.0).abs() < 1e-9, "{m:?}");
     }
 }

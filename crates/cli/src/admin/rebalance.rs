@@ -132,6 +132,9 @@ pub struct Rebalance {
     pub strategy: String,
     #[serde(default)]
     pub drain: Option<String>,
+    /// Its sources are dropped as each job switches: `switched` means cleaning is due.
+    #[serde(default)]
+    pub auto_complete: bool,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(default)]
@@ -153,11 +156,18 @@ pub struct Progress {
 }
 
 impl Rebalance {
-    /// The rebalance as one job over all its shards (for `--wait`).
+    /// The rebalance as one job over all its shards (for `--wait`). One that drops its
+    /// sources as it goes is still running while `switched`: the drops are due (and `backend
+    /// remove` after a drain waits for them).
     pub fn as_job(&self) -> Job {
+        let state = if self.auto_complete && self.state == "switched" {
+            "running".to_owned()
+        } else {
+            self.state.clone()
+        };
         Job {
             id: self.id,
-            state: self.state.clone(),
+            state,
             to: None,
             shards_spec: None,
             parallel: None,
@@ -386,5 +396,13 @@ mod tests {
         assert!(j.is_running());
         assert_eq!(j.shards.len(), 2);
         assert_eq!(j.error.as_deref(), Some("x"));
+        let drain: Rebalance =
+            serde_json::from_str(r#"{"id": 4, "state": "switched", "auto_complete": true}"#)
+                .unwrap();
+        assert!(drain.as_job().is_running());
+        let done: Rebalance =
+            serde_json::from_str(r#"{"id": 4, "state": "completed", "auto_complete": true}"#)
+                .unwrap();
+        assert!(!done.as_job().is_running());
     }
 }

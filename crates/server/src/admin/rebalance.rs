@@ -318,14 +318,15 @@ async fn make_plan(st: &AppState, req: &PlanRequest) -> Result<PlanReport, Probl
         )
     } else {
         format!(
-            "fitted on the last {} shard moves: {:.2} s per shard and {} rows/s, {} copies at once",
+            "fitted on the last {} shard moves: {:.2} s per shard and {} rows/s, {:.1} moves in flight at once (with {} copies allowed)",
             model.samples,
             model.fixed_secs,
             if model.rows_per_sec.is_finite() {
                 format!("{:.0}", model.rows_per_sec)
             } else {
-                "unbounded".into()
+                "no measurable cost per row".into()
             },
+            model.overlap.max(req.parallel as f64),
             req.parallel
         )
     };
