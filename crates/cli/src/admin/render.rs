@@ -364,24 +364,24 @@ mod tests {
     fn backends_show_errors_only_when_there_are_some() {
         let ok: BackendList = decode(
             r#"{"backends": [{"name": "db1", "url": "postgres://u:***@h:5432/db", "shards": 32,
-                "up": true, "latency_ms": 0.4, "error": null}]}"#,
+                "weight": 1, "draining": false, "up": true, "latency_ms": 0.4, "error": null}]}"#,
         );
         assert_eq!(
             backends(&ok),
-            "NAME  URL                         SHARDS  UP   LATENCY\n\
-             db1   postgres://u:***@h:5432/db  32      yes  0.40 ms\n"
+            "NAME  URL                         SHARDS  WEIGHT  UP   LATENCY\n\
+             db1   postgres://u:***@h:5432/db  32      1       yes  0.40 ms\n"
         );
         let down: BackendList = decode(
-            r#"{"backends": [{"name": "db2", "url": "u", "shards": 0, "up": false,
-                "latency_ms": null, "error": "connection refused"}]}"#,
+            r#"{"backends": [{"name": "db2", "url": "u", "shards": 0, "weight": 2.5,
+                "draining": true, "up": false, "latency_ms": null, "error": "connection refused"}]}"#,
         );
         let text = backends(&down);
         assert!(
-            text.starts_with("NAME  URL  SHARDS  UP  LATENCY  ERROR\n"),
+            text.starts_with("NAME  URL  SHARDS  WEIGHT        UP  LATENCY  ERROR\n"),
             "{text}"
         );
         assert!(
-            text.contains("db2   u    0       no  -        connection refused"),
+            text.contains("db2   u    0       2.5 draining  no  -        connection refused"),
             "{text}"
         );
     }
