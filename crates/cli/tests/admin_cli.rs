@@ -219,7 +219,7 @@ fn shard_map() -> Value {
 
 fn backend(name: &str, up: bool) -> Value {
     json!({"name": name, "url": format!("postgres://u:***@{name}:5432/db"), "shards": 32,
-           "up": up, "latency_ms": if up { json!(0.4) } else { Value::Null },
+           "weight": 1.0, "draining": false, "up": up, "latency_ms": if up { json!(0.4) } else { Value::Null },
            "error": if up { Value::Null } else { json!("connection refused") }})
 }
 
@@ -317,8 +317,10 @@ async fn backend_list_add_remove() {
         .await
         .ok()
         .stdout_has("NAME  URL")
-        .stdout_has("db1   postgres://u:***@db1:5432/db  32      yes  0.40 ms")
-        .stdout_has("db2   postgres://u:***@db2:5432/db  32      no   -        connection refused");
+        .stdout_has("db1   postgres://u:***@db1:5432/db  32      1       yes  0.40 ms")
+        .stdout_has(
+            "db2   postgres://u:***@db2:5432/db  32      1       no   -        connection refused",
+        );
     assert_one(&fake.seen(), "GET", "/admin/v1/backends");
 
     let (fake, url) = self::fake().await;
