@@ -268,6 +268,29 @@ pub async fn start_move(srv: &TestServer, body: serde_json::Value) -> i64 {
     }
 }
 
+/// Polls `GET path` (an admin resource) every `every` until `done(answer)` holds, or panics
+/// after `within`; returns the answer.
+pub async fn wait_admin(
+    srv: &TestServer,
+    path: &str,
+    within: Duration,
+    every: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let c = client();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (s, v) = get_json(&c, &srv.url(path)).await;
+        if s == 200 && done(&v) {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{path} did not reach the expected state within {within:?}: {v}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls a move job until `done(job)` holds (or panics after `within`); returns the job.
 pub async fn wait_job(
     srv: &TestServer,
@@ -275,18 +298,8 @@ pub async fn wait_job(
     within: Duration,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let c = client();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let (s, job) = get_json(&c, &srv.url(&format!("/admin/v1/moves/{id}"))).await;
-        if s == 200 && done(&job) {
-            return job;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("move {id} did not reach the expected state within {within:?}: {job}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let path = format!("/admin/v1/moves/{id}");
+    wait_admin(srv, &path, within, Duration::from_millis(50), done).await
 }
 
 /// Waits until the job's state is `state`.

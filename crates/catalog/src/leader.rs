@@ -418,15 +418,4 @@ impl LeaderSession {
             .await?;
         notify(&self.session, "moves").await
     }
-
-    /// Records a job-level error message.
-    pub async fn job_error(&self, move_id: i64, error: &str) -> Result<(), CatalogError> {
-        self.session
-            .query(
-                "UPDATE mezzanine.moves SET error = $2, updated_at = now() WHERE id = $1",
-                &[(&move_id, Type::INT8), (&error, Type::TEXT)],
-            )
-            .await?;
-        Ok(())
-    }
 }

@@ -144,6 +144,8 @@ pub struct MapSnapshot {
     /// Bumped by every change of the map or of the backends.
     pub version: i64,
     pub map: ShardMap,
+    /// The registered backends with their weight and draining mark, in the map's order.
+    pub backends: Vec<BackendRecord>,
 }
 
 /// What [`Catalog::ensure`] found.
@@ -164,6 +166,16 @@ pub struct BackendRecord {
     pub weight: f64,
     /// Marked for retirement: receives nothing, and a rebalance moves its shards away.
     pub draining: bool,
+}
+
+/// A backend from a row of `name, url, weight, draining`.
+fn backend_from(r: &Row) -> Result<BackendRecord, CatalogError> {
+    Ok(BackendRecord {
+        name: r.try_get(0).map_err(corrupt)?,
+        url: r.try_get(1).map_err(corrupt)?,
+        weight: r.try_get(2).map_err(corrupt)?,
+        draining: r.try_get(3).map_err(corrupt)?,
+    })
 }
 
 /// Weights are positive finite numbers.
@@ -321,7 +333,9 @@ impl Catalog {
                         ARRAY(SELECT name FROM mezzanine.backends ORDER BY added_at, name), \
                         ARRAY(SELECT url FROM mezzanine.backends ORDER BY added_at, name), \
                         ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard), \
-                        m.schema_version \
+                        m.schema_version, \
+                        ARRAY(SELECT weight FROM mezzanine.backends ORDER BY added_at, name), \
+                        ARRAY(SELECT draining FROM mezzanine.backends ORDER BY added_at, name) \
                  FROM mezzanine.meta m",
                 &[],
             )
@@ -334,15 +348,37 @@ impl Catalog {
         let urls: Vec<String> = row.try_get(2).map_err(corrupt)?;
         let owners: Vec<String> = row.try_get(3).map_err(corrupt)?;
         let schema: i32 = row.try_get(4).map_err(corrupt)?;
-        let backends = names
+        let weights: Vec<f64> = row.try_get(5).map_err(corrupt)?;
+        let draining: Vec<bool> = row.try_get(6).map_err(corrupt)?;
+        let records: Vec<BackendRecord> = names
             .into_iter()
             .zip(urls)
-            .map(|(name, database_url)| MapBackend { name, database_url })
+            .zip(weights.into_iter().zip(draining))
+            .map(|((name, url), (weight, draining))| BackendRecord {
+                name,
+                url,
+                weight,
+                draining,
+            })
+            .collect();
+        let backends = records
+            .iter()
+            .map(|r| MapBackend {
+                name: r.name.clone(),
+                database_url: r.url.clone(),
+            })
             .collect();
         let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
         let map = ShardMap::from_owners(backends, &owners)
             .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        Ok(Some((MapSnapshot { version, map }, schema)))
+        Ok(Some((
+            MapSnapshot {
+                version,
+                map,
+                backends: records,
+            },
+            schema,
+        )))
     }
 
     /// The map version only (a cheap poll).
@@ -354,22 +390,7 @@ impl Catalog {
     /// The registered backends, URLs unmasked (callers mask them before showing them), in
     /// the order they were added.
     pub async fn backends(&self) -> Result<Vec<BackendRecord>, CatalogError> {
-        let rows = query(
-            self,
-            "SELECT name, url, weight, draining FROM mezzanine.backends ORDER BY added_at, name",
-            &[],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BackendRecord {
-                    name: r.try_get(0).map_err(corrupt)?,
-                    url: r.try_get(1).map_err(corrupt)?,
-                    weight: r.try_get(2).map_err(corrupt)?,
-                    draining: r.try_get(3).map_err(corrupt)?,
-                })
-            })
-            .collect()
+        Ok(self.load().await?.backends)
     }
 
     /// Registers an empty backend with a weight (its relative share in a rebalance). The
@@ -441,15 +462,10 @@ impl Catalog {
                     ],
                 )
                 .await?;
-            let r = rows
-                .first()
-                .ok_or_else(|| CatalogError::NotFound(format!("no backend {name:?}")))?;
-            Ok(BackendRecord {
-                name: r.try_get(0).map_err(corrupt)?,
-                url: r.try_get(1).map_err(corrupt)?,
-                weight: r.try_get(2).map_err(corrupt)?,
-                draining: r.try_get(3).map_err(corrupt)?,
-            })
+            backend_from(
+                rows.first()
+                    .ok_or_else(|| CatalogError::NotFound(format!("no backend {name:?}")))?,
+            )
         }
         .await;
         Ok(self

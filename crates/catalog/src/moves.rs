@@ -2,10 +2,12 @@
 //! complete, revert). The mover's own updates go through the leader's session
 //! ([`crate::LeaderSession`]), so that only the leader changes a running move.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use mezzanine_core::moves::{job_state, JobState, ShardMoveState};
 use serde::Serialize;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use mezzanine_storage::backend::Lease;
@@ -40,7 +42,10 @@ pub struct MoveJob {
     pub shards: Vec<MoveShard>,
 }
 
-fn job_state_name<S: serde::Serializer>(s: &JobState, ser: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn job_state_name<S: serde::Serializer>(
+    s: &JobState,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
 }
 
@@ -146,33 +151,22 @@ fn job_from(r: &Row, shards: Vec<MoveShard>) -> Result<MoveJob, CatalogError> {
 }
 
 impl Catalog {
-    /// Jobs by id (all of them when `ids` is `None`, newest first, at most `limit`).
+    /// The jobs `filter` selects (a `WHERE`/`ORDER BY`/`LIMIT` tail on `mezzanine.moves m`),
+    /// with their shards: two statements.
     pub(crate) async fn jobs(
         &self,
-        ids: Option<&[i64]>,
-        limit: i64,
+        filter: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<MoveJob>, CatalogError> {
-        let rows = match ids {
-            Some(ids) => {
-                let ids = ids.to_vec();
-                query(
-                    self,
-                    &format!("SELECT {JOB_COLUMNS} FROM mezzanine.moves m WHERE m.id = ANY($1) ORDER BY m.id DESC"),
-                    &[(&ids, Type::INT8_ARRAY)],
-                )
-                .await?
-            }
-            None => {
-                query(
-                    self,
-                    &format!(
-                        "SELECT {JOB_COLUMNS} FROM mezzanine.moves m ORDER BY m.id DESC LIMIT $1"
-                    ),
-                    &[(&limit, Type::INT8)],
-                )
-                .await?
-            }
-        };
+        let rows = query(
+            self,
+            &format!("SELECT {JOB_COLUMNS} FROM mezzanine.moves m {filter}"),
+            params,
+        )
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<i64> = rows
             .iter()
             .map(|r| r.try_get(0).map_err(corrupt))
@@ -183,54 +177,43 @@ impl Catalog {
             &[(&ids, Type::INT8_ARRAY)],
         )
         .await?;
-        let mut shards: Vec<(i64, MoveShard)> = shard_rows
-            .iter()
-            .map(shard_from)
-            .collect::<Result<_, _>>()?;
+        let mut shards: HashMap<i64, Vec<MoveShard>> = HashMap::new();
+        for r in &shard_rows {
+            let (id, shard) = shard_from(r)?;
+            shards.entry(id).or_default().push(shard);
+        }
         rows.iter()
             .map(|r| {
                 let id: i64 = r.try_get(0).map_err(corrupt)?;
-                let mine: Vec<MoveShard> = shards
-                    .iter_mut()
-                    .filter(|(m, _)| *m == id)
-                    .map(|(_, s)| s.clone())
-                    .collect();
-                job_from(r, mine)
+                job_from(r, shards.remove(&id).unwrap_or_default())
             })
             .collect()
     }
 
     /// The most recent jobs, newest first.
     pub async fn list_moves(&self, limit: i64) -> Result<Vec<MoveJob>, CatalogError> {
-        self.jobs(None, limit).await
+        self.jobs("ORDER BY m.id DESC LIMIT $1", &[(&limit, Type::INT8)])
+            .await
     }
 
     /// One job.
     pub async fn get_move(&self, id: i64) -> Result<MoveJob, CatalogError> {
-        self.jobs(Some(&[id]), 1)
+        self.jobs("WHERE m.id = $1", &[(&id, Type::INT8)])
             .await?
             .pop()
             .ok_or_else(|| CatalogError::NotFound(format!("no move job {id}")))
     }
 
-    /// Jobs the mover has work for: a shard in flight, a pending request, or switched shards
-    /// (cleaned once completed or past the retention period).
+    /// Jobs the mover has work for: a shard in flight or switched (cleaned once completed or
+    /// past the retention period), newest first.
     pub async fn open_moves(&self) -> Result<Vec<MoveJob>, CatalogError> {
-        let rows = query(
-            self,
-            "SELECT DISTINCT move_id FROM mezzanine.move_shards \
-             WHERE state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched')",
+        self.jobs(
+            "WHERE EXISTS (SELECT 1 FROM mezzanine.move_shards s WHERE s.move_id = m.id \
+               AND s.state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched')) \
+             ORDER BY m.id DESC",
             &[],
         )
-        .await?;
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get(0).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.jobs(Some(&ids), ids.len() as i64).await
+        .await
     }
 
     /// Creates a move job (state `pending` for every shard). Refused when a target is unknown
@@ -282,23 +265,35 @@ impl Catalog {
                 "complete"
             }
         };
+        self.set_requested(
+            &[id],
+            name,
+            &format!("move_{name}"),
+            serde_json::json!({"id": id}),
+        )
+        .await?;
+        self.get_move(id).await
+    }
+
+    /// Records an operator's request (`abort`, `complete`) on jobs, with its audit entry, and
+    /// wakes the mover.
+    pub(crate) async fn set_requested(
+        &self,
+        ids: &[i64],
+        name: &str,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), CatalogError> {
+        let ids = ids.to_vec();
         let lease = self.lease().await?;
         lease
             .query(
-                "UPDATE mezzanine.moves SET requested = $2, updated_at = now() WHERE id = $1",
-                &[(&id, Type::INT8), (&name, Type::TEXT)],
+                "UPDATE mezzanine.moves SET requested = $2, updated_at = now() WHERE id = ANY($1)",
+                &[(&ids, Type::INT8_ARRAY), (&name, Type::TEXT)],
             )
             .await?;
-        audit(
-            &lease,
-            &self.node,
-            &format!("move_{name}"),
-            &serde_json::json!({"id": id}),
-        )
-        .await?;
-        notify(&lease, "moves").await?;
-        drop(lease);
-        self.get_move(id).await
+        audit(&lease, &self.node, kind, &detail).await?;
+        notify(&lease, "moves").await
     }
 
     /// Creates the job that moves the switched shards of job `id` back to where they came
@@ -348,22 +343,25 @@ pub(crate) async fn create_move_on(
     let shard_ids: Vec<i32> = new.shards.iter().map(|(s, _)| *s as i32).collect();
     let targets: Vec<&str> = new.shards.iter().map(|(_, t)| t.as_str()).collect();
     let rows = lease
-            .query(
-                "SELECT u.s, u.t, s.backend, (SELECT count(*) FROM mezzanine.backends b WHERE b.name = u.t), \
-                        coalesce((SELECT b.draining FROM mezzanine.backends b WHERE b.name = u.t), false) \
+        .query(
+            "SELECT u.s, u.t, s.backend, b.name IS NOT NULL, coalesce(b.draining, false) \
                  FROM unnest($1::int4[], $2::text[]) AS u(s, t) \
-                 LEFT JOIN mezzanine.shards s ON s.shard = u.s ORDER BY u.s",
-                &[(&shard_ids, Type::INT4_ARRAY), (&targets, Type::TEXT_ARRAY)],
-            )
-            .await?;
+                 LEFT JOIN mezzanine.shards s ON s.shard = u.s \
+                 LEFT JOIN mezzanine.backends b ON b.name = u.t ORDER BY u.s",
+            &[(&shard_ids, Type::INT4_ARRAY), (&targets, Type::TEXT_ARRAY)],
+        )
+        .await?;
+    // In shard order, as the rows come.
+    let mut s_sorted: Vec<i32> = Vec::with_capacity(rows.len());
+    let mut t_sorted: Vec<String> = Vec::with_capacity(rows.len());
     let mut from: Vec<String> = Vec::with_capacity(rows.len());
     for r in &rows {
         let s: i32 = r.try_get(0).map_err(corrupt)?;
         let t: String = r.try_get(1).map_err(corrupt)?;
         let owner: Option<String> = r.try_get(2).map_err(corrupt)?;
-        let known: i64 = r.try_get(3).map_err(corrupt)?;
+        let known: bool = r.try_get(3).map_err(corrupt)?;
         let draining: bool = r.try_get(4).map_err(corrupt)?;
-        if known == 0 {
+        if !known {
             return Err(CatalogError::NotFound(format!(
                 "to: no backend {t:?} (register it with `mezzanine backend add`)"
             )));
@@ -381,6 +379,8 @@ pub(crate) async fn create_move_on(
             )));
         }
         from.push(owner);
+        s_sorted.push(s);
+        t_sorted.push(t);
     }
     let to_all = {
         let mut v: Vec<&str> = targets.clone();
@@ -403,13 +403,6 @@ pub(crate) async fn create_move_on(
                 ],
     )
     .await?;
-    let mut sorted: Vec<(i32, &str)> = shard_ids
-        .iter()
-        .copied()
-        .zip(targets.iter().copied())
-        .collect();
-    sorted.sort_unstable();
-    let (s_sorted, t_sorted): (Vec<i32>, Vec<&str>) = sorted.into_iter().unzip();
     let inserted = lease
             .query(
                 "INSERT INTO mezzanine.move_shards (move_id, shard, from_backend, to_backend, state) \

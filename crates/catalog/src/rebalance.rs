@@ -1,13 +1,15 @@
 //! Rebalances in the catalog (DESIGN §6): a plan carried out as move jobs, one per target
 //! backend, created in one change, with one progress view, one abort and one complete.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use mezzanine_core::moves::{job_state, JobState, ShardMoveState};
 use serde::Serialize;
 use tokio_postgres::types::Type;
 
-use crate::moves::{create_move_on, MoveJob, NewMove};
-use crate::{audit, corrupt, notify, query, scalar, Catalog, CatalogError, Request};
+use crate::moves::{create_move_on, job_state_name, MoveJob, NewMove};
+use crate::{corrupt, query, scalar, Catalog, CatalogError, Request};
 
 /// A rebalance to create.
 #[derive(Debug, Clone)]
@@ -43,10 +45,6 @@ pub struct Rebalance {
     pub progress: Progress,
     pub plan: serde_json::Value,
     pub jobs: Vec<MoveJob>,
-}
-
-fn job_state_name<S: serde::Serializer>(s: &JobState, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.as_str())
 }
 
 /// The combined progress of a rebalance's shards.
@@ -176,20 +174,26 @@ impl Catalog {
             &[(&id, Type::INT8), (&limit, Type::INT8)],
         )
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: i64 = r.try_get(0).map_err(corrupt)?;
-            let job_ids: Vec<i64> = query(
-                self,
-                "SELECT id FROM mezzanine.moves WHERE rebalance_id = $1",
-                &[(&id, Type::INT8)],
-            )
-            .await?
+        let ids: Vec<i64> = rows
             .iter()
             .map(|r| r.try_get(0).map_err(corrupt))
             .collect::<Result<_, _>>()?;
-            let mut jobs = self.jobs(Some(&job_ids), job_ids.len() as i64).await?;
-            jobs.sort_by_key(|j| j.id);
+        let mut by_rebalance: HashMap<i64, Vec<MoveJob>> = HashMap::new();
+        for job in self
+            .jobs(
+                "WHERE m.rebalance_id = ANY($1) ORDER BY m.id",
+                &[(&ids, Type::INT8_ARRAY)],
+            )
+            .await?
+        {
+            by_rebalance
+                .entry(job.rebalance.unwrap_or_default())
+                .or_default()
+                .push(job);
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (r, id) in rows.iter().zip(ids) {
+            let jobs = by_rebalance.remove(&id).unwrap_or_default();
             let states: Vec<ShardMoveState> = jobs
                 .iter()
                 .flat_map(|j| j.shards.iter().map(|s| s.state))
@@ -252,22 +256,13 @@ impl Catalog {
                 ("complete", switched)
             }
         };
-        let lease = self.lease().await?;
-        lease
-            .query(
-                "UPDATE mezzanine.moves SET requested = $2, updated_at = now() WHERE id = ANY($1)",
-                &[(&targets, Type::INT8_ARRAY), (&name, Type::TEXT)],
-            )
-            .await?;
-        audit(
-            &lease,
-            &self.node,
+        self.set_requested(
+            &targets,
+            name,
             &format!("rebalance_{name}"),
-            &serde_json::json!({"id": id, "moves": targets}),
+            serde_json::json!({"id": id, "moves": targets}),
         )
         .await?;
-        notify(&lease, "moves").await?;
-        drop(lease);
         self.get_rebalance(id).await
     }
 

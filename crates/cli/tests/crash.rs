@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mezzanine_e2e::{connect, create_database, shard_state_in, shared_pg};
+use mezzanine_e2e::{
+    client, connect, create_database, get_json, key_in_shard, post_json, shard_state_in, shared_pg,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -220,34 +222,6 @@ impl Drop for Node {
 // ---------------------------------------------------------------------------------------
 // HTTP helpers
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = c
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let r = c
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Waits until `GET /admin/v1/status` on `node` names `leader` as the mover's leader.
 async fn wait_leader(c: &reqwest::Client, node: &Node, leader: &str, within: Duration) {
     let deadline = Instant::now() + within;
@@ -308,16 +282,6 @@ fn shard_states(job: &Value) -> Vec<(u64, String)> {
         .unwrap_or_default()
 }
 
-/// A row key that hashes to `shard`.
-fn key_in_shard(shard: u32) -> Uuid {
-    loop {
-        let k = Uuid::new_v4();
-        if mezzanine_core::shard_for_row_key(&k, NUM_SHARDS) == shard {
-            return k;
-        }
-    }
-}
-
 /// A cell body with what JSONB could plausibly alter: non-ASCII text, escapes, a decimal
 /// with a trailing zero, a number beyond i64, nesting.
 fn body(n: u64) -> Value {
@@ -329,7 +293,7 @@ fn body(n: u64) -> Value {
 
 fn new_cell(shard: u32, column: &str, ref_key: i64, n: u64) -> Value {
     json!({
-        "row_key": key_in_shard(shard).to_string(),
+        "row_key": key_in_shard(shard, NUM_SHARDS).to_string(),
         "column_name": column,
         "ref_key": ref_key,
         "body": body(n),

@@ -45,7 +45,6 @@ pub enum MoveError {
 /// Settings of the mover.
 #[derive(Debug, Clone)]
 pub struct MoverConfig {
-    pub catalog_url: String,
     pub node: LeaderInfo,
     pub num_shards: u32,
     /// Pool settings of the mover's own connections to the backends.
@@ -118,7 +117,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut leader = Leader::new(
-        &config.catalog_url,
+        catalog.url(),
         config.pool.query_timeout,
         config.node.clone(),
     );

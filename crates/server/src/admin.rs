@@ -122,11 +122,9 @@ struct BackendView {
 
 async fn backend_views(st: &AppState) -> Result<Vec<BackendView>, Problem> {
     let snap = st.catalog.load().await?;
-    let records = st.catalog.backends().await?;
     let topo = st.topology();
     Ok(snap
-        .map
-        .backends()
+        .backends
         .iter()
         .enumerate()
         .map(|(i, b)| {
@@ -135,12 +133,11 @@ async fn backend_views(st: &AppState) -> Result<Vec<BackendView>, Problem> {
                 .iter()
                 .find(|s| s.backend.name() == b.name)
                 .map(|s| s.backend.health());
-            let rec = records.iter().find(|r| r.name == b.name);
             BackendView {
                 name: b.name.clone(),
-                url: mask_url(&b.database_url),
-                weight: rec.map_or(1.0, |r| r.weight),
-                draining: rec.is_some_and(|r| r.draining),
+                url: mask_url(&b.url),
+                weight: b.weight,
+                draining: b.draining,
                 shards: snap.map.shards_of(i).count(),
                 up: health.as_ref().map(|h| h.up),
                 latency_ms: health.as_ref().and_then(|h| h.latency_ms),
@@ -167,6 +164,19 @@ pub(crate) fn required_string(v: &Value, name: &str) -> Result<String, Problem> 
         Some(other) => Err(Problem::field(FieldError::new(
             format!("body.{name}"),
             "must be a non-empty string",
+            Some(other.clone()),
+        ))),
+    }
+}
+
+/// An optional boolean field of the body.
+pub(crate) fn optional_bool(v: &Value, name: &str) -> Result<Option<bool>, Problem> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(Problem::field(FieldError::new(
+            format!("body.{name}"),
+            "must be true or false",
             Some(other.clone()),
         ))),
     }
@@ -255,17 +265,7 @@ async fn update_backend(
         &["weight", "draining"],
     )?;
     let weight = weight_field(&v)?;
-    let draining = match v.get("draining") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(other) => {
-            return Err(Problem::field(FieldError::new(
-                "body.draining",
-                "must be true or false",
-                Some(other.clone()),
-            )))
-        }
-    };
+    let draining = optional_bool(&v, "draining")?;
     if weight.is_none() && draining.is_none() {
         return Err(Problem::field(FieldError::new(
             "body",
@@ -361,11 +361,12 @@ pub(crate) fn shards_field(v: &Value, num_shards: u32) -> Result<(String, Vec<u3
     Ok((spec, shards))
 }
 
-fn parse_move_id(id: String) -> Result<i64, Problem> {
+/// The `path.id` of a `what` (`move`, `rebalance`): a positive integer.
+pub(crate) fn parse_id(id: String, what: &str) -> Result<i64, Problem> {
     id.parse::<i64>().ok().filter(|&i| i > 0).ok_or_else(|| {
         Problem::field(FieldError::new(
             "path.id",
-            "must be a move id (a positive integer)",
+            format!("must be a {what} id (a positive integer)"),
             Some(Value::String(id)),
         ))
     })
@@ -377,7 +378,7 @@ async fn get_move(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(id) = path.map_err(path_problem)?;
-    let id = parse_move_id(id)?;
+    let id = parse_id(id, "move")?;
     Ok(Json(st.catalog.get_move(id).await?).into_response())
 }
 
@@ -396,7 +397,7 @@ async fn move_action(
         "revert" => None,
         _ => return Err(Problem::not_found("no such endpoint")),
     };
-    let id = parse_move_id(id)?;
+    let id = parse_id(id, "move")?;
     let job = match request {
         Some(r) => st.catalog.request_move(id, r).await?,
         None => st.catalog.revert_move(id).await?,

@@ -502,7 +502,6 @@ impl Server {
             return;
         }
         let config = mezzanine_mover::MoverConfig {
-            catalog_url: st.catalog.url().to_owned(),
             node: mezzanine_catalog::LeaderInfo {
                 id: st.node_id.clone(),
                 addr: addr.to_owned(),

@@ -33,9 +33,10 @@ pub async fn run(state: Arc<AppState>) {
                     None
                 }
             };
-            // Whatever happened while not listening.
+            // Whatever happened while not listening (one cheap read of the version; the map
+            // only if it changed).
             if !state.hold_refresh.load(Ordering::Acquire) {
-                reload(&state).await;
+                check_version(&state).await;
             }
         }
         let notified = async {

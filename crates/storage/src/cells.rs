@@ -156,8 +156,11 @@ pub async fn write_cells(
     shard: u32,
     cells: &[&NewCell],
 ) -> Result<Vec<WriteOutcome>, StorageError> {
-    let mut results = write_shard_groups(backend, &[(shard, cells.to_vec())]).await;
-    results.pop().unwrap_or_else(|| Ok(Vec::new()))
+    if cells.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease = backend.lease().await?;
+    write_group(&lease, backend, shard, cells).await
 }
 
 /// Writes several shards' groups of cells held by one backend in one transaction, on one

@@ -137,14 +137,16 @@ async fn long_lease(backend: &Backend) -> Result<Lease<'_>, StorageError> {
     Ok(lease)
 }
 
-/// Ends the transaction a step opened on `lease` with `BEGIN`: commits on success, rolls back
-/// on failure. A lease with a statement still in flight is not touched: it is discarded when
-/// dropped, which ends its transaction.
-async fn end_transaction<T>(
+/// Runs `steps` in a transaction opened on `lease` with `begin` (`BEGIN`, `BEGIN READ ONLY`):
+/// commits on success, rolls back on failure. A lease with a statement still in flight is not
+/// touched: it is discarded when dropped, which ends its transaction.
+async fn in_transaction<T>(
     lease: &Lease<'_>,
-    result: Result<T, StorageError>,
+    begin: &str,
+    steps: impl std::future::Future<Output = Result<T, StorageError>>,
 ) -> Result<T, StorageError> {
-    match result {
+    lease.batch_execute(begin).await?;
+    match steps.await {
         Ok(v) => {
             lease.batch_execute("COMMIT").await?;
             Ok(v)
@@ -237,9 +239,12 @@ pub async fn prepare_import(
     }
     // Long: it may wait for a start-up migration holding the lock.
     let lease = long_lease(backend).await?;
-    lease.batch_execute("BEGIN").await?;
-    let result = import_steps(&lease, backend, num_shards, shard).await;
-    end_transaction(&lease, result).await
+    in_transaction(
+        &lease,
+        "BEGIN",
+        import_steps(&lease, backend, num_shards, shard),
+    )
+    .await
 }
 
 async fn import_steps(
@@ -319,8 +324,7 @@ pub async fn set_state(
     let shard_i = shard as i32;
     let to_s = to.as_str();
     let lease = backend.lease().await?;
-    lease.batch_execute("BEGIN").await?;
-    let result = async {
+    let steps = async {
         bound_lock_waits(&lease, backend).await?;
         // Written as an update of every candidate row (also one already `to`, unchanged)
         // rather than a read then an update: under READ COMMITTED the update re-checks its
@@ -341,9 +345,8 @@ pub async fn set_state(
                 ],
             )
             .await
-    }
-    .await;
-    let rows = end_transaction(&lease, result).await?;
+    };
+    let rows = in_transaction(&lease, "BEGIN", steps).await?;
     match rows.first() {
         None => Ok(false),
         Some(row) => {
@@ -439,9 +442,12 @@ pub async fn copy_rows(
         ));
     }
     let lease = long_lease(target).await?;
-    lease.batch_execute("BEGIN").await?;
-    let result = copy_steps(&lease, source, target, shard, after, limit).await;
-    end_transaction(&lease, result).await
+    in_transaction(
+        &lease,
+        "BEGIN",
+        copy_steps(&lease, source, target, shard, after, limit),
+    )
+    .await
 }
 
 async fn copy_steps(
@@ -534,11 +540,14 @@ async fn pipe(
         ))
         .await?
         .stall_timeout(stall);
-    sl.batch_execute("BEGIN READ ONLY").await?;
-    let streamed = stream_out(sl, &mut inp, table, after, limit, stall).await;
     // The source's transaction ends as soon as its data is read, before the target finishes:
     // an idle transaction would be ended by the server after the query timeout.
-    let bytes = end_transaction(sl, streamed).await?;
+    let bytes = in_transaction(
+        sl,
+        "BEGIN READ ONLY",
+        stream_out(sl, &mut inp, table, after, limit, stall),
+    )
+    .await?;
     let rows = inp.finish().await?;
     Ok((rows, bytes))
 }
@@ -664,20 +673,28 @@ pub async fn advance_sequence(
 /// know who serves it, e.g. a go-mezzanine table). Repeating it after success is a no-op.
 /// Lock waits (for readers of the table) are bounded like [`set_state`]'s.
 pub async fn drop_shard(backend: &Backend, shard: u32) -> Result<(), StorageError> {
-    let lease = backend.lease().await?;
-    lease.batch_execute("BEGIN").await?;
-    let result = drop_steps(&lease, backend, shard, false).await.map(|_| ());
-    end_transaction(&lease, result).await
+    drop_copy(backend, shard, false).await.map(|_| ())
 }
 
 /// Drops the shard's copy here only if it is `retired` (checked in the same transaction as
 /// the drop): the cleanup of a switched move's source, which must leave alone a copy that a
 /// later move is importing into, or serves from, again. Returns whether it dropped one.
 pub async fn drop_retired(backend: &Backend, shard: u32) -> Result<bool, StorageError> {
+    drop_copy(backend, shard, true).await
+}
+
+async fn drop_copy(
+    backend: &Backend,
+    shard: u32,
+    only_retired: bool,
+) -> Result<bool, StorageError> {
     let lease = backend.lease().await?;
-    lease.batch_execute("BEGIN").await?;
-    let result = drop_steps(&lease, backend, shard, true).await;
-    end_transaction(&lease, result).await
+    in_transaction(
+        &lease,
+        "BEGIN",
+        drop_steps(&lease, backend, shard, only_retired),
+    )
+    .await
 }
 
 async fn drop_steps(

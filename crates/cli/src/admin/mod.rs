@@ -16,10 +16,10 @@ mod types;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use crate::bench::positive_duration;
 use anyhow::{bail, Context};
 use clap::builder::RangedU64ValueParser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mezzanine_core::duration::parse_duration;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -260,14 +260,6 @@ pub struct VerifyArgs {
     timeout: Duration,
     #[command(flatten)]
     conn: Conn,
-}
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// Runs an admin command. An error means exit code 1 (the message is for stderr).

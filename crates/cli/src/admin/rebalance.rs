@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::table::{count, eta, millis, or_dash, table};
+use super::table::{amount, bytes, count, eta, millis, or_dash, table, weight_label};
 use super::types::Job;
 
 /// `--strategy`, `--window`, `--parallel`, `--max-rows-per-sec`, `--complete`.
@@ -186,24 +186,6 @@ impl Rebalance {
     }
 }
 
-fn bytes(n: u64) -> String {
-    let n = n as f64;
-    for (unit, scale) in [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)] {
-        if n >= scale {
-            return format!("{:.1} {unit}", n / scale);
-        }
-    }
-    format!("{n:.0} B")
-}
-
-fn amount(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{n:.0}")
-    } else {
-        format!("{n:.1}")
-    }
-}
-
 /// `mezzanine rebalance plan`.
 pub fn plan(p: &Plan) -> String {
     let mut out = String::new();
@@ -275,7 +257,7 @@ pub fn plan(p: &Plan) -> String {
         .map(|b| {
             vec![
                 b.backend.clone(),
-                format!("{}{}", b.weight, if b.draining { " draining" } else { "" }),
+                weight_label(b.weight, Some(b.draining)),
                 amount(b.target),
                 format!("{} -> {}", b.before, b.after),
                 format!("{} -> {}", b.shards_before, b.shards_after),

@@ -1,6 +1,6 @@
 //! The human output of the admin commands: each answer as a few lines and a table.
 
-use super::table::{millis, or_dash, rows_progress, shard_range, table};
+use super::table::{millis, or_dash, rows_progress, shard_range, table, weight_label};
 use super::types::{Backend, BackendList, Job, MoveList, Reloaded, ShardMap, Status, VerifyReport};
 
 /// `mezzanine shards`.
@@ -63,11 +63,9 @@ fn up(up: Option<bool>) -> &'static str {
 
 /// A backend's weight, and whether it drains: `1`, `2.5 draining`.
 fn weight(b: &Backend) -> String {
-    let w = or_dash(b.weight);
-    if b.draining == Some(true) {
-        format!("{w} draining")
-    } else {
-        w
+    match b.weight {
+        Some(w) => weight_label(w, b.draining),
+        None => "-".to_owned(),
     }
 }
 

@@ -93,6 +93,35 @@ pub fn percent(copied: u64, total: u64) -> u64 {
     p.min(100)
 }
 
+/// A size in bytes with a decimal unit: `512 B`, `1.5 kB`, `33.6 MB`, `1.2 GB`.
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    for (unit, scale) in [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)] {
+        if n >= scale {
+            return format!("{:.1} {unit}", n / scale);
+        }
+    }
+    format!("{n:.0} B")
+}
+
+/// A whole number as such, anything else with one decimal: `8`, `1365.3`.
+pub fn amount(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.1}")
+    }
+}
+
+/// A backend's weight, and whether it drains: `1`, `2.5 draining`.
+pub fn weight_label(weight: f64, draining: Option<bool>) -> String {
+    if draining == Some(true) {
+        format!("{weight} draining")
+    } else {
+        weight.to_string()
+    }
+}
+
 /// An optional value, or `-`.
 pub fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
@@ -101,6 +130,17 @@ pub fn or_dash<T: ToString>(v: Option<T>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_amounts_and_weights() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1_500), "1.5 kB");
+        assert_eq!(bytes(33_600_000), "33.6 MB");
+        assert_eq!(amount(8.0), "8");
+        assert_eq!(amount(1365.333), "1365.3");
+        assert_eq!(weight_label(1.0, Some(false)), "1");
+        assert_eq!(weight_label(2.5, Some(true)), "2.5 draining");
+    }
 
     #[test]
     fn columns_align_and_lines_have_no_trailing_spaces() {

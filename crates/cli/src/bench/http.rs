@@ -36,6 +36,11 @@ pub async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> 
     Ok(body)
 }
 
+/// Sends a request and parses its JSON answer; an error for a non-2xx status.
+pub async fn send_json(req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_slice(&send(req).await?)?)
+}
+
 /// `POST /v1/cells/batch`; an error unless every cell was stored.
 async fn post_batch(work: &Workload, cells: &[NewCell]) -> anyhow::Result<u64> {
     let wire: Vec<Value> = cells.iter().map(wire).collect();

@@ -104,7 +104,7 @@ impl Op {
     }
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
         Ok(d) => Ok(d),

@@ -27,7 +27,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use super::http::send;
+use super::http::{send, send_json};
 use super::{new_cell, positive_duration};
 
 /// Options of `mezzanine bench move`.
@@ -151,11 +151,9 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     let (servers, main, client) = nodes(&args.servers, args.concurrency, Duration::from_secs(30))?;
 
     // The cluster: the current map from the server, the URLs from shards.json and the spares.
-    let shards_view: Value = serde_json::from_slice(
-        &send(client.get(format!("{main}/admin/v1/shards")))
-            .await
-            .with_context(|| format!("cannot reach {main}"))?,
-    )?;
+    let shards_view = send_json(client.get(format!("{main}/admin/v1/shards")))
+        .await
+        .with_context(|| format!("cannot reach {main}"))?;
     let num_shards = shards_view["num_shards"]
         .as_u64()
         .context("the server's /admin/v1/shards has no num_shards")? as u32;
@@ -219,18 +217,15 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     if let Some(r) = args.max_rows_per_sec {
         body["max_rows_per_sec"] = json!(r);
     }
-    let job: Value = serde_json::from_slice(
-        &send(client.post(format!("{main}/admin/v1/moves")).json(&body)).await?,
-    )?;
+    let job = send_json(client.post(format!("{main}/admin/v1/moves")).json(&body)).await?;
     let id = job["id"].as_i64().context("no move id")?;
     let move_start = epoch.elapsed();
     let mut copy_end = None;
     let mut bulk_rows = 0i64;
     let job = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let j: Value = match send(client.get(format!("{main}/admin/v1/moves/{id}"))).await {
-            Ok(b) => serde_json::from_slice(&b)?,
-            Err(_) => continue,
+        let Ok(j) = send_json(client.get(format!("{main}/admin/v1/moves/{id}"))).await else {
+            continue;
         };
         let states: Vec<&str> = j["shards"]
             .as_array()

@@ -16,7 +16,7 @@ use clap::builder::RangedU64ValueParser;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::http::send;
+use super::http::{send, send_json};
 use super::moves::{
     backend_urls, load, load_worker, nodes, owner_of, percentile, read_back, LoadLog,
 };
@@ -99,17 +99,10 @@ struct Report {
 
 pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let (servers, main, client) = nodes(&args.servers, args.concurrency, Duration::from_secs(60))?;
-    let get = |path: String| {
-        let client = client.clone();
-        let main = main.clone();
-        async move {
-            let body = send(client.get(format!("{main}{path}"))).await?;
-            anyhow::Ok(serde_json::from_slice::<Value>(&body)?)
-        }
-    };
+    let get = |path: &str| send_json(client.get(format!("{main}{path}")));
 
     // The cluster.
-    let shards_view = get("/admin/v1/shards".into())
+    let shards_view = get("/admin/v1/shards")
         .await
         .with_context(|| format!("cannot reach {main}"))?;
     let num_shards = shards_view["num_shards"]
@@ -132,14 +125,12 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
 
     // 2. The plan (changes nothing); the load goes half to the shards it moves.
     let plan_body = json!({"strategy": args.strategy, "parallel": args.parallel});
-    let plan: Value = serde_json::from_slice(
-        &send(
-            client
-                .post(format!("{main}/admin/v1/rebalance/plan"))
-                .json(&plan_body),
-        )
-        .await?,
-    )?;
+    let plan = send_json(
+        client
+            .post(format!("{main}/admin/v1/rebalance/plan"))
+            .json(&plan_body),
+    )
+    .await?;
     let moving: Vec<u32> = plan_shards(&plan, num_shards)?;
     if moving.is_empty() {
         bail!("the plan moves nothing: add an empty backend first (mezzanine dev --spare 1)");
@@ -177,14 +168,12 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let before_end = epoch.elapsed();
 
     // 4. Apply and follow.
-    let applied: Value = serde_json::from_slice(
-        &send(
-            client
-                .post(format!("{main}/admin/v1/rebalance/apply"))
-                .json(&plan_body),
-        )
-        .await?,
-    )?;
+    let applied = send_json(
+        client
+            .post(format!("{main}/admin/v1/rebalance/apply"))
+            .json(&plan_body),
+    )
+    .await?;
     let id = applied["rebalance"]["id"]
         .as_i64()
         .with_context(|| format!("no rebalance started: {applied}"))?;
@@ -193,7 +182,7 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     let mut last_report = Instant::now();
     let done = loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let r = match get(format!("/admin/v1/rebalance/{id}")).await {
+        let r = match get(&format!("/admin/v1/rebalance/{id}")).await {
             Ok(r) => r,
             Err(_) => continue,
         };
@@ -244,7 +233,7 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         log.acked.len()
     );
     let (lost, changed) = read_back(&client, &main, &log.acked).await;
-    let backends = get("/admin/v1/backends".into()).await?;
+    let backends = get("/admin/v1/backends").await?;
     let shards_after: Vec<(String, u64)> = backends["backends"]
         .as_array()
         .into_iter()

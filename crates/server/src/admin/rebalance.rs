@@ -24,7 +24,7 @@ use mezzanine_storage::ShardStats;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{limit_param, object, positive_field};
+use super::{limit_param, object, optional_bool, parse_id, positive_field};
 use crate::api::{path_problem, read_json};
 use crate::problem::Problem;
 use crate::AppState;
@@ -176,10 +176,10 @@ async fn gather_stats(
 /// Makes the plan (changes nothing).
 async fn make_plan(st: &AppState, req: &PlanRequest) -> Result<PlanReport, Problem> {
     let snap = st.catalog.load().await?;
-    let records = st.catalog.backends().await?;
-    let in_flight: HashMap<u32, String> =
-        st.catalog.shards_in_flight().await?.into_iter().collect();
-    let history = st.catalog.copy_history().await?;
+    let records = &snap.backends;
+    let (in_flight, history) =
+        tokio::try_join!(st.catalog.shards_in_flight(), st.catalog.copy_history())?;
+    let in_flight: HashMap<u32, String> = in_flight.into_iter().collect();
     if let Some(d) = &req.drain {
         if !records.iter().any(|b| &b.name == d) {
             return Err(Problem::not_found(format!("no backend {d:?}")));
@@ -262,7 +262,7 @@ async fn make_plan(st: &AppState, req: &PlanRequest) -> Result<PlanReport, Probl
             }
         })
         .collect();
-    // Shards, rows and bytes of each backend before and after.
+    // Shards, rows and bytes of each backend before and after, in one pass over the shards.
     let mut owner_after: Vec<usize> = shards.iter().map(|s| s.owner).collect();
     for m in &p.moves {
         for &s in &m.shards {
@@ -271,22 +271,23 @@ async fn make_plan(st: &AppState, req: &PlanRequest) -> Result<PlanReport, Probl
             }
         }
     }
-    let tally = |owners: &[usize], b: usize| {
-        owners.iter().enumerate().filter(|(_, &o)| o == b).fold(
-            (0usize, 0u64, 0u64),
-            |(n, r, by), (s, _)| {
-                let (sr, sb) = sizes.get(s).copied().unwrap_or_default();
-                (n + 1, r + sr, by + sb)
-            },
-        )
+    let mut before = vec![(0usize, 0u64, 0u64); names.len()];
+    let mut after = before.clone();
+    let add = |t: &mut Vec<(usize, u64, u64)>, b: usize, (r, by): (u64, u64)| {
+        if let Some(x) = t.get_mut(b) {
+            *x = (x.0 + 1, x.1 + r, x.2 + by);
+        }
     };
-    let owners_before: Vec<usize> = shards.iter().map(|s| s.owner).collect();
+    for ((sh, &to), &size) in shards.iter().zip(&owner_after).zip(&sizes) {
+        add(&mut before, sh.owner, size);
+        add(&mut after, to, size);
+    }
     let balance = p
         .balance
         .iter()
         .map(|b| {
-            let (nb, rb, bb) = tally(&owners_before, b.backend);
-            let (na, ra, ba) = tally(&owner_after, b.backend);
+            let (nb, rb, bb) = before.get(b.backend).copied().unwrap_or_default();
+            let (na, ra, ba) = after.get(b.backend).copied().unwrap_or_default();
             let rec = records.get(b.backend);
             BalanceView {
                 backend: names.get(b.backend).cloned().unwrap_or_default(),
@@ -430,27 +431,37 @@ pub async fn plan_endpoint(
     Ok(Json(report).into_response())
 }
 
+/// What apply and drain were asked: the plan's request and how to run it.
+struct StartRequest {
+    plan: PlanRequest,
+    /// Rows per second over the whole rebalance.
+    rate: Option<i64>,
+    /// Drop the sources as each job switches (by default for a drain only).
+    complete: bool,
+}
+
+fn start_request(v: &Value, drain: Option<String>) -> Result<StartRequest, Problem> {
+    let plan = plan_request(v, drain)?;
+    Ok(StartRequest {
+        rate: positive_field(v, "max_rows_per_sec")?,
+        complete: optional_bool(v, "complete")?.unwrap_or(plan.drain.is_some()),
+        plan,
+    })
+}
+
 /// Makes the plan and starts it as move jobs (one per target). `None` when there is nothing
 /// to move.
 async fn start(
     st: &AppState,
-    v: &Value,
-    drain: Option<String>,
+    start: &StartRequest,
 ) -> Result<(PlanReport, Option<mezzanine_catalog::Rebalance>), Problem> {
-    let req = plan_request(v, drain)?;
-    let rate = positive_field(v, "max_rows_per_sec")?;
-    let complete = match v.get("complete") {
-        None | Some(Value::Null) => req.drain.is_some(),
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(Problem::field(FieldError::new(
-                "body.complete",
-                "must be true or false",
-                Some(other.clone()),
-            )))
-        }
-    };
-    let report = make_plan(st, &req).await?;
+    let StartRequest {
+        plan: req,
+        rate,
+        complete,
+    } = start;
+    let (rate, complete) = (*rate, *complete);
+    let report = make_plan(st, req).await?;
     if report.moves.is_empty() {
         return Ok((report, None));
     }
@@ -503,7 +514,7 @@ pub async fn apply_endpoint(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = optional_body(&st, &headers, body, PLAN_FIELDS)?;
-    let (plan, rebalance) = start(&st, &v, None).await?;
+    let (plan, rebalance) = start(&st, &start_request(&v, None)?).await?;
     let status = if rebalance.is_some() {
         StatusCode::ACCEPTED
     } else {
@@ -527,7 +538,7 @@ pub async fn drain_endpoint(
     let v = optional_body(&st, &headers, body, PLAN_FIELDS)?;
     plan_request(&v, None)?; // bad input is refused before the mark
     let backend = st.catalog.update_backend(&name, None, Some(true)).await?;
-    let (plan, rebalance) = start(&st, &v, Some(name)).await?;
+    let (plan, rebalance) = start(&st, &start_request(&v, Some(name))?).await?;
     let status = if rebalance.is_some() {
         StatusCode::ACCEPTED
     } else {
@@ -540,16 +551,6 @@ pub async fn drain_endpoint(
         Json(json!({"backend": backend, "rebalance": rebalance, "plan": plan})),
     )
         .into_response())
-}
-
-fn parse_id(id: String) -> Result<i64, Problem> {
-    id.parse::<i64>().ok().filter(|&i| i > 0).ok_or_else(|| {
-        Problem::field(FieldError::new(
-            "path.id",
-            "must be a rebalance id (a positive integer)",
-            Some(Value::String(id)),
-        ))
-    })
 }
 
 /// `GET /admin/v1/rebalance`: the most recent rebalances, newest first.
@@ -568,7 +569,7 @@ pub async fn get_one(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(id) = path.map_err(path_problem)?;
-    Ok(Json(st.catalog.get_rebalance(parse_id(id)?).await?).into_response())
+    Ok(Json(st.catalog.get_rebalance(parse_id(id, "rebalance")?).await?).into_response())
 }
 
 /// `POST /admin/v1/rebalance/{id}/abort|complete` → 202: `abort` stops the moves not yet
@@ -583,6 +584,9 @@ pub async fn action(
         "complete" => Request::Complete,
         _ => return Err(Problem::not_found("no such endpoint")),
     };
-    let r = st.catalog.request_rebalance(parse_id(id)?, request).await?;
+    let r = st
+        .catalog
+        .request_rebalance(parse_id(id, "rebalance")?, request)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(r)).into_response())
 }
