@@ -438,6 +438,22 @@ async fn weights_abort_and_bad_input() {
             json!({"strategy": "nope"}),
             "body.strategy",
         ),
+        (
+            "/admin/v1/backends/db1/drain",
+            json!({"complete": "yes"}),
+            "body.complete",
+        ),
+        (
+            "/admin/v1/backends/db1/drain",
+            json!({"max_rows_per_sec": 0}),
+            "body.max_rows_per_sec",
+        ),
+        // Longer than a plan may take to answer (the request timeout is 30 s by default).
+        (
+            "/admin/v1/rebalance/plan",
+            json!({"strategy": "writes", "window": "60s"}),
+            "body.window",
+        ),
     ] {
         let (s, p) = post_json(&c, &a.url(path), &body).await;
         assert!(s == 400 || s == 422, "{path} {body}: {p}");
@@ -448,6 +464,16 @@ async fn weights_abort_and_bad_input() {
             "{path} {body}: {p}"
         );
     }
+    // Refused drains marked nothing.
+    let (_, list) = get_json(&c, &a.url("/admin/v1/backends")).await;
+    let db1 = list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "db1")
+        .cloned()
+        .unwrap();
+    assert_eq!(db1["draining"], false, "{list}");
     for w in [json!(-1), json!("2"), json!(0)] {
         let resp = c
             .patch(a.url("/admin/v1/backends/db2"))

@@ -864,3 +864,27 @@ async fn copy_backend_pid(admin: &tokio_postgres::Client) -> i32 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_given_in_the_url_are_kept_beside_mezzanines_own() {
+    let url = fresh_databases(1).await.remove(0);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let with = format!("{url}{sep}options=-c%20statement_timeout%3D4321");
+    let b = backend("opts", &with);
+    let lease = b.lease().await.unwrap();
+    let rows = lease
+        .query(
+            "SELECT current_setting('statement_timeout'), \
+                    current_setting('idle_in_transaction_session_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let given: String = rows[0].get(0);
+    let ours: String = rows[0].get(1);
+    assert_eq!(given, "4321ms");
+    assert_ne!(
+        ours, "0",
+        "mezzanine's idle-in-transaction timeout is missing"
+    );
+}

@@ -127,6 +127,12 @@ impl Dedicated {
     pub async fn next_notification(&mut self) -> Option<String> {
         self.notifications.recv().await
     }
+
+    /// Drops the notifications received and not read yet (for a reader that re-reads
+    /// everything on any of them).
+    pub fn discard_pending(&mut self) {
+        while self.notifications.try_recv().is_ok() {}
+    }
 }
 
 impl Db for Dedicated {

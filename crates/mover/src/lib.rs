@@ -200,6 +200,11 @@ async fn lead(
                 }
             } => {}
         }
+        // The next pass re-reads every open job: notifications received meanwhile are
+        // covered by it (a rebalance sends thousands; one pass each would trail behind).
+        if let Some(l) = listener.as_mut() {
+            l.discard_pending();
+        }
     }
     // Lost the lock: stop at once, the next leader resumes from the catalog.
     for (_, r) in running {

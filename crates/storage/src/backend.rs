@@ -173,7 +173,13 @@ impl Backend {
         // A session that leaves a transaction open (its client gone) must not hold shard
         // locks for long.
         let idle_tx = (settings.query_timeout + Duration::from_secs(5)).as_millis();
-        config.options(format!("-c idle_in_transaction_session_timeout={idle_tx}"));
+        // Added to the URL's own `options` (a search_path, say), never replacing them.
+        let idle = format!("-c idle_in_transaction_session_timeout={idle_tx}");
+        let options = match config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {idle}"),
+            _ => idle,
+        };
+        config.options(options);
         if config.get_application_name().is_none() {
             config.application_name("mezzanine");
         }

@@ -8,7 +8,8 @@
 //! `added_id`s, and copying `added_id > high-water mark` again and again misses nothing.
 //!
 //! Timeouts: short steps run within the backend's query timeout. Long steps (`prepare_import`,
-//! `copy_rows`, `count_rows`, `checksum`, `self_check`) run within [`long_step_deadline`]: the
+//! `copy_rows`, `count_rows`, `checksum`, `self_check`, `shard_stats`) run within
+//! [`long_step_deadline`]: the
 //! larger of [`LONG_STEP`] (10 minutes) and the query timeout, per call. A COPY is moreover
 //! bounded by a stall timeout ([`COPY_STALL`], or the query timeout if larger): every read from
 //! the source and every write to the target must make progress within it, so a target that
@@ -1110,8 +1111,8 @@ mod tests {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {
     pub shard: u32,
-    /// Rows: exact for a small table, else `n_live_tup` (or `reltuples` when the statistics
-    /// were reset).
+    /// Rows: `n_live_tup` (or `reltuples` when the statistics were reset); counted exactly
+    /// for a small table the statistics know no row of yet.
     pub rows: i64,
     /// On disk, with indexes and TOAST (`pg_total_relation_size`).
     pub bytes: i64,
@@ -1120,19 +1121,21 @@ pub struct ShardStats {
     pub inserts: i64,
 }
 
-/// Tables of at most this many bytes (heap only) are counted exactly by [`shard_stats`]; the
-/// row counts of larger ones are PostgreSQL's estimates.
+/// Tables of which PostgreSQL's statistics know no row yet are counted exactly by
+/// [`shard_stats`] if their heap is at most this many bytes.
 pub const EXACT_COUNT_BELOW: i64 = 1 << 20;
 
 /// The statistics of every `cells_NNNN` table of the backend, in one statement. Row counts
-/// are exact for small tables (PostgreSQL's statistics lag behind recent writes by up to
-/// seconds, which matters most when a table is young) and estimates for large ones.
+/// are PostgreSQL's (`n_live_tup`, or `reltuples`), which lag behind recent writes by seconds;
+/// a young table they know nothing of yet is counted exactly when small. A long step (it
+/// reads the catalog of thousands of tables, and counts some).
 pub async fn shard_stats(backend: &Backend) -> Result<Vec<ShardStats>, StorageError> {
-    let lease = backend.lease().await?;
+    let lease = long_lease(backend).await?;
     let rows = lease
         .query(
             "SELECT substr(c.relname, 7)::int4, \
-                    CASE WHEN pg_relation_size(c.oid) <= $1 THEN \
+                    CASE WHEN coalesce(s.n_live_tup, 0) = 0 AND c.reltuples <= 0 \
+                              AND pg_relation_size(c.oid) <= $1 THEN \
                       (xpath('/row/n/text()', query_to_xml( \
                          format('SELECT count(*) AS n FROM %I', c.relname), false, true, '')))[1]::text::int8 \
                     ELSE greatest(coalesce(s.n_live_tup, 0), c.reltuples::int8, 0) END, \

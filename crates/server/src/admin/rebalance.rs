@@ -370,7 +370,19 @@ fn optional_body(
     }
 }
 
-fn plan_request(v: &Value, drain: Option<String>) -> Result<PlanRequest, Problem> {
+/// The longest `writes` sampling window: the plan must answer within the request timeout
+/// (`HTTP_READ_TIMEOUT` + `HTTP_WRITE_TIMEOUT`), with 5 s to spare.
+fn max_window(st: &AppState) -> Duration {
+    (st.config.http_read_timeout + st.config.http_write_timeout)
+        .saturating_sub(Duration::from_secs(5))
+        .max(Duration::from_secs(1))
+}
+
+fn plan_request(
+    v: &Value,
+    drain: Option<String>,
+    max_window: Duration,
+) -> Result<PlanRequest, Problem> {
     let strategy = match v.get("strategy") {
         None | Some(Value::Null) => Strategy::Count,
         Some(Value::String(s)) => s.parse::<Strategy>().map_err(|e| {
@@ -389,14 +401,17 @@ fn plan_request(v: &Value, drain: Option<String>) -> Result<PlanRequest, Problem
         }
     };
     let window = match v.get("window") {
-        None | Some(Value::Null) => DEFAULT_WINDOW,
+        None | Some(Value::Null) => DEFAULT_WINDOW.min(max_window),
         Some(Value::String(s)) => mezzanine_core::duration::parse_duration(s)
             .ok()
-            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(300)).contains(d))
+            .filter(|d| (Duration::from_secs(1)..=max_window).contains(d))
             .ok_or_else(|| {
                 Problem::field(FieldError::new(
                     "body.window",
-                    "must be a duration from 1s to 5m, such as \"10s\"",
+                    format!(
+                        "must be a duration from 1s to {}s, such as \"10s\" (the plan answers within HTTP_READ_TIMEOUT + HTTP_WRITE_TIMEOUT)",
+                        max_window.as_secs()
+                    ),
                     Some(Value::String(s.clone())),
                 ))
             })?,
@@ -427,7 +442,7 @@ pub async fn plan_endpoint(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = optional_body(&st, &headers, body, &["strategy", "window", "parallel"])?;
-    let report = make_plan(&st, &plan_request(&v, None)?).await?;
+    let report = make_plan(&st, &plan_request(&v, None, max_window(&st))?).await?;
     Ok(Json(report).into_response())
 }
 
@@ -440,8 +455,12 @@ struct StartRequest {
     complete: bool,
 }
 
-fn start_request(v: &Value, drain: Option<String>) -> Result<StartRequest, Problem> {
-    let plan = plan_request(v, drain)?;
+fn start_request(
+    v: &Value,
+    drain: Option<String>,
+    max_window: Duration,
+) -> Result<StartRequest, Problem> {
+    let plan = plan_request(v, drain, max_window)?;
     Ok(StartRequest {
         rate: positive_field(v, "max_rows_per_sec")?,
         complete: optional_bool(v, "complete")?.unwrap_or(plan.drain.is_some()),
@@ -514,7 +533,7 @@ pub async fn apply_endpoint(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = optional_body(&st, &headers, body, PLAN_FIELDS)?;
-    let (plan, rebalance) = start(&st, &start_request(&v, None)?).await?;
+    let (plan, rebalance) = start(&st, &start_request(&v, None, max_window(&st))?).await?;
     let status = if rebalance.is_some() {
         StatusCode::ACCEPTED
     } else {
@@ -536,9 +555,10 @@ pub async fn drain_endpoint(
 ) -> Result<Response, Problem> {
     let Path(name) = path.map_err(path_problem)?;
     let v = optional_body(&st, &headers, body, PLAN_FIELDS)?;
-    plan_request(&v, None)?; // bad input is refused before the mark
+    // Bad input is refused before the mark.
+    let req = start_request(&v, Some(name.clone()), max_window(&st))?;
     let backend = st.catalog.update_backend(&name, None, Some(true)).await?;
-    let (plan, rebalance) = start(&st, &start_request(&v, Some(name))?).await?;
+    let (plan, rebalance) = start(&st, &req).await?;
     let status = if rebalance.is_some() {
         StatusCode::ACCEPTED
     } else {
