@@ -888,3 +888,72 @@ async fn options_given_in_the_url_are_kept_beside_mezzanines_own() {
         "mezzanine's idle-in-transaction timeout is missing"
     );
 }
+
+#[tokio::test]
+async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
+    let urls = fresh_databases(2).await;
+    let src = source(&urls[0]).await;
+    let dst = backend("dst", &urls[1]);
+    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    // Infinite times cannot travel as plain values: this tail goes through COPY.
+    fill_special(&urls[0]).await;
+    fill(&urls[0], 1, 100).await;
+    let first = transfer::copy_tail(&src, &dst, SHARD, 0).await.unwrap();
+    assert_eq!(first.rows, 106);
+    // A small tail of hard values goes as plain statements.
+    sql(
+        &urls[0],
+        &format!(
+            r#"INSERT INTO {T} (row_key, column_name, ref_key, body, created_at) VALUES
+            ('550e8400-e29b-41d4-a716-446655440009', 'ünïcødé 🎉', -9223372036854775808,
+             '{{"big": 123456789012345678901234567890.123456789012345678901234567890, "neg": -1e-30,
+               "s": "tab\there \"q\" \\ 日本語", "n": [null, true, {{}}]}}', '1900-06-30 23:59:59.999999+00'),
+            ('ffffffff-ffff-ffff-ffff-fffffffffff9', 'x', 9223372036854775807, '"\u00e9"',
+             '2262-04-11 23:47:16.854775+00')"#
+        ),
+    )
+    .await;
+    fill(&urls[0], 101, 30).await;
+    let second = transfer::copy_tail(&src, &dst, SHARD, first.max_added_id)
+        .await
+        .unwrap();
+    assert_eq!(second.rows, 32);
+    let max = transfer::max_added_id(&src, SHARD).await.unwrap();
+    assert_eq!(second.max_added_id, max);
+    assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
+    assert_eq!(
+        transfer::checksum(&src, SHARD, 0, max).await.unwrap(),
+        transfer::checksum(&dst, SHARD, 0, max).await.unwrap()
+    );
+    // Nothing new: nothing copied, the high-water mark stays.
+    let none = transfer::copy_tail(&src, &dst, SHARD, max).await.unwrap();
+    assert_eq!((none.rows, none.max_added_id), (0, max));
+
+    // A tail that overlaps what the target holds is refused, and nothing is stored.
+    fill(&urls[0], 200, 5).await;
+    let r = transfer::copy_tail(&src, &dst, SHARD, max - 10).await;
+    assert!(matches!(r, Err(StorageError::Refused { .. })), "{r:?}");
+    assert_eq!(transfer::max_added_id(&dst, SHARD).await.unwrap(), max);
+
+    // A tail longer than SMALL_TAIL goes through COPY, in one call.
+    fill(&urls[0], 1000, transfer::SMALL_TAIL + 100).await;
+    let long = transfer::copy_tail(&src, &dst, SHARD, max).await.unwrap();
+    assert_eq!(long.rows as i64, 5 + transfer::SMALL_TAIL + 100);
+    assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
+
+    // A target that serves the shard is never written to.
+    assert!(transfer::set_state(
+        &dst,
+        SHARD,
+        &[ShardState::Importing],
+        ShardState::Active,
+        Some(2)
+    )
+    .await
+    .unwrap());
+    fill(&urls[0], 5000, 3).await;
+    let after = transfer::max_added_id(&dst, SHARD).await.unwrap();
+    let r = transfer::copy_tail(&src, &dst, SHARD, after).await;
+    assert!(matches!(r, Err(StorageError::Refused { .. })), "{r:?}");
+    assert_eq!(transfer::max_added_id(&dst, SHARD).await.unwrap(), after);
+}

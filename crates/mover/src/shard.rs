@@ -305,18 +305,19 @@ impl ShardTask {
             steps.push((name, lap.elapsed().as_secs_f64() * 1000.0));
             lap = Instant::now();
         };
-        match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
-            Some(ShardState::Active) | Some(ShardState::Frozen) => {
-                transfer::set_state(src, shard, &[ShardState::Active], ShardState::Frozen, None)
-                    .await?;
-            }
-            Some(ShardState::Retired) => {} // resumed after step 5
-            other => {
-                return Err(MoveError::Protocol(format!(
-                    "shard {shard}: the source {:?} is {} instead of active",
-                    self.shard.from,
-                    other.map_or("absent", |s| s.as_str())
-                )))
+        // 1. Freeze (one statement; a source found neither active nor frozen is read again to
+        // tell a resumed cutover, retired at step 5 already, from a protocol error).
+        if !transfer::set_state(src, shard, &[ShardState::Active], ShardState::Frozen, None).await?
+        {
+            match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
+                Some(ShardState::Retired) => {}
+                other => {
+                    return Err(MoveError::Protocol(format!(
+                        "shard {shard}: the source {:?} is {} instead of active",
+                        self.shard.from,
+                        other.map_or("absent", |s| s.as_str())
+                    )))
+                }
             }
         }
         mark("freeze");
@@ -332,16 +333,12 @@ impl ShardTask {
         let max_s = match fresh {
             // Straight from catching up: the target holds exactly up to `hw`; the copy of
             // everything above it ends at the source's highest added_id.
-            Some(hw) => {
-                transfer::copy_rows(src, tgt, shard, hw, None)
-                    .await?
-                    .max_added_id
-            }
+            Some(hw) => transfer::copy_tail(src, tgt, shard, hw).await?.max_added_id,
             None => {
                 let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
                 if target_state != Some(ShardState::Active) {
                     let hw = transfer::max_added_id(tgt, shard).await?;
-                    transfer::copy_rows(src, tgt, shard, hw, None).await?;
+                    transfer::copy_tail(src, tgt, shard, hw).await?;
                 }
                 // 3. The highest added_id must be the same on both sides.
                 let (max_s, max_t) = futures::future::try_join(

@@ -44,9 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
-        .layer(middleware::from_fn_with_state(cfg.max_body_bytes, refuse_declared_oversize))
-        .layer(middleware::from_fn(problems_everywhere))
-        .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn_with_state(cfg.max_body_bytes, edge))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::debug_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
@@ -56,28 +54,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Refuses at once a request whose declared `Content-Length` exceeds the body limit, before
-/// any of its body is read (a client must not hold a handler by announcing a huge body).
-async fn refuse_declared_oversize(
+/// The edge of every request, as one middleware (each layer costs a boxed future per
+/// request): refuses at once a request whose declared `Content-Length` exceeds the body
+/// limit, before any of its body is read (a client must not hold a handler by announcing a
+/// huge body); turns every error answer into a problem ([`problems_everywhere`]); counts the
+/// request in the metrics.
+async fn edge(
     axum::extract::State(limit): axum::extract::State<usize>,
     req: Request,
     next: Next,
 ) -> Response {
+    let track = crate::metrics::Track::start(&req);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
+    let resp = match declared {
         Some(n) if n > limit as u64 => crate::api::too_large(limit).into_response(),
-        _ => next.run(req).await,
-    }
+        _ => problems_everywhere(next.run(req).await).await,
+    };
+    track.finish(resp.status());
+    resp
 }
 
 /// Turns every error answer that is not already a problem (a rejection by the framework, an
 /// unknown method, a timeout) into an RFC 9457 problem with the same status.
-async fn problems_everywhere(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+async fn problems_everywhere(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;

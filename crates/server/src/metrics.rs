@@ -4,8 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -42,20 +41,39 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
-/// Middleware: counts requests by route, method and status, with a latency histogram.
-pub async fn track(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
-    resp
+/// One request being counted: by route, method and status, with a latency histogram.
+pub struct Track {
+    started: Instant,
+    route: metrics::SharedString,
+    method: metrics::SharedString,
+}
+
+impl Track {
+    pub fn start(req: &Request) -> Track {
+        let route = match req.extensions().get::<MatchedPath>() {
+            Some(p) => metrics::SharedString::from(p.as_str().to_owned()),
+            None => metrics::SharedString::const_str("unmatched"),
+        };
+        let method = match *req.method() {
+            Method::GET => metrics::SharedString::const_str("GET"),
+            Method::POST => metrics::SharedString::const_str("POST"),
+            Method::PATCH => metrics::SharedString::const_str("PATCH"),
+            Method::DELETE => metrics::SharedString::const_str("DELETE"),
+            ref other => metrics::SharedString::from(other.as_str().to_owned()),
+        };
+        Track {
+            started: Instant::now(),
+            route,
+            method,
+        }
+    }
+
+    pub fn finish(self, status: StatusCode) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let status = metrics::SharedString::from(status.as_u16().to_string());
+        metrics::counter!("http_requests_total", "route" => self.route.clone(), "method" => self.method.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!("http_request_duration_seconds", "route" => self.route, "method" => self.method)
+            .record(elapsed);
+    }
 }

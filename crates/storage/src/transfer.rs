@@ -166,10 +166,7 @@ async fn in_transaction<T>(
 /// that PostgreSQL itself gives up (`lock_timeout`: a retryable `Unavailable` for this call
 /// only) before the lease's deadline would cancel the statement and discard the connection.
 async fn bound_lock_waits(lease: &Lease<'_>, backend: &Backend) -> Result<(), StorageError> {
-    let ms = (backend.settings().query_timeout * 3 / 4)
-        .as_millis()
-        .max(1)
-        .to_string();
+    let ms = lock_wait_bound(backend);
     lease
         .query(
             "SELECT set_config('lock_timeout', $1, true)",
@@ -177,6 +174,14 @@ async fn bound_lock_waits(lease: &Lease<'_>, backend: &Backend) -> Result<(), St
         )
         .await?;
     Ok(())
+}
+
+/// Three quarters of the query timeout, in milliseconds, as `lock_timeout` takes it.
+fn lock_wait_bound(backend: &Backend) -> String {
+    (backend.settings().query_timeout * 3 / 4)
+        .as_millis()
+        .max(1)
+        .to_string()
 }
 
 /// The shard's state row on `backend`: its state and epoch, `None` when it has none (or the
@@ -324,30 +329,33 @@ pub async fn set_state(
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let shard_i = shard as i32;
     let to_s = to.as_str();
+    let lock_ms = lock_wait_bound(backend);
     let lease = backend.lease().await?;
-    let steps = async {
-        bound_lock_waits(&lease, backend).await?;
-        // Written as an update of every candidate row (also one already `to`, unchanged)
-        // rather than a read then an update: under READ COMMITTED the update re-checks its
-        // condition on the row's latest version after waiting for the lock; a read would not.
-        lease
-            .query(
-                "UPDATE mezzanine_shard_state SET \
+    // One statement, so one round trip and its own transaction: the freeze is inside a
+    // cutover's pause. The `lock_timeout` of that transaction is set by the uncorrelated
+    // sub-select, which PostgreSQL runs once before it scans (an init plan), so before the
+    // update can wait for a writer's row lock.
+    // Written as an update of every candidate row (also one already `to`, unchanged) rather
+    // than a read then an update: under READ COMMITTED the update re-checks its condition on
+    // the row's latest version after waiting for the lock; a read would not.
+    let rows = lease
+        .query(
+            "UPDATE mezzanine_shard_state SET \
                epoch = CASE WHEN state = $3 THEN epoch ELSE coalesce($4, epoch) END, \
                updated_at = CASE WHEN state = $3 THEN updated_at ELSE now() END, \
                state = $3 \
              WHERE shard = $1 AND (state = ANY($2) OR state = $3) \
+               AND (SELECT set_config('lock_timeout', $5, true)) IS NOT NULL \
              RETURNING epoch",
-                &[
-                    (&shard_i, Type::INT4),
-                    (&from, Type::TEXT_ARRAY),
-                    (&to_s, Type::TEXT),
-                    (&epoch, Type::INT8),
-                ],
-            )
-            .await
-    };
-    let rows = in_transaction(&lease, "BEGIN", steps).await?;
+            &[
+                (&shard_i, Type::INT4),
+                (&from, Type::TEXT_ARRAY),
+                (&to_s, Type::TEXT),
+                (&epoch, Type::INT8),
+                (&lock_ms, Type::TEXT),
+            ],
+        )
+        .await?;
     match rows.first() {
         None => Ok(false),
         Some(row) => {
@@ -522,6 +530,154 @@ async fn copy_steps(
         max_added_id,
         bytes,
     })
+}
+
+/// The most rows [`copy_tail`] sends as plain statements; a longer tail goes through COPY.
+pub const SMALL_TAIL: i64 = 2000;
+
+/// Copies the rows above `after` like [`copy_rows`] (no limit), for a cutover's tail: the
+/// rows written since the last catch-up round, copied while the source is frozen, so inside
+/// the write pause. A tail of at most [`SMALL_TAIL`] rows goes as one `SELECT` on the source
+/// and one statement on the target that checks the target (importing, nothing above `after`)
+/// and inserts the rows: two round trips instead of COPY's two transactions. The values
+/// keep their types (`body` as JSONB's own text, which parses back to the same JSONB); the
+/// cutover verifies every column afterwards. Longer tails, and values the driver cannot
+/// carry (an infinite `created_at`), go through [`copy_rows`].
+pub async fn copy_tail(
+    source: &Backend,
+    target: &Backend,
+    shard: u32,
+    after: i64,
+) -> Result<CopyReport, StorageError> {
+    let t = cells_table(shard);
+    let rows = {
+        let sl = source.lease().await?;
+        sl.query(
+            &format!(
+                "SELECT added_id, row_key, column_name, ref_key, body::text, created_at FROM {t} \
+                 WHERE added_id > $1 ORDER BY added_id LIMIT $2"
+            ),
+            &[(&after, Type::INT8), (&(SMALL_TAIL + 1), Type::INT8)],
+        )
+        .await?
+    };
+    let Some(tail) = TailColumns::of(&rows).filter(|c| c.added_ids.len() as i64 <= SMALL_TAIL)
+    else {
+        return copy_rows(source, target, shard, after, None).await;
+    };
+    let shard_i = shard as i32;
+    let tl = target.lease().await?;
+    let row = tl
+        .query(
+            &format!(
+                "WITH st AS (SELECT state FROM mezzanine_shard_state WHERE shard = $1 FOR SHARE), \
+                 have AS (SELECT coalesce(max(added_id), 0) AS m FROM {t}), \
+                 ins AS (INSERT INTO {t} (added_id, row_key, column_name, ref_key, body, created_at) \
+                         SELECT a, r, c, k, b::jsonb, ts \
+                         FROM unnest($2::int8[], $3::uuid[], $4::text[], $5::int8[], $6::text[], \
+                                     $7::timestamptz[]) AS u(a, r, c, k, b, ts) \
+                         WHERE (SELECT state FROM st) = 'importing' AND (SELECT m FROM have) <= $8 \
+                         RETURNING 1) \
+                 SELECT (SELECT state FROM st), (SELECT m FROM have), (SELECT count(*) FROM ins)"
+            ),
+            &[
+                (&shard_i, Type::INT4),
+                (&tail.added_ids, Type::INT8_ARRAY),
+                (&tail.row_keys, Type::UUID_ARRAY),
+                (&tail.columns, Type::TEXT_ARRAY),
+                (&tail.ref_keys, Type::INT8_ARRAY),
+                (&tail.bodies, Type::TEXT_ARRAY),
+                (&tail.created, Type::TIMESTAMPTZ_ARRAY),
+                (&after, Type::INT8),
+            ],
+        )
+        .await?;
+    let Some(row) = row.first() else {
+        return Err(refused(target, shard, "the tail copy returned no row"));
+    };
+    let state: Option<String> = col(target, row, 0)?;
+    let have: i64 = col(target, row, 1)?;
+    let inserted: i64 = col(target, row, 2)?;
+    match state.as_deref() {
+        Some("importing") => {}
+        Some(s) => {
+            return Err(refused(
+                target,
+                shard,
+                format!("the shard is {s} here, not importing: refusing to copy into it"),
+            ))
+        }
+        None => {
+            return Err(refused(
+                target,
+                shard,
+                "the shard has no state row here: prepare_import first",
+            ))
+        }
+    }
+    if have > after {
+        return Err(refused(
+            target,
+            shard,
+            format!(
+                "the target holds rows up to added_id {have}, above {after}: copy from its max_added_id"
+            ),
+        ));
+    }
+    if inserted as usize != tail.added_ids.len() {
+        return Err(refused(
+            target,
+            shard,
+            format!(
+                "the tail copy stored {inserted} of {} rows",
+                tail.added_ids.len()
+            ),
+        ));
+    }
+    Ok(CopyReport {
+        rows: inserted as u64,
+        max_added_id: tail.added_ids.last().copied().unwrap_or(after),
+        bytes: tail.bytes,
+    })
+}
+
+/// A tail's rows as column arrays; `None` when a value cannot be carried (an infinite
+/// timestamp, say).
+struct TailColumns {
+    added_ids: Vec<i64>,
+    row_keys: Vec<uuid::Uuid>,
+    columns: Vec<String>,
+    ref_keys: Vec<i64>,
+    bodies: Vec<String>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The size of the values sent.
+    bytes: u64,
+}
+
+impl TailColumns {
+    fn of(rows: &[tokio_postgres::Row]) -> Option<TailColumns> {
+        let mut c = TailColumns {
+            added_ids: Vec::with_capacity(rows.len()),
+            row_keys: Vec::with_capacity(rows.len()),
+            columns: Vec::with_capacity(rows.len()),
+            ref_keys: Vec::with_capacity(rows.len()),
+            bodies: Vec::with_capacity(rows.len()),
+            created: Vec::with_capacity(rows.len()),
+            bytes: 0,
+        };
+        for r in rows {
+            let column: String = r.try_get(2).ok()?;
+            let body: String = r.try_get(4).ok()?;
+            c.bytes += (8 + 16 + column.len() + 8 + body.len() + 8) as u64;
+            c.added_ids.push(r.try_get(0).ok()?);
+            c.row_keys.push(r.try_get(1).ok()?);
+            c.columns.push(column);
+            c.ref_keys.push(r.try_get(3).ok()?);
+            c.bodies.push(body);
+            c.created.push(r.try_get(5).ok()?);
+        }
+        Some(c)
+    }
 }
 
 /// Streams the COPY data from the source lease into the target lease (in a transaction).

@@ -135,6 +135,27 @@ pub async fn seed(work: &Workload, rows: usize) -> anyhow::Result<Vec<Uuid>> {
     Ok(keys)
 }
 
+/// Waits (up to 30 s) until the server answers `/v1/readyz` with 200: every backend up.
+pub async fn wait_ready(work: &Workload) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut said = false;
+    loop {
+        let ready = work.client.get(work.url("/v1/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("bench: the server is still not ready after 30 s; going on");
+            return;
+        }
+        if !said {
+            eprintln!("bench: waiting for the server to be ready (a backend is down)");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The server's resident memory from `/metrics`, in bytes.
 pub async fn scrape_rss(client: &reqwest::Client, server: &str) -> Option<f64> {
     let req = client
@@ -158,7 +179,7 @@ fn parse_rss(metrics: &str) -> Option<f64> {
     })
 }
 
-/// Scrapes `/metrics` every 500 ms while `phase` runs; returns its result and the most RSS
+/// Scrapes `/metrics` every second while `phase` runs; returns its result and the most RSS
 /// seen, in MB.
 pub async fn watching_rss<T>(
     work: &Workload,
@@ -168,7 +189,7 @@ pub async fn watching_rss<T>(
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn(async move {
         let mut max: Option<f64> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = &mut stopped => return max,

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use direct::Direct;
 use report::{ratio, CopyReport, OpReport, Report};
-use runner::{measure, OP_TIMEOUT};
+use runner::{measure, Tally, OP_TIMEOUT};
 
 /// Benchmarks.
 #[derive(clap::Subcommand)]
@@ -65,7 +65,7 @@ pub struct HttpArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "write,batch,latest,row,partition"
+        default_value = "write,latest,row,partition,batch"
     )]
     pub ops: Vec<Op>,
     /// Concurrent workers on each side.
@@ -184,6 +184,24 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Where a slice of a `bench http` phase sends its operations.
+#[derive(Clone, Copy)]
+enum Side {
+    Http,
+    Direct,
+    Copy,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Http => "over HTTP",
+            Side::Direct => "direct to PostgreSQL",
+            Side::Copy => "as binary COPY",
+        }
+    }
+}
+
 async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
     if args.seed_rows == 0 && args.ops.iter().any(|o| matches!(o, Op::Latest | Op::Row)) {
         bail!("--seed-rows must be at least 1 to measure latest and row reads");
@@ -237,24 +255,55 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     let mut batch_vs_copy = None;
     for &op in &args.ops {
-        eprintln!("bench: {} over HTTP for {dur:?}", op.name());
-        let (http, rss) =
-            http::watching_rss(&work, measure(vec![http::op(&work, op); c], dur)).await;
-        let http = http?;
-        let mut direct_stats = None;
-        if let Some(d) = &direct {
-            eprintln!("bench: {} direct to PostgreSQL for {dur:?}", op.name());
-            d.warm(c).await;
-            direct_stats = Some(measure(vec![direct::op(&work, d, op); c], dur).await?);
-            if op == Op::Batch {
-                eprintln!("bench: batch as binary COPY for {dur:?}");
-                let copy = measure(direct::copy_workers(d, &work, c).await?, dur).await?;
-                batch_vs_copy = Some(CopyReport {
-                    http_cells_per_sec: http.cells_per_sec,
-                    ratio: ratio(http.cells_per_sec, copy.cells_per_sec),
-                    copy,
-                });
+        // A phase starts with every backend up: one that overloaded the backends (batches
+        // on thousands of shards can keep a backend from answering anything for the query
+        // timeout, which the server takes for a hung backend) must not fail the next.
+        http::wait_ready(&work).await;
+        // With a direct side, each side runs in two halves in the order A B B A (HTTP,
+        // direct, direct, HTTP; COPY beside direct for batches): what the machine does in
+        // the background (autovacuum after the write phases, checkpoints) weighs on both
+        // sides alike instead of on whichever ran first.
+        let rounds: &[&[Side]] = match (&direct, op) {
+            (None, _) => &[&[Side::Http]],
+            (Some(_), Op::Batch) => &[
+                &[Side::Http, Side::Direct, Side::Copy],
+                &[Side::Copy, Side::Direct, Side::Http],
+            ],
+            (Some(_), _) => &[&[Side::Http, Side::Direct], &[Side::Direct, Side::Http]],
+        };
+        let slice = dur / rounds.len() as u32;
+        let (mut http, mut direct_t, mut copy_t) = (Tally::new()?, None, None);
+        let mut rss: Option<f64> = None;
+        for &side in rounds.iter().flat_map(|r| r.iter()) {
+            eprintln!("bench: {} {} for {slice:?}", op.name(), side.label());
+            match (side, &direct) {
+                (Side::Http, _) => {
+                    let (t, r) =
+                        http::watching_rss(&work, measure(vec![http::op(&work, op); c], slice))
+                            .await;
+                    http.merge(t?)?;
+                    rss = rss.into_iter().chain(r).reduce(f64::max);
+                }
+                (Side::Direct, Some(d)) => {
+                    d.warm(c).await;
+                    let t = measure(vec![direct::op(&work, d, op); c], slice).await?;
+                    direct_t.get_or_insert(Tally::new()?).merge(t)?;
+                }
+                (Side::Copy, Some(d)) => {
+                    let t = measure(direct::copy_workers(d, &work, c).await?, slice).await?;
+                    copy_t.get_or_insert(Tally::new()?).merge(t)?;
+                }
+                (_, None) => {}
             }
+        }
+        let http = http.stats();
+        let direct_stats = direct_t.map(|t| t.stats());
+        if let Some(copy) = copy_t.map(|t| t.stats()) {
+            batch_vs_copy = Some(CopyReport {
+                http_cells_per_sec: http.cells_per_sec,
+                ratio: ratio(http.cells_per_sec, copy.cells_per_sec),
+                copy,
+            });
         }
         reports.push(OpReport {
             op: op.name(),

@@ -35,16 +35,19 @@ pub struct Stats {
     pub first_error: Option<String>,
 }
 
-struct Tally {
+/// What one or more slices of a phase measured, mergeable (a phase measured in slices
+/// interleaved with the other side's is the sum of its slices).
+pub struct Tally {
     hist: Histogram<u64>,
     ops: u64,
     cells: u64,
     errors: u64,
     first_error: Option<String>,
+    elapsed_secs: f64,
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Tally> {
+    pub fn new() -> anyhow::Result<Tally> {
         let hist = Histogram::new_with_bounds(1, 2 * OP_TIMEOUT.as_micros() as u64, 3)?;
         Ok(Tally {
             hist,
@@ -52,12 +55,51 @@ impl Tally {
             cells: 0,
             errors: 0,
             first_error: None,
+            elapsed_secs: 0.0,
         })
+    }
+
+    /// Adds what another slice measured.
+    pub fn merge(&mut self, other: Tally) -> anyhow::Result<()> {
+        self.hist.add(&other.hist)?;
+        self.ops += other.ops;
+        self.cells += other.cells;
+        self.errors += other.errors;
+        self.elapsed_secs += other.elapsed_secs;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
+
+    /// Rates over the measured time, and latency percentiles.
+    pub fn stats(&self) -> Stats {
+        let secs = self.elapsed_secs;
+        let ms = |us: u64| {
+            if self.ops == 0 {
+                0.0
+            } else {
+                us as f64 / 1000.0
+            }
+        };
+        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        Stats {
+            ops: self.ops,
+            cells: self.cells,
+            errors: self.errors,
+            elapsed_secs: secs,
+            ops_per_sec: per_sec(self.ops),
+            cells_per_sec: per_sec(self.cells),
+            p50_ms: ms(self.hist.value_at_quantile(0.5)),
+            p99_ms: ms(self.hist.value_at_quantile(0.99)),
+            max_ms: ms(self.hist.max()),
+            first_error: self.first_error.clone(),
+        }
     }
 }
 
 /// Runs one task per entry of `workers` for `duration`; merges what they measured.
-pub async fn measure(workers: Vec<OpFn>, duration: Duration) -> anyhow::Result<Stats> {
+pub async fn measure(workers: Vec<OpFn>, duration: Duration) -> anyhow::Result<Tally> {
     let start = Instant::now();
     let tasks: Vec<_> = workers
         .into_iter()
@@ -65,25 +107,12 @@ pub async fn measure(workers: Vec<OpFn>, duration: Duration) -> anyhow::Result<S
         .collect();
     let mut t = Tally::new()?;
     for task in tasks {
-        let w = task.await.context("a bench worker panicked")??;
-        t.hist.add(&w.hist)?;
-        (t.ops, t.cells, t.errors) = (t.ops + w.ops, t.cells + w.cells, t.errors + w.errors);
-        t.first_error = t.first_error.or(w.first_error);
+        let mut w = task.await.context("a bench worker panicked")??;
+        w.elapsed_secs = 0.0;
+        t.merge(w)?;
     }
-    let secs = start.elapsed().as_secs_f64();
-    let ms = |us: u64| if t.ops == 0 { 0.0 } else { us as f64 / 1000.0 };
-    Ok(Stats {
-        ops: t.ops,
-        cells: t.cells,
-        errors: t.errors,
-        elapsed_secs: secs,
-        ops_per_sec: t.ops as f64 / secs,
-        cells_per_sec: t.cells as f64 / secs,
-        p50_ms: ms(t.hist.value_at_quantile(0.5)),
-        p99_ms: ms(t.hist.value_at_quantile(0.99)),
-        max_ms: ms(t.hist.max()),
-        first_error: t.first_error,
-    })
+    t.elapsed_secs = start.elapsed().as_secs_f64();
+    Ok(t)
 }
 
 async fn worker(op: OpFn, deadline: Instant) -> anyhow::Result<Tally> {
