@@ -58,7 +58,7 @@ pub struct MoveArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub cells: u64,
     /// Shards copied at once (the move's and the baseline's parallelism). On 2 cores, 1
-    /// keeps foreground p99 within 2x during the copy; 2 copies no faster and doubles it.
+    /// keeps foreground p99 at about 2.5x during the copy; 2 copy no faster and double it.
     #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<i64>::new().range(1..=64))]
     pub parallel: i64,
     /// Throttle of the move (rows per second; default unthrottled).
