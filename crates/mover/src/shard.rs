@@ -114,6 +114,9 @@ impl ShardTask {
         // Set when this very call caught up: the target is `importing` and holds exactly the
         // rows up to this high-water mark, so the cutover can skip re-reading them.
         let mut fresh: Option<i64> = None;
+        // Set when this very call finished the bulk copy: the target's high-water mark and
+        // row count, so that catching up need not scan the target again to learn them.
+        let mut bulk: Option<(i64, i64)> = None;
         loop {
             if self.aborted() && state.in_flight() {
                 return Err(MoveError::Aborted); // `run` undoes
@@ -124,11 +127,11 @@ impl ShardTask {
                     self.step(*state, MoveEvent::Start).await?
                 }
                 ShardMoveState::Copying => {
-                    self.copy_bulk(&src, &tgt).await?;
+                    bulk = Some(self.copy_bulk(&src, &tgt).await?);
                     self.step(*state, MoveEvent::Copied).await?
                 }
                 ShardMoveState::CatchingUp => {
-                    let hw = self.catch_up(&src, &tgt).await?;
+                    let hw = self.catch_up(&src, &tgt, bulk.take()).await?;
                     *verified = hw;
                     fresh = Some(hw);
                     self.step(*state, MoveEvent::CaughtUp).await?
@@ -167,8 +170,9 @@ impl ShardTask {
     }
 
     /// Copies every row the target lacks, in chunks (each its own transaction on the target),
-    /// recording progress. An abort interrupts it between chunks.
-    async fn copy_bulk(&self, src: &Backend, tgt: &Backend) -> Result<(), MoveError> {
+    /// recording progress. An abort interrupts it between chunks. Returns the target's
+    /// high-water mark and row count.
+    async fn copy_bulk(&self, src: &Backend, tgt: &Backend) -> Result<(i64, i64), MoveError> {
         let shard = self.shard.shard;
         let total = transfer::count_rows(src, shard).await?;
         let mut hw = transfer::max_added_id(tgt, shard).await?;
@@ -181,7 +185,7 @@ impl ShardTask {
         loop {
             let r = self.copy_chunk(src, tgt, hw, chunk, &mut pace).await?;
             if r.rows == 0 {
-                return Ok(());
+                return Ok((hw, copied));
             }
             hw = r.max_added_id;
             copied += r.rows as i64;
@@ -190,7 +194,7 @@ impl ShardTask {
                 .await?;
             self.config.failpoints.pause("copying", &self.abort).await;
             if (r.rows as i64) < chunk {
-                return Ok(());
+                return Ok((hw, copied));
             }
         }
     }
@@ -224,12 +228,23 @@ impl ShardTask {
 
     /// Copies what was written since, round after round, until the lag is small; then
     /// verifies the copied prefix. Returns the verified high-water mark. An abort interrupts
-    /// it between chunks.
-    async fn catch_up(&self, src: &Backend, tgt: &Backend) -> Result<i64, MoveError> {
+    /// it between chunks. `bulk`: the target's high-water mark and row count when the bulk
+    /// copy just ended in this call (read from the target otherwise, after a resume).
+    async fn catch_up(
+        &self,
+        src: &Backend,
+        tgt: &Backend,
+        bulk: Option<(i64, i64)>,
+    ) -> Result<i64, MoveError> {
         let shard = self.shard.shard;
         let chunk = chunk_rows(self.max_rows_per_sec);
-        let mut hw = transfer::max_added_id(tgt, shard).await?;
-        let mut copied = transfer::count_rows(tgt, shard).await?;
+        let (mut hw, mut copied) = match bulk {
+            Some(b) => b,
+            None => (
+                transfer::max_added_id(tgt, shard).await?,
+                transfer::count_rows(tgt, shard).await?,
+            ),
+        };
         let mut pace = Pace::new();
         for round in 1u32.. {
             let mut lag = 0u64;

@@ -82,8 +82,7 @@ fn ranges(map: &ShardMap, state_of: impl Fn(u32) -> &'static str) -> Vec<Range> 
 /// `GET /admin/v1/shards`: the catalog's map, as ranges with their owner and state (`active`,
 /// or the state of a move in progress).
 async fn shards(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
-    let snap = st.catalog.load().await?;
-    let moves = st.catalog.open_moves().await?;
+    let (snap, moves) = tokio::try_join!(st.catalog.load(), st.catalog.open_moves())?;
     let mut moving: Vec<&'static str> = vec!["active"; snap.map.num_shards() as usize];
     for job in &moves {
         for s in &job.shards {

@@ -351,7 +351,8 @@ pub async fn write_batch(
         let work = plan.into_iter().map(|(b, groups)| {
             let topo = &topo;
             async move {
-                let outcomes: Vec<Result<Vec<WriteOutcome>, Problem>> = match topo.backend_at(b) {
+                let outcomes: Vec<Result<Vec<WriteOutcome>, GroupError>> = match topo.backend_at(b)
+                {
                     Ok(backend) => {
                         let inputs: Vec<(u32, Vec<&NewCell>)> = groups
                             .iter()
@@ -361,18 +362,23 @@ pub async fn write_batch(
                             .await
                             .into_iter()
                             .map(|r| match r {
-                                Err(e @ StorageError::NotServed { .. }) => Err(Problem::moved(e)),
-                                r => r.map_err(Problem::from),
+                                Err(e @ StorageError::NotServed { .. }) => {
+                                    Err(GroupError::Moved(e))
+                                }
+                                r => r.map_err(|e| GroupError::Failed(Problem::from(e))),
                             })
                             .collect()
                     }
-                    Err(p) => groups.iter().map(|_| Err(p.clone())).collect(),
+                    Err(p) => groups
+                        .iter()
+                        .map(|_| Err(GroupError::Failed(p.clone())))
+                        .collect(),
                 };
                 (groups, outcomes)
             }
         });
         let mut moved: Vec<(usize, &NewCell)> = Vec::new();
-        let mut last_moved: Option<Problem> = None;
+        let mut last_moved: Option<StorageError> = None;
         for (groups, outcomes) in futures::future::join_all(work).await {
             for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
                 match outcome {
@@ -399,31 +405,17 @@ pub async fn write_batch(
                             });
                         }
                     }
-                    Err(p) if p.is_moved() => {
+                    Err(GroupError::Moved(e)) => {
                         moved.extend(group);
-                        last_moved = Some(p);
+                        last_moved = Some(e);
                     }
-                    Err(p) => fill_error(&mut results, &group, &p),
+                    Err(GroupError::Failed(p)) => fill_error(&mut results, &group, &p),
                 }
             }
         }
         drop(topo);
-        if let Some(p) = last_moved {
-            let waited = match &mut hold {
-                Some(h) => Ok(h),
-                None => st.hold().map(|h| hold.insert(h)),
-            };
-            let gave_up = match waited {
-                Ok(h) => {
-                    if st.wait_for_map(version, h.deadline).await {
-                        None
-                    } else {
-                        Some(crate::held_too_long(&p.detail, st.config.move_hold_timeout))
-                    }
-                }
-                Err(too_many) => Some(too_many),
-            };
-            if let Some(p) = gave_up {
+        if let Some(e) = last_moved {
+            if let Err(p) = st.wait_out_move(&mut hold, version, &e.to_string()).await {
                 fill_error(&mut results, &moved, &p);
                 break;
             }
@@ -441,6 +433,13 @@ pub async fn write_batch(
         })
         .collect();
     Ok(Json(BatchWriteResponse { results }).into_response())
+}
+
+/// Why a batch's shard group was not written: its backend no longer serves the shard (the
+/// group is held and retried at the new place), or anything else (reported in its slots).
+enum GroupError {
+    Moved(StorageError),
+    Failed(Problem),
 }
 
 fn path_key(row_key: &str, column_name: &str) -> Result<(uuid::Uuid, String), Problem> {

@@ -116,10 +116,11 @@ async fn problems_everywhere(resp: Response) -> Response {
         (_, "") => status.canonical_reason().unwrap_or("error").to_owned(),
         (_, t) => t.to_owned(),
     };
-    let mut p = Problem::new(status, detail);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        p.retry_after = Some(Duration::from_secs(1));
-    }
+    let p = if status == StatusCode::SERVICE_UNAVAILABLE {
+        Problem::unavailable(detail)
+    } else {
+        Problem::new(status, detail)
+    };
     let mut out = p.into_response();
     for (k, v) in parts.headers.iter() {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {

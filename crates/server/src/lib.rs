@@ -100,15 +100,10 @@ impl Topology {
             )
         })?;
         if !slot.is_ready() {
-            let mut p = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "backend {} is not prepared yet (unreachable since start)",
-                    slot.backend.name()
-                ),
-            );
-            p.retry_after = Some(Duration::from_secs(1));
-            return Err(p);
+            return Err(Problem::unavailable(format!(
+                "backend {} is not prepared yet (unreachable since start)",
+                slot.backend.name()
+            )));
         }
         Ok(&slot.backend)
     }
@@ -276,34 +271,45 @@ impl AppState {
             };
             match op(backend).await {
                 Err(e @ StorageError::NotServed { .. }) => {
-                    if hold.is_none() {
-                        ::metrics::counter!("mezzanine_held_requests_total").increment(1);
-                    }
-                    let h = match &mut hold {
-                        Some(h) => h,
-                        None => hold.insert(self.hold()?),
-                    };
-                    if !self.wait_for_map(version, h.deadline).await {
-                        return Err(held_too_long(&e.to_string(), self.config.move_hold_timeout));
-                    }
+                    self.wait_out_move(&mut hold, version, &e.to_string())
+                        .await?;
                 }
                 other => return other.map_err(Problem::from),
             }
         }
     }
 
+    /// A request met a shard its backend no longer serves (moved, or in cutover) under map
+    /// `version`: holds it (counted once per request, bounded by `MOVE_HOLD_MAX`) until the
+    /// map is newer or a short while passed, so that the caller retries at the new place. A
+    /// 503 once the hold's deadline passed; `why` says what was met.
+    pub async fn wait_out_move(
+        &self,
+        hold: &mut Option<Hold>,
+        version: i64,
+        why: &str,
+    ) -> Result<(), Problem> {
+        if hold.is_none() {
+            ::metrics::counter!("mezzanine_held_requests_total").increment(1);
+        }
+        let h = match hold {
+            Some(h) => h,
+            None => hold.insert(self.hold()?),
+        };
+        if self.wait_for_map(version, h.deadline).await {
+            Ok(())
+        } else {
+            Err(held_too_long(why, self.config.move_hold_timeout))
+        }
+    }
+
     /// Starts holding a request (a 503 at once when too many are held).
     pub fn hold(&self) -> Result<Hold, Problem> {
         let permit = self.held.clone().try_acquire_owned().map_err(|_| {
-            let mut p = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "too many requests are waiting for shards in cutover (MOVE_HOLD_MAX={})",
-                    self.config.move_hold_max
-                ),
-            );
-            p.retry_after = Some(Duration::from_secs(1));
-            p
+            Problem::unavailable(format!(
+                "too many requests are waiting for shards in cutover (MOVE_HOLD_MAX={})",
+                self.config.move_hold_max
+            ))
         })?;
         Ok(Hold {
             deadline: tokio::time::Instant::now() + self.config.move_hold_timeout,
@@ -354,13 +360,10 @@ pub struct Hold {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-pub(crate) fn held_too_long(why: &str, bound: Duration) -> Problem {
-    let mut p = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("{why}; the shard did not become available within MOVE_HOLD_TIMEOUT ({bound:?})"),
-    );
-    p.retry_after = Some(Duration::from_secs(1));
-    p
+fn held_too_long(why: &str, bound: Duration) -> Problem {
+    Problem::unavailable(format!(
+        "{why}; the shard did not become available within MOVE_HOLD_TIMEOUT ({bound:?})"
+    ))
 }
 
 /// A started server: catalog read, backends opened and prepared, ready to serve.

@@ -8,8 +8,6 @@ use mezzanine_core::FieldError;
 use mezzanine_storage::StorageError;
 use serde::Serialize;
 
-const MOVED: &str = "urn:mezzanine:problem:shard-not-served";
-
 /// A problem answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -70,18 +68,12 @@ impl Problem {
         Problem::invalid(vec![e])
     }
 
-    /// 503: the backend asked does not serve the shard (it moved, or is in cutover). Requests
-    /// hold and retry on this one; clients see it only past the hold bound.
-    pub fn moved(e: StorageError) -> Problem {
+    /// 503 with `Retry-After: 1`: try again shortly.
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
         Problem {
-            type_: MOVED.into(),
             retry_after: Some(Duration::from_secs(1)),
-            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
         }
-    }
-
-    pub fn is_moved(&self) -> bool {
-        self.type_ == MOVED
     }
 
     pub fn not_found(detail: impl Into<String>) -> Problem {
@@ -129,11 +121,10 @@ impl From<mezzanine_catalog::CatalogError> for Problem {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let mut p = Problem::new(status, e.to_string());
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            p.retry_after = Some(Duration::from_secs(1));
+            return Problem::unavailable(e.to_string());
         }
-        p
+        Problem::new(status, e.to_string())
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::schema::cells_table;
+use crate::transfer::ShardState;
 use crate::{Backend, StorageError};
 
 /// A stored cell, as clients see it.
@@ -54,14 +55,11 @@ pub enum PartitionRead {
     AfterCreatedAt(Option<DateTime<Utc>>),
 }
 
-const CELL_COLUMNS: &str = "added_id, row_key, column_name, ref_key, body::text, created_at";
+pub(crate) const CELL_COLUMNS: &str =
+    "added_id, row_key, column_name, ref_key, body::text, created_at";
 
 fn cell_from(row: &Row, first: usize, backend: &Backend) -> Result<Cell, StorageError> {
-    let err = |e: tokio_postgres::Error| StorageError::Database {
-        backend: backend.name().to_owned(),
-        code: String::new(),
-        message: format!("unexpected row shape: {e}"),
-    };
+    let err = |e: tokio_postgres::Error| StorageError::shape(backend, e);
     let body: String = row.try_get(first + 4).map_err(err)?;
     let body = RawValue::from_string(body).map_err(|e| StorageError::Database {
         backend: backend.name().to_owned(),
@@ -100,21 +98,32 @@ async fn select_cells(
     all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
     let lease = backend.lease().await?;
     let rows = lease.query(&fenced, &all).await?;
-    let state: Option<String> = rows.first().and_then(|r| r.try_get(0).ok());
-    match state.as_deref() {
-        Some("active") | Some("frozen") => {}
-        other => {
-            return Err(StorageError::NotServed {
-                shard,
-                backend: backend.name().to_owned(),
-                state: other.unwrap_or("absent").to_owned(),
-            })
-        }
-    }
+    fence(backend, shard, &rows, ShardState::serves)?;
     rows.iter()
         .filter(|r| r.try_get::<_, Option<i64>>(1).ok().flatten().is_some())
         .map(|r| cell_from(r, 1, backend))
         .collect()
+}
+
+/// The fence (I2): the shard's state row on this backend, read by the statement itself (its
+/// first column), must be one that `allows` the operation; otherwise the request belongs
+/// elsewhere ([`StorageError::NotServed`], which the server holds and retries at the new
+/// place).
+fn fence(
+    backend: &Backend,
+    shard: u32,
+    rows: &[Row],
+    allows: impl Fn(ShardState) -> bool,
+) -> Result<(), StorageError> {
+    let state: Option<String> = rows.first().and_then(|r| r.try_get(0).ok());
+    match state.as_deref().map(str::parse::<ShardState>) {
+        Some(Ok(s)) if allows(s) => Ok(()),
+        _ => Err(StorageError::NotServed {
+            shard,
+            backend: backend.name().to_owned(),
+            state: state.unwrap_or_else(|| "absent".to_owned()),
+        }),
+    }
 }
 
 /// Cells as column arrays, bound to `unnest($n::uuid[], $n::text[], $n::int8[], $n::jsonb[])`.
@@ -241,14 +250,7 @@ async fn write_group(
             ],
         )
         .await?;
-    let state: Option<String> = rows.first().and_then(|r| r.try_get(0).ok());
-    if state.as_deref() != Some("active") {
-        return Err(StorageError::NotServed {
-            shard,
-            backend: backend.name().to_owned(),
-            state: state.unwrap_or_else(|| "absent".to_owned()),
-        });
-    }
+    fence(backend, shard, &rows, |s| s == ShardState::Active)?;
     let mut inserted: HashMap<CellKey, Cell> = HashMap::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<_, Option<i64>>(1).ok().flatten().is_some() {
@@ -291,8 +293,12 @@ async fn write_group(
             )
             .await?;
         for row in &rows {
-            let idx: i32 = row.try_get(0).map_err(|e| db_shape(backend, e))?;
-            let same: bool = row.try_get(1).map_err(|e| db_shape(backend, e))?;
+            let idx: i32 = row
+                .try_get(0)
+                .map_err(|e| StorageError::shape(backend, e))?;
+            let same: bool = row
+                .try_get(1)
+                .map_err(|e| StorageError::shape(backend, e))?;
             let cell = cell_from(row, 2, backend)?;
             if let Some(slot) = results.get_mut(idx as usize) {
                 *slot = Some(if same {
@@ -314,14 +320,6 @@ async fn write_group(
             })
         })
         .collect()
-}
-
-fn db_shape(backend: &Backend, e: tokio_postgres::Error) -> StorageError {
-    StorageError::Database {
-        backend: backend.name().to_owned(),
-        code: String::new(),
-        message: format!("unexpected row shape: {e}"),
-    }
 }
 
 /// One exact version of a cell.

@@ -51,3 +51,14 @@ impl StorageError {
         }
     }
 }
+
+impl StorageError {
+    /// A row that does not have the shape a statement promised (a column's type or count).
+    pub(crate) fn shape(backend: &crate::Backend, e: impl std::fmt::Display) -> StorageError {
+        StorageError::Database {
+            backend: backend.name().to_owned(),
+            code: String::new(),
+            message: format!("unexpected row shape: {e}"),
+        }
+    }
+}

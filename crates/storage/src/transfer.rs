@@ -27,6 +27,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::backend::{CopyIn, Lease};
+use crate::cells::CELL_COLUMNS;
 use crate::schema::{self, cells_table, MIGRATION_LOCK, SCHEMA_VERSION};
 use crate::{Backend, StorageError};
 
@@ -103,16 +104,8 @@ impl FromStr for ShardState {
     }
 }
 
-fn shape(backend: &Backend, e: impl fmt::Display) -> StorageError {
-    StorageError::Database {
-        backend: backend.name().to_owned(),
-        code: String::new(),
-        message: format!("unexpected row shape: {e}"),
-    }
-}
-
 fn col<'r, T: FromSql<'r>>(backend: &Backend, row: &'r Row, i: usize) -> Result<T, StorageError> {
-    row.try_get(i).map_err(|e| shape(backend, e))
+    row.try_get(i).map_err(|e| StorageError::shape(backend, e))
 }
 
 fn refused(backend: &Backend, shard: u32, message: impl Into<String>) -> StorageError {
@@ -124,7 +117,7 @@ fn refused(backend: &Backend, shard: u32, message: impl Into<String>) -> Storage
 }
 
 fn parse_state(backend: &Backend, s: &str) -> Result<ShardState, StorageError> {
-    s.parse().map_err(|e| shape(backend, e))
+    s.parse().map_err(|e| StorageError::shape(backend, e))
 }
 
 fn is_undefined_table(e: &StorageError) -> bool {
@@ -468,36 +461,15 @@ async fn copy_steps(
     limit: Option<i64>,
 ) -> Result<CopyReport, StorageError> {
     let t = cells_table(shard);
-    match state_on(tl, target, shard, "FOR SHARE").await? {
-        Some((ShardState::Importing, _)) => {}
-        Some((state, _)) => {
-            return Err(refused(
-                target,
-                shard,
-                format!("the shard is {state} here, not importing: refusing to copy into it"),
-            ))
-        }
-        None => {
-            return Err(refused(
-                target,
-                shard,
-                "the shard has no state row here: prepare_import first",
-            ))
-        }
-    }
+    let state = state_on(tl, target, shard, "FOR SHARE")
+        .await?
+        .map(|(s, _)| s);
+    check_importing(target, shard, state)?;
     let rows = tl
         .query(&format!("SELECT coalesce(max(added_id), 0) FROM {t}"), &[])
         .await?;
     let have: i64 = rows.first().map(|r| col(target, r, 0)).unwrap_or(Ok(0))?;
-    if have > after {
-        return Err(refused(
-            target,
-            shard,
-            format!(
-                "the target holds rows up to added_id {have}, above {after}: copy from its max_added_id"
-            ),
-        ));
-    }
+    check_no_overlap(target, shard, have, after)?;
 
     let stall = COPY_STALL
         .max(source.settings().query_timeout)
@@ -505,16 +477,21 @@ async fn copy_steps(
     let sl = long_lease(source).await?;
     let (rows, bytes) = pipe(tl, &sl, &t, after, limit, stall).await?;
 
-    let rows_max = tl
-        .query(
-            &format!("SELECT coalesce(max(added_id), $1) FROM {t} WHERE added_id > $1"),
-            &[(&after, Type::INT8)],
-        )
-        .await?;
-    let max_added_id: i64 = rows_max
-        .first()
-        .map(|r| col(target, r, 0))
-        .unwrap_or(Ok(after))?;
+    // Nothing copied (a catch-up round often copies nothing): the high-water mark stays.
+    let max_added_id: i64 = if rows == 0 {
+        after
+    } else {
+        let rows_max = tl
+            .query(
+                &format!("SELECT coalesce(max(added_id), $1) FROM {t} WHERE added_id > $1"),
+                &[(&after, Type::INT8)],
+            )
+            .await?;
+        rows_max
+            .first()
+            .map(|r| col(target, r, 0))
+            .unwrap_or(Ok(after))?
+    };
     tracing::debug!(
         shard,
         source = source.name(),
@@ -530,6 +507,53 @@ async fn copy_steps(
         max_added_id,
         bytes,
     })
+}
+
+/// Refuses a copy into a target whose state row (read in the copy's own transaction, under
+/// its lock) is not `importing`.
+fn check_importing(
+    target: &Backend,
+    shard: u32,
+    state: Option<ShardState>,
+) -> Result<(), StorageError> {
+    match state {
+        Some(ShardState::Importing) => {}
+        Some(state) => {
+            return Err(refused(
+                target,
+                shard,
+                format!("the shard is {state} here, not importing: refusing to copy into it"),
+            ))
+        }
+        None => {
+            return Err(refused(
+                target,
+                shard,
+                "the shard has no state row here: prepare_import first",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a copy of the rows above `after` into a target that holds rows above it already
+/// (`have`, its highest `added_id`): the copy would overlap them.
+fn check_no_overlap(
+    target: &Backend,
+    shard: u32,
+    have: i64,
+    after: i64,
+) -> Result<(), StorageError> {
+    if have > after {
+        return Err(refused(
+            target,
+            shard,
+            format!(
+                "the target holds rows up to added_id {have}, above {after}: copy from its max_added_id"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The most rows [`copy_tail`] sends as plain statements; a longer tail goes through COPY.
@@ -554,8 +578,7 @@ pub async fn copy_tail(
         let sl = source.lease().await?;
         sl.query(
             &format!(
-                "SELECT added_id, row_key, column_name, ref_key, body::text, created_at FROM {t} \
-                 WHERE added_id > $1 ORDER BY added_id LIMIT $2"
+                "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $1 ORDER BY added_id LIMIT $2"
             ),
             &[(&after, Type::INT8), (&(SMALL_TAIL + 1), Type::INT8)],
         )
@@ -596,34 +619,11 @@ pub async fn copy_tail(
         return Err(refused(target, shard, "the tail copy returned no row"));
     };
     let state: Option<String> = col(target, row, 0)?;
+    let state = state.map(|s| parse_state(target, &s)).transpose()?;
     let have: i64 = col(target, row, 1)?;
     let inserted: i64 = col(target, row, 2)?;
-    match state.as_deref() {
-        Some("importing") => {}
-        Some(s) => {
-            return Err(refused(
-                target,
-                shard,
-                format!("the shard is {s} here, not importing: refusing to copy into it"),
-            ))
-        }
-        None => {
-            return Err(refused(
-                target,
-                shard,
-                "the shard has no state row here: prepare_import first",
-            ))
-        }
-    }
-    if have > after {
-        return Err(refused(
-            target,
-            shard,
-            format!(
-                "the target holds rows up to added_id {have}, above {after}: copy from its max_added_id"
-            ),
-        ));
-    }
+    check_importing(target, shard, state)?;
+    check_no_overlap(target, shard, have, after)?;
     if inserted as usize != tail.added_ids.len() {
         return Err(refused(
             target,
@@ -784,11 +784,11 @@ pub async fn checksum(
         .await?;
     let row = rows
         .first()
-        .ok_or_else(|| shape(backend, "no row from an aggregate"))?;
+        .ok_or_else(|| StorageError::shape(backend, "no row from an aggregate"))?;
     let sum: String = col(backend, row, 1)?;
     Ok(Checksum {
         rows: col(backend, row, 0)?,
-        sum: sum.parse().map_err(|e| shape(backend, e))?,
+        sum: sum.parse().map_err(|e| StorageError::shape(backend, e))?,
     })
 }
 
