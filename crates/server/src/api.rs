@@ -234,7 +234,7 @@ pub async fn write_cell(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
-    let cell = NewCell::from_json(&v, "body").map_err(Problem::invalid)?;
+    let cell = NewCell::from_json(v, "body").map_err(Problem::invalid)?;
     let shard = shard_for_row_key(&cell.key.row_key, st.num_shards());
     let outcome = st
         .on_shard(shard, |b| {
@@ -280,7 +280,7 @@ pub async fn write_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
-    let Some(obj) = v.as_object() else {
+    let Value::Object(mut obj) = v else {
         return Err(Problem::field(FieldError::new(
             "body",
             "must be an object {\"cells\": [...]}",
@@ -297,7 +297,7 @@ pub async fn write_batch(
             None,
         )));
     }
-    let items = match obj.get("cells") {
+    let items = match obj.remove("cells") {
         None => {
             return Err(Problem::field(FieldError::new(
                 "body.cells",
@@ -310,7 +310,7 @@ pub async fn write_batch(
             return Err(Problem::field(FieldError::new(
                 "body.cells",
                 "must be an array of cells",
-                Some(other.clone()),
+                Some(other),
             )))
         }
     };
@@ -324,7 +324,8 @@ pub async fn write_batch(
 
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
     let mut parsed: Vec<(usize, NewCell)> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    // Each cell's JSON is consumed as it is parsed: its body moves into the cell.
+    for (i, item) in items.into_iter().enumerate() {
         match NewCell::from_json(item, &format!("body.cells[{i}]")) {
             Ok(c) => {
                 parsed.push((i, c));

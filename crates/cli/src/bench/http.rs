@@ -24,6 +24,22 @@ struct BatchStatus {
     status: u16,
 }
 
+/// An answer other than 2xx, or a batch with cells that were not stored (`statuses`: theirs).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct Refused {
+    what: String,
+    statuses: Vec<u16>,
+}
+
+impl Refused {
+    /// Whether the server only said that it is unavailable for now (503): worth sending again.
+    fn unavailable(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Refused>()
+            .is_some_and(|r| !r.statuses.is_empty() && r.statuses.iter().all(|&s| s == 503))
+    }
+}
+
 /// Sends a request and reads the whole answer; a status other than 2xx is an error.
 pub async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
     let resp = req.send().await?;
@@ -31,7 +47,11 @@ pub async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> 
     let body = resp.bytes().await?;
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        bail!("HTTP {status}: {text}");
+        return Err(Refused {
+            what: format!("HTTP {status}: {text}"),
+            statuses: vec![status.as_u16()],
+        }
+        .into());
     }
     Ok(body)
 }
@@ -55,13 +75,21 @@ async fn post_batch(work: &Workload, cells: &[NewCell]) -> anyhow::Result<u64> {
         .map(|r| r.status)
         .filter(|s| !(200..300).contains(s))
         .collect();
-    if reply.results.len() != cells.len() || !failed.is_empty() {
-        bail!(
+    if reply.results.len() != cells.len() {
+        bail!("{} results for {} cells", reply.results.len(), cells.len());
+    }
+    if !failed.is_empty() {
+        let what = format!(
             "{} of {} cells failed (statuses {:?})",
             failed.len(),
             cells.len(),
             &failed[..failed.len().min(5)]
         );
+        return Err(Refused {
+            what,
+            statuses: failed,
+        }
+        .into());
     }
     Ok(cells.len() as u64)
 }
@@ -126,13 +154,31 @@ pub async fn seed(work: &Workload, rows: usize) -> anyhow::Result<Vec<Uuid>> {
         let cells = coordinates.flatten();
         cells.map(|(r, c, v)| new_cell(r, c, v, &mut rng)).collect()
     };
+    wait_ready(work).await;
     let mut sent = futures::stream::iter(cells.chunks(MAX_BATCH))
-        .map(|chunk| post_batch(work, chunk))
+        .map(|chunk| seed_batch(work, chunk))
         .buffer_unordered(4);
     while let Some(result) = sent.next().await {
         result.context("seeding through POST /v1/cells/batch failed")?;
     }
     Ok(keys)
+}
+
+/// One seeding batch, sent again (it is idempotent: the identical cells answer 200) while the
+/// server answers that it is unavailable, as a client honouring `Retry-After` would, up to 5
+/// times.
+async fn seed_batch(work: &Workload, cells: &[NewCell]) -> anyhow::Result<u64> {
+    let mut attempt = 1;
+    loop {
+        match post_batch(work, cells).await {
+            Err(e) if attempt < 5 && Refused::unavailable(&e) => {
+                eprintln!("bench: a seeding batch was refused ({e:#}); sending it again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Waits (up to 30 s) until the server answers `/v1/readyz` with 200: every backend up.
