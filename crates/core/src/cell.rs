@@ -349,10 +349,7 @@ mod tests {
     #[test]
     fn nul_in_body_is_refused_with_its_path() {
         let v = json!({"row_key": "550e8400-e29b-41d4-a716-446655440000", "column_name": "c", "ref_key": 1, "body": {"a": [1, "x\u{0}"]}});
-        assert_eq!(
-            locations(NewCell::from_json(v, "body")),
-            ["body.body.a[1]"]
-        );
+        assert_eq!(locations(NewCell::from_json(v, "body")), ["body.body.a[1]"]);
     }
 
     #[test]
