@@ -30,11 +30,12 @@ use uuid::Uuid;
 use super::http::{send, send_json};
 use super::{new_cell, positive_duration};
 
-/// Options of `mezzanine bench move`.
+/// What `bench move` and `bench rebalance` share: the nodes, the cluster's backends and the
+/// steady load.
 #[derive(Debug, clap::Args)]
-pub struct MoveArgs {
+pub struct ClusterArgs {
     /// The nodes to send the load through (comma-separated; the first one is asked for the map
-    /// and starts the move). Start a second node with `set -a; . .mezzanine/mezzanine.env;
+    /// and starts the work). Start a second node with `set -a; . .mezzanine/mezzanine.env;
     /// PORT=8081 mezzanine serve`.
     #[arg(
         long,
@@ -42,12 +43,28 @@ pub struct MoveArgs {
         default_value = "http://127.0.0.1:8080,http://127.0.0.1:8081"
     )]
     pub servers: Vec<String>,
-    /// shards.json of the cluster (the backends' URLs, for loading and the psql baseline).
+    /// shards.json of the cluster (the backends' URLs, for loading and baselines).
     #[arg(long, env = "SHARD_CONFIG_PATH")]
     pub shard_config_path: PathBuf,
     /// Spare backends as `name=url,...` (what `mezzanine dev --spare N` writes in mezzanine.env).
     #[arg(long, env = "MEZZANINE_SPARE_BACKENDS", default_value = "")]
     pub spare_backends: String,
+    /// Concurrent clients of the steady load (spread over the servers).
+    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub concurrency: usize,
+    /// How long the load runs before the work starts (the "before" latencies).
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub before: Duration,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `mezzanine bench move`.
+#[derive(Debug, clap::Args)]
+pub struct MoveArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The shards to move.
     #[arg(long, default_value = "0-15")]
     pub shards: String,
@@ -64,18 +81,129 @@ pub struct MoveArgs {
     /// Throttle of the move (rows per second; default unthrottled).
     #[arg(long)]
     pub max_rows_per_sec: Option<i64>,
-    /// Concurrent clients of the steady load (spread over the servers).
-    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
-    pub concurrency: usize,
-    /// How long the load runs before the move (the "before" latencies).
-    #[arg(long, default_value = "10s", value_parser = positive_duration)]
-    pub before: Duration,
     /// What to do with the retired sources at the end: complete (drop them), none.
     #[arg(long, default_value = "complete")]
     pub cleanup: String,
-    /// Print one JSON object on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
+}
+
+/// The cluster as its first node and shards.json describe it.
+pub(super) struct Cluster {
+    /// Every node, and the first one (which the bench asks).
+    pub servers: Vec<String>,
+    pub main: String,
+    pub client: reqwest::Client,
+    /// `GET /admin/v1/shards` of the first node.
+    pub shards_view: Value,
+    pub num_shards: u32,
+    /// The backends' URLs by name (shards.json and the spares), and the spares' names.
+    pub urls: HashMap<String, String>,
+    pub spares: Vec<String>,
+}
+
+impl Cluster {
+    /// Asks the first node for the map and reads shards.json and the spares.
+    pub async fn open(args: &ClusterArgs, timeout: Duration) -> anyhow::Result<Cluster> {
+        let (servers, main, client) = nodes(&args.servers, args.concurrency, timeout)?;
+        let shards_view = send_json(client.get(format!("{main}/admin/v1/shards")))
+            .await
+            .with_context(|| format!("cannot reach {main}"))?;
+        let num_shards = shards_view["num_shards"]
+            .as_u64()
+            .context("the server's /admin/v1/shards has no num_shards")?
+            as u32;
+        let (urls, spares) =
+            backend_urls(&args.shard_config_path, &args.spare_backends, num_shards)?;
+        Ok(Cluster {
+            servers,
+            main,
+            client,
+            shards_view,
+            num_shards,
+            urls,
+            spares,
+        })
+    }
+
+    /// The URL of a backend by name.
+    pub fn url(&self, backend: &str) -> anyhow::Result<String> {
+        self.urls
+            .get(backend)
+            .cloned()
+            .with_context(|| format!("no URL known for backend {backend:?}"))
+    }
+
+    /// The backend that owns shard `s`, and its URL.
+    pub fn owner(&self, s: u32) -> anyhow::Result<(String, String)> {
+        let owner =
+            owner_of(&self.shards_view, s).with_context(|| format!("shard {s} has no owner"))?;
+        let url = self.url(&owner)?;
+        Ok((owner, url))
+    }
+}
+
+/// The steady load: `concurrency` clients writing and reading through every node until
+/// [`SteadyLoad::finish`].
+pub(super) struct SteadyLoad {
+    /// The bench's clock: every sample's `at` counts from here.
+    pub epoch: Instant,
+    /// When the `--before` period ended, on that clock.
+    pub before_end: Duration,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<LoadLog>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What every client of the load shares.
+struct LoadShared {
+    client: reqwest::Client,
+    servers: Vec<String>,
+    num_shards: u32,
+    moving: Vec<u32>,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<LoadLog>>,
+}
+
+impl SteadyLoad {
+    /// Starts the clients (half of the writes go to `moving`) and lets them run for the
+    /// `--before` period, whose end is [`SteadyLoad::before_end`]; `work`: what comes next.
+    pub async fn start(
+        cluster: &Cluster,
+        args: &ClusterArgs,
+        moving: Vec<u32>,
+        work: &str,
+    ) -> SteadyLoad {
+        let shared = Arc::new(LoadShared {
+            client: cluster.client.clone(),
+            servers: cluster.servers.clone(),
+            num_shards: cluster.num_shards,
+            moving,
+            epoch: Instant::now(),
+            stop: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(Mutex::new(LoadLog::default())),
+        });
+        let workers = (0..args.concurrency)
+            .map(|w| tokio::spawn(load_worker(w, shared.clone())))
+            .collect();
+        eprintln!("bench: steady load for {:?} before {work}", args.before);
+        tokio::time::sleep(args.before).await;
+        SteadyLoad {
+            epoch: shared.epoch,
+            before_end: shared.epoch.elapsed(),
+            stop: shared.stop.clone(),
+            log: shared.log.clone(),
+            workers,
+        }
+    }
+
+    /// Stops the clients and returns what they saw.
+    pub async fn finish(self) -> LoadLog {
+        self.stop.store(true, Ordering::Release);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// One operation of the load, as the client saw it.
@@ -148,35 +276,21 @@ struct MoveReport {
 
 /// Runs the bench.
 pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
-    let (servers, main, client) = nodes(&args.servers, args.concurrency, Duration::from_secs(30))?;
-
     // The cluster: the current map from the server, the URLs from shards.json and the spares.
-    let shards_view = send_json(client.get(format!("{main}/admin/v1/shards")))
-        .await
-        .with_context(|| format!("cannot reach {main}"))?;
-    let num_shards = shards_view["num_shards"]
-        .as_u64()
-        .context("the server's /admin/v1/shards has no num_shards")? as u32;
-    let (urls, spares) = backend_urls(&args.shard_config_path, &args.spare_backends, num_shards)?;
-    let to = match args.to.clone().or_else(|| spares.first().cloned()) {
+    let cluster = Cluster::open(&args.cluster, Duration::from_secs(30)).await?;
+    let (main, client, num_shards) = (&cluster.main, &cluster.client, cluster.num_shards);
+    let to = match args.to.clone().or_else(|| cluster.spares.first().cloned()) {
         Some(t) => t,
         None => bail!("--to: no target backend given and no spare backend known (run `mezzanine dev --spare 1` and load mezzanine.env)"),
     };
-    let to_url = urls
-        .get(&to)
-        .cloned()
-        .with_context(|| format!("--to: no URL known for backend {to:?}"))?;
+    let to_url = cluster.url(&to).context("--to")?;
     let moving = parse_shard_set(&args.shards, num_shards)?;
     let mut sources: Vec<(u32, String)> = Vec::new();
     for &s in &moving {
-        let owner = owner_of(&shards_view, s).with_context(|| format!("shard {s} has no owner"))?;
+        let (owner, url) = cluster.owner(s)?;
         if owner == to {
             bail!("shard {s} is on {to} already: pick other shards or another --to");
         }
-        let url = urls
-            .get(&owner)
-            .cloned()
-            .with_context(|| format!("no URL known for backend {owner:?}"))?;
         sources.push((s, url));
     }
 
@@ -185,27 +299,9 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     eprintln!("bench: {present} cells in shards {}", args.shards);
 
     // 2. The load through every server.
-    let epoch = Instant::now();
     let wall_epoch = SystemTime::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(LoadLog::default()));
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|w| {
-            let (client, servers, stop, log, moving) = (
-                client.clone(),
-                servers.clone(),
-                stop.clone(),
-                log.clone(),
-                moving.clone(),
-            );
-            tokio::spawn(load_worker(
-                w, client, servers, num_shards, moving, epoch, stop, log,
-            ))
-        })
-        .collect();
-    eprintln!("bench: steady load for {:?} before the move", args.before);
-    tokio::time::sleep(args.before).await;
-    let before_end = epoch.elapsed();
+    let steady = SteadyLoad::start(&cluster, &args.cluster, moving.clone(), "the move").await;
+    let (epoch, before_end) = (steady.epoch, steady.before_end);
 
     // 3. The baseline: psql \copy binary pipes of the same tables, under the same load.
     eprintln!("bench: psql \\copy binary pipe of the same tables (baseline)");
@@ -250,11 +346,7 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     let move_end = epoch.elapsed();
     let copy_end = copy_end.unwrap_or(move_end);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Release);
-    for w in workers {
-        let _ = w.await;
-    }
-    let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
+    let log = steady.finish().await;
 
     // 5. Figures.
     let shard_rows: Vec<ShardPause> = job["shards"]
@@ -314,7 +406,7 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
         "bench: reading back {} acknowledged writes",
         log.acked.len()
     );
-    let (lost, changed) = read_back(&client, &main, &log.acked).await;
+    let (lost, changed) = read_back(client, main, &log.acked).await;
     let mut extra = 0i64;
     if log.errors.is_empty() && job["state"] == "switched" {
         let expected: i64 = present
@@ -350,12 +442,12 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
     let copy_rate = bulk_rows as f64 / copy_secs;
     let pipe_rate = pipe_rows as f64 / pipe_secs.max(1e-3);
     let mut report = MoveReport {
-        servers,
+        servers: cluster.servers.clone(),
         shards: args.shards.clone(),
         to,
         cells_in_moving_shards: present,
         parallel: args.parallel,
-        load_concurrency: args.concurrency,
+        load_concurrency: args.cluster.concurrency,
         move_id: id,
         move_state: job["state"].as_str().unwrap_or_default().to_owned(),
         move_secs: (move_end - move_start).as_secs_f64(),
@@ -382,7 +474,7 @@ pub async fn run(args: MoveArgs) -> anyhow::Result<()> {
         targets: Vec::new(),
     };
     report.targets = targets(&report, args.max_rows_per_sec.is_none());
-    if args.json {
+    if args.cluster.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print(&report);
@@ -487,7 +579,7 @@ fn print(r: &MoveReport) {
 
 /// The server URLs of `--servers` (trimmed), the first one (which the bench asks), and an
 /// HTTP client for `concurrency` clients.
-pub(super) fn nodes(
+fn nodes(
     servers: &[String],
     concurrency: usize,
     timeout: Duration,
@@ -509,7 +601,7 @@ pub(super) fn nodes(
 
 /// The backends' URLs by name: from shards.json and the spares (`name=url,...`, as `mezzanine
 /// dev --spare N` writes them in mezzanine.env); and the spares' names.
-pub(super) fn backend_urls(
+fn backend_urls(
     shard_config_path: &std::path::Path,
     spare_backends: &str,
     num_shards: u32,
@@ -534,7 +626,7 @@ pub(super) fn backend_urls(
 }
 
 /// The owner of shard `s` in a `GET /admin/v1/shards` answer.
-pub(super) fn owner_of(shards_view: &Value, s: u32) -> Option<String> {
+fn owner_of(shards_view: &Value, s: u32) -> Option<String> {
     shards_view["ranges"].as_array()?.iter().find_map(|r| {
         let (a, b) = (r["start"].as_u64()? as u32, r["end"].as_u64()? as u32);
         (a <= s && s <= b).then(|| r["backend"].as_str().unwrap_or_default().to_owned())
@@ -714,17 +806,17 @@ async fn psql_baseline(
 
 /// One client of the steady load: writes a cell through one server (half of them into the
 /// moving shards), then reads it back through another.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn load_worker(
-    w: usize,
-    client: reqwest::Client,
-    servers: Vec<String>,
-    num_shards: u32,
-    moving: Vec<u32>,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<LoadLog>>,
-) {
+async fn load_worker(w: usize, shared: Arc<LoadShared>) {
+    let LoadShared {
+        client,
+        servers,
+        num_shards,
+        moving,
+        epoch,
+        stop,
+        log,
+    } = &*shared;
+    let (num_shards, epoch) = (*num_shards, *epoch);
     let mut i = 0usize;
     while !stop.load(Ordering::Acquire) {
         let (key, shard) = {

@@ -7,8 +7,6 @@
 //! (the sum of each backend's excess over its share), client errors and the worst cutover
 //! pause.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -17,27 +15,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::http::{send, send_json};
-use super::moves::{
-    backend_urls, load, load_worker, nodes, owner_of, percentile, read_back, LoadLog,
-};
-use super::positive_duration;
+use super::moves::{load, percentile, read_back, Cluster, ClusterArgs, SteadyLoad};
 
-/// Options of `mezzanine bench rebalance`.
+/// Options of `mezzanine bench rebalance` (the first server plans and applies).
 #[derive(Debug, clap::Args)]
 pub struct RebalanceArgs {
-    /// The nodes to send the load through (comma-separated; the first one plans and applies).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:8080,http://127.0.0.1:8081"
-    )]
-    pub servers: Vec<String>,
-    /// shards.json of the cluster (the backends' URLs, for loading).
-    #[arg(long, env = "SHARD_CONFIG_PATH")]
-    pub shard_config_path: std::path::PathBuf,
-    /// Spare backends as `name=url,...` (what `mezzanine dev --spare N` writes in mezzanine.env).
-    #[arg(long, env = "MEZZANINE_SPARE_BACKENDS", default_value = "")]
-    pub spare_backends: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Cells in all shards before the rebalance (loaded if fewer).
     #[arg(long, default_value_t = 1_000_000)]
     pub cells: u64,
@@ -47,18 +31,9 @@ pub struct RebalanceArgs {
     /// Shards copied at once over the whole rebalance.
     #[arg(long, default_value_t = 2, value_parser = RangedU64ValueParser::<u64>::new().range(1..=64))]
     pub parallel: u64,
-    /// Concurrent clients of the steady load (spread over the servers).
-    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
-    pub concurrency: usize,
-    /// How long the load runs before the rebalance (the "before" latencies).
-    #[arg(long, default_value = "10s", value_parser = positive_duration)]
-    pub before: Duration,
     /// Drop the moved shards' old copies at the end (`complete`), or keep them (`none`).
     #[arg(long, default_value = "complete", value_parser = ["complete", "none"])]
     pub cleanup: String,
-    /// Print one JSON object on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,25 +73,14 @@ struct Report {
 }
 
 pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
-    let (servers, main, client) = nodes(&args.servers, args.concurrency, Duration::from_secs(60))?;
+    let cluster = Cluster::open(&args.cluster, Duration::from_secs(60)).await?;
+    let (main, client, num_shards) = (&cluster.main, &cluster.client, cluster.num_shards);
     let get = |path: &str| send_json(client.get(format!("{main}{path}")));
 
     // The cluster.
-    let shards_view = get("/admin/v1/shards")
-        .await
-        .with_context(|| format!("cannot reach {main}"))?;
-    let num_shards = shards_view["num_shards"]
-        .as_u64()
-        .context("the server's /admin/v1/shards has no num_shards")? as u32;
-    let (urls, _) = backend_urls(&args.shard_config_path, &args.spare_backends, num_shards)?;
     let mut sources: Vec<(u32, String)> = Vec::with_capacity(num_shards as usize);
     for s in 0..num_shards {
-        let owner = owner_of(&shards_view, s).with_context(|| format!("shard {s} has no owner"))?;
-        let url = urls
-            .get(&owner)
-            .cloned()
-            .with_context(|| format!("no URL known for backend {owner:?}"))?;
-        sources.push((s, url));
+        sources.push((s, cluster.owner(s)?.1));
     }
 
     // 1. Load every shard.
@@ -143,29 +107,8 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     );
 
     // 3. The steady load.
-    let epoch = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(LoadLog::default()));
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|w| {
-            tokio::spawn(load_worker(
-                w,
-                client.clone(),
-                servers.clone(),
-                num_shards,
-                moving.clone(),
-                epoch,
-                stop.clone(),
-                log.clone(),
-            ))
-        })
-        .collect();
-    eprintln!(
-        "bench: steady load for {:?} before the rebalance",
-        args.before
-    );
-    tokio::time::sleep(args.before).await;
-    let before_end = epoch.elapsed();
+    let steady = SteadyLoad::start(&cluster, &args.cluster, moving.clone(), "the rebalance").await;
+    let (epoch, before_end) = (steady.epoch, steady.before_end);
 
     // 4. Apply and follow.
     let applied = send_json(
@@ -202,11 +145,7 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     };
     let ended = epoch.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Release);
-    for w in workers {
-        let _ = w.await;
-    }
-    let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
+    let log = steady.finish().await;
 
     // 5. Figures.
     let latencies = |from: Duration, to: Duration| -> Vec<f64> {
@@ -232,7 +171,7 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         "bench: reading back {} acknowledged writes",
         log.acked.len()
     );
-    let (lost, changed) = read_back(&client, &main, &log.acked).await;
+    let (lost, changed) = read_back(client, main, &log.acked).await;
     let backends = get("/admin/v1/backends").await?;
     let shards_after: Vec<(String, u64)> = backends["backends"]
         .as_array()
@@ -255,12 +194,12 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         plan["lower_bound"].as_f64().unwrap_or_default(),
     );
     let report = Report {
-        servers,
+        servers: cluster.servers.clone(),
         num_shards,
         cells,
         strategy: args.strategy.clone(),
         parallel: args.parallel,
-        load_concurrency: args.concurrency,
+        load_concurrency: args.cluster.concurrency,
         rebalance_id: id,
         state: done["state"].as_str().unwrap_or_default().to_owned(),
         duration_secs: (ended - started).as_secs_f64(),
@@ -285,7 +224,7 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         median_cutover_pause_ms: median_pause,
         cutovers: pauses.len(),
     };
-    if args.json {
+    if args.cluster.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print(&report);
