@@ -89,6 +89,26 @@ async fn dump(url: &str) -> Vec<DumpRow> {
     .collect()
 }
 
+/// The definitions of the shard table's indexes and constraints, sorted.
+async fn indexes(url: &str) -> Vec<String> {
+    let c = connect(url).await;
+    let mut defs: Vec<String> = c
+        .query(
+            "SELECT indexname || ': ' || indexdef FROM pg_indexes WHERE tablename = $1 \
+             UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1::text::regclass",
+            &[&T],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    defs.sort();
+    defs.dedup();
+    defs
+}
+
 /// Copies everything in chunks of `limit`, resuming each time from the target's max.
 async fn copy_all(src: &Backend, dst: &Backend, limit: i64) -> usize {
     let mut calls = 0;
@@ -139,8 +159,19 @@ async fn copy_in_chunks_preserves_every_column() {
     // The target is a brand-new, empty database.
     let dst = backend("dst", &urls[1]);
     transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    // The import's table has its primary key only: the rest is built after the bulk copy.
+    let bare = indexes(&urls[1]).await;
+    assert!(
+        bare.iter().all(|d| d.starts_with("cells_0003_pkey")),
+        "{bare:?}"
+    );
     let calls = copy_all(&src, &dst, 137).await;
     assert!(calls > 5, "{calls} calls");
+    assert_eq!(transfer::build_indexes(&dst, SHARD).await.unwrap(), 4);
+    assert_eq!(transfer::build_indexes(&dst, SHARD).await.unwrap(), 0);
+    // Then the table has the shape of one created by a server start (go-mezzanine's).
+    assert_eq!(indexes(&urls[1]).await, indexes(&urls[0]).await);
+    assert_eq!(indexes(&urls[1]).await.len(), 7, "5 indexes, 2 constraints");
 
     let (a, b) = (dump(&urls[0]).await, dump(&urls[1]).await);
     assert_eq!(a.len(), 1056);
@@ -197,7 +228,8 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
     assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
 
     // A target that is not importing takes no copy (its clients may be writing).
-    transfer::set_state(
+    transfer::build_indexes(&dst, SHARD).await.unwrap();
+    assert!(transfer::set_state(
         &dst,
         SHARD,
         &[ShardState::Importing],
@@ -205,7 +237,7 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
         None,
     )
     .await
-    .unwrap();
+    .unwrap());
     let e = transfer::copy_rows(&src, &dst, SHARD, 305, None).await;
     assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
     // Nor does a backend that was never prepared.
@@ -213,6 +245,40 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
     let bare = backend("bare", &urls2[0]);
     let e = transfer::copy_rows(&src, &bare, SHARD, 0, None).await;
     assert!(e.is_err(), "{e:?}");
+}
+
+/// A paced copy (a move's bulk copy below full speed) holds its stream to the rate it is
+/// given and still carries every row exactly.
+#[tokio::test]
+async fn a_paced_copy_keeps_to_its_rate_and_copies_everything() {
+    let urls = fresh_databases(2).await;
+    let src = source(&urls[0]).await;
+    fill(&urls[0], 1, 400).await;
+    fill_special(&urls[0]).await;
+    let dst = backend("dst", &urls[1]);
+    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+
+    // What the stream carries, measured by an unpaced copy of the same rows elsewhere.
+    let other = fresh_databases(1).await;
+    let probe = backend("probe", &other[0]);
+    transfer::prepare_import(&probe, SHARDS, SHARD)
+        .await
+        .unwrap();
+    let full = transfer::copy_rows(&src, &probe, SHARD, 0, None)
+        .await
+        .unwrap();
+    assert!(full.bytes > 10_000, "{full:?}");
+
+    // At a rate of a third of the stream per second, the copy takes at least 3 s.
+    let rate = full.bytes / 3;
+    let started = Instant::now();
+    let paced = transfer::copy_rows_paced(&src, &dst, SHARD, 0, None, Some(rate))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!((paced.rows, paced.bytes), (full.rows, full.bytes));
+    assert!(took >= Duration::from_millis(2900), "took {took:?}");
+    assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
 }
 
 #[tokio::test]
@@ -556,6 +622,12 @@ async fn prepare_import_refuses_a_served_shard_and_sets_up_an_empty_database() {
             .map(|r| r.get::<_, String>(0))
             .collect::<Vec<_>>()
     };
+    // The import's table has its primary key only until the bulk copy is in.
+    assert_eq!(
+        shape(urls[1].clone()).await,
+        ["CREATE UNIQUE INDEX cells_0003_pkey ON public.cells_0003 USING btree (added_id)"]
+    );
+    transfer::build_indexes(&dst, SHARD).await.unwrap();
     assert_eq!(shape(urls[0].clone()).await, shape(urls[1].clone()).await);
     assert_eq!(transfer::max_added_id(&dst, SHARD).await.unwrap(), 0);
     // Client writes are refused while importing.
@@ -642,15 +714,23 @@ async fn advance_sequence_puts_the_next_write_above_the_copied_rows() {
     assert!(check.is_sound(), "{check:?}");
     assert_eq!(check.state, Some((ShardState::Importing, 1)));
 
-    assert!(transfer::set_state(
-        &dst,
-        SHARD,
-        &[ShardState::Importing],
-        ShardState::Active,
-        Some(2)
-    )
-    .await
-    .unwrap());
+    // Not activated before the cell key's unique constraint is built (writes rely on it).
+    let activate = || {
+        transfer::set_state(
+            &dst,
+            SHARD,
+            &[ShardState::Importing],
+            ShardState::Active,
+            Some(2),
+        )
+    };
+    assert!(!activate().await.unwrap());
+    assert_eq!(
+        transfer::shard_state(&dst, SHARD).await.unwrap(),
+        Some((ShardState::Importing, 1))
+    );
+    transfer::build_indexes(&dst, SHARD).await.unwrap();
+    assert!(activate().await.unwrap());
     let c = new_cell("new", 1);
     match cells::write_cells(&dst, SHARD, &[&c]).await.unwrap().pop() {
         Some(cells::WriteOutcome::Created(cell)) => assert_eq!(cell.added_id, 951),
@@ -942,6 +1022,7 @@ async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
     assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
 
     // A target that serves the shard is never written to.
+    transfer::build_indexes(&dst, SHARD).await.unwrap();
     assert!(transfer::set_state(
         &dst,
         SHARD,

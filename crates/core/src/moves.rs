@@ -10,7 +10,7 @@
 //! the recorded state. [`transition`] is the only way a state changes.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where one shard of a move stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,6 +255,62 @@ pub fn throttle_delay(rows: u64, elapsed: Duration, max_rows_per_sec: Option<u64
     }
 }
 
+/// Rows of a shard's first bulk chunk when the copy is paced by its share
+/// ([`paced_rate`]): copied at full speed, it measures what the pipeline (source, mover,
+/// target) can do under the current load.
+pub const CALIBRATION_ROWS: i64 = 5_000;
+
+/// Rows per chunk of a paced bulk copy after its calibration: about half a second of
+/// copying, so a cutover waiting for the running chunk ([`CALIBRATION_ROWS`] at full speed,
+/// then these) never waits long, and progress is recorded twice a second.
+pub const PACED_CHUNK_ROWS: i64 = 20_000;
+
+/// The rate (bytes per second) that keeps a bulk copy at `share` of its full speed
+/// (`full_bytes_per_sec`, see [`FullSpeed`]). `None`: no pacing (a share of 1 or more, or no
+/// speed measured). The copy's stream is paced at this rate byte by byte, so the backends do
+/// the copy's work in small slices evenly spread over time and client statements queue
+/// behind it for only a fraction of the time.
+pub fn paced_rate(full_bytes_per_sec: f64, share: f64) -> Option<u64> {
+    let pace = share > 0.0 && share < 1.0 && full_bytes_per_sec > 0.0;
+    pace.then(|| (full_bytes_per_sec * share).max(1.0) as u64)
+}
+
+/// What bulk copies into one target achieve at full speed: the best of the measurements of
+/// the last [`FullSpeed::MEMORY`]. A measurement slowed by a passing stall (a checkpoint, the
+/// previous shard's index build) does not slow the shards after it, and a lasting change of
+/// load is followed once the better measurements are older than that.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FullSpeed {
+    best: Option<(f64, Instant)>,
+}
+
+impl FullSpeed {
+    pub const MEMORY: Duration = Duration::from_secs(30);
+
+    /// Records that `bytes` were copied in `elapsed` at full speed, at `now`; returns the
+    /// speed to pace by (bytes per second).
+    pub fn observe(&mut self, bytes: u64, elapsed: Duration, now: Instant) -> f64 {
+        let speed = bytes as f64 / elapsed.as_secs_f64().max(1e-3);
+        match self.best {
+            Some((best, at))
+                if best >= speed && now.saturating_duration_since(at) < Self::MEMORY =>
+            {
+                best
+            }
+            _ => {
+                self.best = Some((speed, now));
+                speed
+            }
+        }
+    }
+}
+
+/// Whether `share` is a valid share of a bulk copy's full speed: above 0, at most 1 (1: not
+/// paced).
+pub fn valid_copy_share(share: f64) -> bool {
+    share > 0.0 && share <= 1.0
+}
+
 /// How many rows to copy per chunk: a chunk is one transaction on the target, and the
 /// high-water mark is recorded after each. Throttled copies use chunks of about a tenth of
 /// a second of their rate, so the limit is smooth.
@@ -416,6 +472,75 @@ mod tests {
         assert_eq!(chunk_rows(Some(1000)), 100);
         assert_eq!(chunk_rows(Some(3)), 1);
         assert_eq!(chunk_rows(None), 100_000);
+    }
+
+    #[test]
+    fn a_paced_copy_runs_at_its_share_of_the_best_recent_speed() {
+        let t0 = Instant::now();
+        let mut full = FullSpeed::default();
+        // 10 MB in 100 ms is 100 MB/s; 60% of it.
+        let s = full.observe(10_000_000, Duration::from_millis(100), t0);
+        assert_eq!(s, 100_000_000.0);
+        assert_eq!(paced_rate(s, 0.6), Some(60_000_000));
+        // A slow measurement soon after (a stall) keeps the best; a faster one replaces it.
+        let slow = full.observe(
+            1_000_000,
+            Duration::from_millis(100),
+            t0 + Duration::from_secs(5),
+        );
+        assert_eq!(slow, 100_000_000.0);
+        let fast = full.observe(
+            20_000_000,
+            Duration::from_millis(100),
+            t0 + Duration::from_secs(6),
+        );
+        assert_eq!(fast, 200_000_000.0);
+        // Once the best is older than the memory, the new measurement counts.
+        let later = t0 + Duration::from_secs(6) + FullSpeed::MEMORY;
+        assert_eq!(
+            full.observe(1_000_000, Duration::from_millis(100), later),
+            10_000_000.0
+        );
+        // A copy measured in no time is taken as 1 ms.
+        assert_eq!(
+            FullSpeed::default().observe(1000, Duration::ZERO, t0),
+            1_000_000.0
+        );
+        // Not paced: a share of 1, no speed, or a share out of range; the rate is never 0.
+        assert_eq!(paced_rate(1e8, 1.0), None);
+        assert_eq!(paced_rate(0.0, 0.5), None);
+        assert_eq!(paced_rate(1e8, 0.0), None);
+        assert_eq!(paced_rate(1e8, f64::NAN), None);
+        assert_eq!(paced_rate(f64::NAN, 0.5), None);
+        assert_eq!(paced_rate(0.1, 0.1), Some(1));
+        assert!(valid_copy_share(1.0) && valid_copy_share(0.01));
+        assert!(!valid_copy_share(0.0) && !valid_copy_share(1.5) && !valid_copy_share(f64::NAN));
+    }
+
+    proptest! {
+        /// A paced copy never runs faster than the best recent speed, and keeps its share of
+        /// it (to a byte per second); copying at the paced rate never takes less time than at
+        /// that speed.
+        #[test]
+        fn paced_rate_is_the_share_of_the_measured_speed(
+            bytes in 1u64..1_000_000_000, ms in 1u64..100_000, share in 0.01f64..0.99,
+            earlier in proptest::option::of((1u64..1_000_000_000, 1u64..100_000, 0u64..60)),
+        ) {
+            let now = Instant::now() + Duration::from_secs(60);
+            let mut full = FullSpeed::default();
+            if let Some((b, m, ago)) = earlier {
+                full.observe(b, Duration::from_millis(m), now - Duration::from_secs(ago));
+            }
+            let elapsed = Duration::from_millis(ms);
+            let measured = bytes as f64 / elapsed.as_secs_f64();
+            let speed = full.observe(bytes, elapsed, now);
+            prop_assert!(speed >= measured);
+            let rate = paced_rate(speed, share).unwrap() as f64;
+            prop_assert!(rate <= speed);
+            prop_assert!(rate >= (speed * share - 1.0).max(1.0));
+            let delay = throttle_delay(bytes, Duration::ZERO, Some(rate as u64));
+            prop_assert!(delay.as_secs_f64() + 1e-6 >= bytes as f64 / speed);
+        }
     }
 
     proptest! {

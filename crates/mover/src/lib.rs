@@ -21,7 +21,7 @@ use std::time::Duration;
 use mezzanine_catalog::{
     Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob,
 };
-use mezzanine_core::moves::{CatchUpPolicy, ShardMoveState};
+use mezzanine_core::moves::{CatchUpPolicy, FullSpeed, ShardMoveState};
 use mezzanine_storage::{Backend, PoolSettings, StorageError};
 use tokio::task::JoinHandle;
 
@@ -54,6 +54,9 @@ pub struct MoverConfig {
     /// Retired sources are dropped this long after their switch, if not completed before.
     pub retention: Duration,
     pub policy: CatchUpPolicy,
+    /// The share of its full speed a bulk copy runs at when its move sets no
+    /// `max_rows_per_sec` (1: full speed; see `mezzanine_core::moves::paced_rate`).
+    pub copy_share: f64,
     /// Attempts of a failing step before the shard's move fails.
     pub attempts: u32,
     /// Pauses for crash tests (empty in production).
@@ -70,6 +73,9 @@ pub struct Pools {
     /// no copy of this leader competes for (waiting for running chunks happens before the
     /// freeze, where clients do not wait).
     pub quiet: tokio::sync::RwLock<()>,
+    /// What bulk copies from a source into a target (by their names) achieve at full speed,
+    /// which paced copies take their share of.
+    full_speed: Mutex<HashMap<(String, String), FullSpeed>>,
 }
 
 impl Pools {
@@ -78,7 +84,18 @@ impl Pools {
             settings,
             by_name: Mutex::new(HashMap::new()),
             quiet: tokio::sync::RwLock::new(()),
+            full_speed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records a copy from `source` into `target` measured at full speed (`bytes` in
+    /// `elapsed`); returns the speed to pace their copies by: the best of the recent
+    /// measurements ([`FullSpeed`]).
+    pub fn full_speed(&self, (source, target): (&str, &str), bytes: u64, elapsed: Duration) -> f64 {
+        let mut speeds = self.full_speed.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (source.to_owned(), target.to_owned());
+        let entry = speeds.entry(key).or_default();
+        entry.observe(bytes, elapsed, std::time::Instant::now())
     }
 
     /// The pool of backend `name`, opened on first use from the catalog's URL.

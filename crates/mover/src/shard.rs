@@ -21,11 +21,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
 use mezzanine_core::moves::{
-    chunk_rows, throttle_delay, transition, undo_for, MoveEvent, ShardMoveState,
+    chunk_rows, paced_rate, throttle_delay, transition, undo_for, valid_copy_share, MoveEvent,
+    ShardMoveState, CALIBRATION_ROWS, PACED_CHUNK_ROWS,
 };
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{Backend, StorageError};
@@ -180,12 +181,30 @@ impl ShardTask {
         self.session
             .progress(self.move_id, shard, hw, copied, total, None)
             .await?;
-        let chunk = chunk_rows(self.max_rows_per_sec);
+        // Unless the move sets its own rate, the copy is paced at the node's share of its
+        // full speed, measured by the shard's first chunk (`CALIBRATION_ROWS` at full speed).
+        let paced = self.max_rows_per_sec.is_none()
+            && valid_copy_share(self.config.copy_share)
+            && self.config.copy_share < 1.0;
+        let mut rate = None;
+        let mut chunk = match paced {
+            true => CALIBRATION_ROWS,
+            false => chunk_rows(self.max_rows_per_sec),
+        };
         let mut pace = Pace::new();
         loop {
-            let r = self.copy_chunk(src, tgt, hw, chunk, &mut pace).await?;
+            let (r, took) = self
+                .copy_chunk(src, tgt, hw, chunk, rate, &mut pace)
+                .await?;
             if r.rows == 0 {
                 return Ok((hw, copied));
+            }
+            let calibrating = paced && rate.is_none();
+            if calibrating {
+                let pair = (src.name(), tgt.name());
+                let full = self.pools.full_speed(pair, r.bytes, took);
+                rate = paced_rate(full, self.config.copy_share);
+                tracing::debug!(shard, bytes_per_sec = rate, "bulk copy paced");
             }
             hw = r.max_added_id;
             copied += r.rows as i64;
@@ -196,25 +215,33 @@ impl ShardTask {
             if (r.rows as i64) < chunk {
                 return Ok((hw, copied));
             }
+            if calibrating {
+                chunk = PACED_CHUNK_ROWS;
+            }
         }
     }
 
     /// Copies one chunk of rows above `after` (bulk work: it holds [`Pools::quiet`] shared),
     /// counts it, and waits as long as the throttle requires. An abort stops before the chunk.
+    /// Returns what was copied and how long the copy itself took (not the wait for the lock).
     async fn copy_chunk(
         &self,
         src: &Backend,
         tgt: &Backend,
         after: i64,
         chunk: i64,
+        bytes_per_sec: Option<u64>,
         pace: &mut Pace,
-    ) -> Result<transfer::CopyReport, MoveError> {
+    ) -> Result<(transfer::CopyReport, Duration), MoveError> {
         if self.aborted() {
             return Err(MoveError::Aborted);
         }
-        let r = {
+        let (r, took) = {
             let _bulk = self.pools.quiet.read().await;
-            transfer::copy_rows(src, tgt, self.shard.shard, after, Some(chunk)).await?
+            let (shard, started) = (self.shard.shard, Instant::now());
+            let r = transfer::copy_rows_paced(src, tgt, shard, after, Some(chunk), bytes_per_sec)
+                .await?;
+            (r, started.elapsed())
         };
         metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
         metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
@@ -223,7 +250,7 @@ impl ShardTask {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        Ok(r)
+        Ok((r, took))
     }
 
     /// Copies what was written since, round after round, until the lag is small; then
@@ -237,6 +264,7 @@ impl ShardTask {
         bulk: Option<(i64, i64)>,
     ) -> Result<i64, MoveError> {
         let shard = self.shard.shard;
+        self.build_indexes(tgt).await?;
         let chunk = chunk_rows(self.max_rows_per_sec);
         let (mut hw, mut copied) = match bulk {
             Some(b) => b,
@@ -249,7 +277,9 @@ impl ShardTask {
         for round in 1u32.. {
             let mut lag = 0u64;
             loop {
-                let r = self.copy_chunk(src, tgt, hw, chunk, &mut pace).await?;
+                let (r, _) = self
+                    .copy_chunk(src, tgt, hw, chunk, None, &mut pace)
+                    .await?;
                 hw = r.max_added_id; // `after` itself when nothing was copied
                 lag += r.rows;
                 if (r.rows as i64) < chunk {
@@ -276,6 +306,27 @@ impl ShardTask {
         }
         self.session.set_verified(self.move_id, shard, hw).await?;
         Ok(hw)
+    }
+
+    /// Builds what the import deferred: the target table's unique constraint and secondary
+    /// indexes (bulk work, like a copy chunk). Idempotent; a no-op after a resume that finds
+    /// them built.
+    async fn build_indexes(&self, tgt: &Backend) -> Result<(), MoveError> {
+        let started = Instant::now();
+        let built = {
+            let _bulk = self.pools.quiet.read().await;
+            transfer::build_indexes(tgt, self.shard.shard).await?
+        };
+        if built > 0 {
+            tracing::info!(
+                shard = self.shard.shard,
+                target = tgt.name(),
+                built,
+                ms = started.elapsed().as_millis() as u64,
+                "built the target's indexes"
+            );
+        }
+        Ok(())
     }
 
     async fn verify(
@@ -309,7 +360,10 @@ impl ShardTask {
         fresh: Option<i64>,
     ) -> Result<(), MoveError> {
         let shard = self.shard.shard;
-        // Read before the freeze: nothing in the pause that need not be there.
+        // Read before the freeze: nothing in the pause that need not be there. The target
+        // must have its unique constraint before it is activated (catching up built it; this
+        // checks, and builds it after a resume that skipped catching up).
+        self.build_indexes(tgt).await?;
         let epoch = self.session.next_epoch(shard).await?;
         // No bulk copy of this leader runs during the pause (see `Pools::quiet`).
         let _quiet = self.pools.quiet.write().await;

@@ -6,6 +6,15 @@ use std::time::Duration;
 use mezzanine_core::duration::parse_duration;
 use mezzanine_storage::PoolSettings;
 
+fn copy_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if mezzanine_core::moves::valid_copy_share(v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a share above 0 and at most 1 (e.g. 0.35)"
+        )),
+    }
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -89,6 +98,11 @@ pub struct ServeConfig {
     /// `move complete` dropped them before.
     #[arg(long, env = "MOVE_RETENTION", default_value = "168h", value_parser = duration)]
     pub move_retention: Duration,
+    /// The share of its full speed a move's bulk copy runs at, unless the move sets
+    /// `max_rows_per_sec` (above 0, at most 1; 1: full speed). Measured per shard, so it
+    /// follows the load; the rest is left to client traffic.
+    #[arg(long, env = "MOVE_COPY_SHARE", default_value_t = 0.35, value_parser = copy_share)]
+    pub move_copy_share: f64,
     /// Fallback re-read of the catalog map version (changes normally arrive by LISTEN/NOTIFY).
     #[arg(long, env = "CATALOG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub catalog_poll_interval: Duration,
@@ -173,6 +187,19 @@ mod tests {
         assert_eq!((p.max_conns, p.min_conns), (7, 2));
         assert_eq!(p.max_conn_idle_time, Some(Duration::from_secs(90)));
         assert_eq!(c.trigger_retry_max, 9);
+    }
+
+    #[test]
+    fn the_copy_share_is_a_share() {
+        let parse = |v: &str| Cli::try_parse_from(["mezzanine", &format!("--move-copy-share={v}")]);
+        assert_eq!(parse("0.25").unwrap().config.move_copy_share, 0.25);
+        assert_eq!(parse("1").unwrap().config.move_copy_share, 1.0);
+        for bad in ["0", "-0.5", "1.5", "NaN", "half"] {
+            let e = parse(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("share above 0 and at most 1"), "{bad}: {e}");
+        }
+        let default = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(default.move_copy_share, 0.35);
     }
 
     #[test]

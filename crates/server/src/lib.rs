@@ -514,6 +514,7 @@ impl Server {
             poll: Duration::from_millis(500),
             retention: st.config.move_retention,
             policy: Default::default(),
+            copy_share: st.config.move_copy_share,
             attempts: 3,
             failpoints: match mezzanine_mover::failpoint::Failpoints::parse(&st.config.failpoints) {
                 Ok(f) => f,

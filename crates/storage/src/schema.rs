@@ -31,8 +31,21 @@ pub fn cells_table(shard: u32) -> String {
     format!("cells_{shard:04}")
 }
 
-/// The DDL of one shard's cells table, exactly as go-mezzanine lays it out.
+/// The DDL of one shard's cells table, exactly as go-mezzanine lays it out: the table with its
+/// primary key ([`cells_table_bare_ddl`]) and its unique constraint and secondary indexes
+/// ([`cells_index_ddl`]).
 pub fn cells_table_ddl(shard: u32) -> String {
+    let mut ddl = cells_table_bare_ddl(shard);
+    for index in cells_index_ddl(shard) {
+        let _ = writeln!(ddl, "{};", index.ddl);
+    }
+    ddl
+}
+
+/// The table alone, with its primary key (`added_id`) but without the unique constraint and
+/// secondary indexes: what an import copies into (building those once, after the bulk copy,
+/// costs a fraction of maintaining them row by row).
+pub fn cells_table_bare_ddl(shard: u32) -> String {
     let t = cells_table(shard);
     format!(
         "CREATE TABLE {t} (\
@@ -41,12 +54,42 @@ pub fn cells_table_ddl(shard: u32) -> String {
            column_name TEXT NOT NULL, \
            ref_key BIGINT NOT NULL, \
            body JSONB NOT NULL, \
-           created_at TIMESTAMPTZ NOT NULL DEFAULT now(), \
-           CONSTRAINT {t}_cell_key UNIQUE (row_key, column_name, ref_key));\n\
-         CREATE INDEX {t}_row_col_ref ON {t} (row_key, column_name, ref_key DESC);\n\
-         CREATE INDEX {t}_col_added ON {t} (column_name, added_id);\n\
-         CREATE INDEX {t}_col_created ON {t} (column_name, created_at);\n"
+           created_at TIMESTAMPTZ NOT NULL DEFAULT now());\n"
     )
+}
+
+/// One of the indexes of a cells table besides its primary key.
+pub struct CellsIndex {
+    /// Whether it is unique (the cell key's constraint).
+    pub unique: bool,
+    /// Its key as `pg_get_indexdef` prints it after `USING btree `: `(row_key, column_name,
+    /// ref_key DESC)`. An index of the same uniqueness and key is the same index, whatever
+    /// its name (go-mezzanine's tables may name them otherwise).
+    pub key: &'static str,
+    /// The statement that builds it.
+    pub ddl: String,
+}
+
+/// The unique constraint and the secondary indexes of a cells table.
+pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 4] {
+    let t = cells_table(shard);
+    let index = |name: &str, key: &'static str| CellsIndex {
+        unique: false,
+        key,
+        ddl: format!("CREATE INDEX {t}_{name} ON {t} {key}"),
+    };
+    [
+        CellsIndex {
+            unique: true,
+            key: "(row_key, column_name, ref_key)",
+            ddl: format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {t}_cell_key UNIQUE (row_key, column_name, ref_key)"
+            ),
+        },
+        index("row_col_ref", "(row_key, column_name, ref_key DESC)"),
+        index("col_added", "(column_name, added_id)"),
+        index("col_created", "(column_name, created_at)"),
+    ]
 }
 
 const META_DDL: &str = "\
@@ -202,9 +245,13 @@ pub(crate) async fn ensure_metadata(lease: &crate::backend::Lease<'_>) -> Result
 
 /// Creates the cells tables of `wanted` that do not exist yet (go-mezzanine's DDL) and adopts
 /// the others untouched. Returns (created, adopted). Callers hold [`MIGRATION_LOCK`].
+/// Creates the cells tables of `wanted` that do not exist; `indexed`: with their unique
+/// constraint and secondary indexes (an import builds those after its bulk copy). Returns how
+/// many were created and how many existed.
 pub(crate) async fn create_missing_tables(
     lease: &crate::backend::Lease<'_>,
     wanted: &BTreeSet<u32>,
+    indexed: bool,
 ) -> Result<(usize, usize), StorageError> {
     let rows = lease
         .query(
@@ -226,7 +273,10 @@ pub(crate) async fn create_missing_tables(
     for chunk in missing.chunks(CREATE_CHUNK) {
         let mut sql = String::new();
         for &s in chunk {
-            let _ = write!(sql, "{}", cells_table_ddl(s));
+            match indexed {
+                true => sql.push_str(&cells_table_ddl(s)),
+                false => sql.push_str(&cells_table_bare_ddl(s)),
+            }
         }
         lease.batch_execute(&sql).await?;
     }
@@ -239,7 +289,7 @@ async fn migrate(
     wanted: &BTreeSet<u32>,
 ) -> Result<(usize, usize), StorageError> {
     ensure_metadata(lease).await?;
-    let (created, adopted) = create_missing_tables(lease, wanted).await?;
+    let (created, adopted) = create_missing_tables(lease, wanted, true).await?;
     let shards: Vec<i32> = wanted.iter().map(|&s| s as i32).collect();
     lease
         .query(
