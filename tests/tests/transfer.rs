@@ -33,6 +33,15 @@ async fn source(url: &str) -> Arc<Backend> {
     b
 }
 
+/// Ends an import as a cutover does: builds the table's deferred unique constraint and
+/// indexes, then makes the shard `active` (with `epoch`, when given).
+async fn activate_import(dst: &Backend, epoch: Option<i64>) {
+    transfer::build_indexes(dst, SHARD).await.unwrap();
+    let from = [ShardState::Importing];
+    let changed = transfer::set_state(dst, SHARD, &from, ShardState::Active, epoch).await;
+    assert!(changed.unwrap());
+}
+
 /// `n` generated rows with explicit created_at; ref_keys from `first`.
 async fn fill(url: &str, first: i64, n: i64) {
     sql(
@@ -228,16 +237,7 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
     assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
 
     // A target that is not importing takes no copy (its clients may be writing).
-    transfer::build_indexes(&dst, SHARD).await.unwrap();
-    assert!(transfer::set_state(
-        &dst,
-        SHARD,
-        &[ShardState::Importing],
-        ShardState::Active,
-        None,
-    )
-    .await
-    .unwrap());
+    activate_import(&dst, None).await;
     let e = transfer::copy_rows(&src, &dst, SHARD, 305, None).await;
     assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
     // Nor does a backend that was never prepared.
@@ -1022,16 +1022,7 @@ async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
     assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
 
     // A target that serves the shard is never written to.
-    transfer::build_indexes(&dst, SHARD).await.unwrap();
-    assert!(transfer::set_state(
-        &dst,
-        SHARD,
-        &[ShardState::Importing],
-        ShardState::Active,
-        Some(2)
-    )
-    .await
-    .unwrap());
+    activate_import(&dst, Some(2)).await;
     fill(&urls[0], 5000, 3).await;
     let after = transfer::max_added_id(&dst, SHARD).await.unwrap();
     let r = transfer::copy_tail(&src, &dst, SHARD, after).await;

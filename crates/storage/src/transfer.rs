@@ -812,6 +812,9 @@ async fn stream_out(
     while let Some(data) = out.next().await? {
         bytes += data.len() as u64;
         inp.send(data).await?;
+        if bytes_per_sec.is_none() {
+            continue;
+        }
         // Waits of less than a millisecond are left to accumulate (the timer's resolution).
         let ahead = throttle_delay(bytes, started.elapsed(), bytes_per_sec);
         if ahead >= Duration::from_millis(1) {
