@@ -173,6 +173,30 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
     );
     stop(&mut node2, Signal::SIGTERM, &[], &log2);
 
+    // `bench http` with mezzanine.env, briefly: every operation answers over HTTP and
+    // directly, without an error, and the report has each ratio.
+    let out = tokio::process::Command::new(BIN)
+        .args(["bench", "http", "--duration", "1s", "--concurrency", "2"])
+        .args(["--batch-size", "10", "--seed-rows", "10", "--json"])
+        .envs(env.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench http failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ops = report["ops"].as_array().unwrap();
+    let names: Vec<&str> = ops.iter().filter_map(|o| o["op"].as_str()).collect();
+    assert_eq!(names, ["write", "latest", "row", "partition", "batch"]);
+    for op in ops {
+        for side in ["http", "direct"] {
+            assert!(op[side]["ops"].as_u64().unwrap() > 0, "{op}");
+            assert_eq!(op[side]["errors"], 0, "{op}");
+        }
+        assert!(op["ratio"].as_f64().unwrap() > 0.0, "{op}");
+    }
+    assert!(report["batch_vs_copy"]["ratio"].as_f64().unwrap() > 0.0);
+
     let pids = postmasters(&dir);
     assert_eq!(pids.len(), 3, "two backends and one spare");
     stop(&mut dev, Signal::SIGINT, &pids, &log);

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
+use hyper::Method;
 use mezzanine_core::NewCell;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::conn::{Conn, Target};
 use super::runner::{OpFn, OpFuture};
 use super::{fresh_cells, new_cell, Op, Workload, COLUMNS, MAX_BATCH};
 
@@ -40,20 +43,30 @@ impl Refused {
     }
 }
 
+impl Refused {
+    /// A whole answer: its body when the status is 2xx, otherwise an error that quotes it.
+    pub fn check(status: u16, body: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        let reason = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        Err(Refused {
+            what: format!("HTTP {status} {reason}: {text}"),
+            statuses: vec![status],
+        }
+        .into())
+    }
+}
+
 /// Sends a request and reads the whole answer; a status other than 2xx is an error.
 pub async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
     let resp = req.send().await?;
     let status = resp.status();
-    let body = resp.bytes().await?;
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        return Err(Refused {
-            what: format!("HTTP {status}: {text}"),
-            statuses: vec![status.as_u16()],
-        }
-        .into());
-    }
-    Ok(body)
+    Refused::check(status.as_u16(), resp.bytes().await?)
 }
 
 /// Sends a request and parses its JSON answer; an error for a non-2xx status.
@@ -61,28 +74,38 @@ pub async fn send_json(req: reqwest::RequestBuilder) -> anyhow::Result<serde_jso
     Ok(serde_json::from_slice(&send(req).await?)?)
 }
 
-/// `POST /v1/cells/batch`; an error unless every cell was stored.
+/// `POST /v1/cells/batch` through reqwest (seeding); an error unless every cell was stored.
 async fn post_batch(work: &Workload, cells: &[NewCell]) -> anyhow::Result<u64> {
-    let wire: Vec<Value> = cells.iter().map(wire).collect();
     let req = work
         .client
         .post(work.url("/v1/cells/batch"))
-        .json(&json!({ "cells": wire }));
-    let reply: BatchReply = serde_json::from_slice(&send(req).await?)?;
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(batch_body(cells)?);
+    batch_stored(&send(req).await?, cells.len())
+}
+
+/// The JSON body of a batch write.
+fn batch_body(cells: &[NewCell]) -> anyhow::Result<Vec<u8>> {
+    let wire: Vec<Value> = cells.iter().map(wire).collect();
+    Ok(serde_json::to_vec(&json!({ "cells": wire }))?)
+}
+
+/// The number of cells a batch's answer says were stored; an error unless all `sent` were.
+fn batch_stored(answer: &[u8], sent: usize) -> anyhow::Result<u64> {
+    let reply: BatchReply = serde_json::from_slice(answer)?;
     let failed: Vec<u16> = reply
         .results
         .iter()
         .map(|r| r.status)
         .filter(|s| !(200..300).contains(s))
         .collect();
-    if reply.results.len() != cells.len() {
-        bail!("{} results for {} cells", reply.results.len(), cells.len());
+    if reply.results.len() != sent {
+        bail!("{} results for {sent} cells", reply.results.len());
     }
     if !failed.is_empty() {
         let what = format!(
-            "{} of {} cells failed (statuses {:?})",
+            "{} of {sent} cells failed (statuses {:?})",
             failed.len(),
-            cells.len(),
             &failed[..failed.len().min(5)]
         );
         return Err(Refused {
@@ -91,7 +114,7 @@ async fn post_batch(work: &Workload, cells: &[NewCell]) -> anyhow::Result<u64> {
         }
         .into());
     }
-    Ok(cells.len() as u64)
+    Ok(sent as u64)
 }
 
 /// A cell as the API takes it.
@@ -100,22 +123,31 @@ fn wire(c: &NewCell) -> Value {
     json!({"row_key": k.row_key, "column_name": k.column_name, "ref_key": k.ref_key, "body": c.body})
 }
 
-/// An operation through the HTTP API.
-pub fn op(work: &Arc<Workload>, op: Op) -> OpFn {
+/// An operation through the HTTP API, for one worker: it sends on a connection of its own.
+pub fn op(work: &Arc<Workload>, op: Op) -> anyhow::Result<OpFn> {
     let work = work.clone();
-    Arc::new(move || -> OpFuture {
+    let conn = Arc::new(Mutex::new(Conn::new(Target::parse(&work.server)?)));
+    Ok(Arc::new(move || -> OpFuture {
         let w = work.clone();
+        let conn = conn.clone();
         match op {
             Op::Write => {
                 let cell = w.fresh_cell();
                 Box::pin(async move {
-                    send(w.client.post(w.url("/v1/cells")).json(&wire(&cell))).await?;
+                    let body = serde_json::to_vec(&wire(&cell))?;
+                    let mut conn = conn.lock().await;
+                    conn.send(Method::POST, "/v1/cells", Some(body)).await?;
                     Ok(1)
                 })
             }
             Op::Batch => {
                 let cells = fresh_cells(w.batch_size);
-                Box::pin(async move { post_batch(&w, &cells).await })
+                Box::pin(async move {
+                    let body = batch_body(&cells)?;
+                    let mut conn = conn.lock().await;
+                    let answer = conn.send(Method::POST, "/v1/cells/batch", Some(body));
+                    batch_stored(&answer.await?, cells.len())
+                })
             }
             Op::Latest | Op::Row => {
                 let picked = w.pick();
@@ -125,7 +157,7 @@ pub fn op(work: &Arc<Workload>, op: Op) -> OpFn {
                         Op::Latest => format!("/v1/cells/{row}/{column}"),
                         _ => format!("/v1/cells/{row}"),
                     };
-                    send(w.client.get(w.url(&path))).await?;
+                    conn.lock().await.send(Method::GET, &path, None).await?;
                     Ok(1)
                 })
             }
@@ -135,12 +167,12 @@ pub fn op(work: &Arc<Workload>, op: Op) -> OpFn {
                     let path = format!(
                         "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id=0&limit=100"
                     );
-                    send(w.client.get(w.url(&path))).await?;
+                    conn.lock().await.send(Method::GET, &path, None).await?;
                     Ok(1)
                 })
             }
         }
-    })
+    }))
 }
 
 /// Writes `rows` rows x 3 columns x 2 versions through the batch API; returns the row keys.

@@ -5,6 +5,7 @@
 //! - [`direct`]: the baselines, the storage functions the server calls and binary COPY.
 //! - [`report`]: the table and the `--json` report, with the targets.
 
+mod conn;
 mod direct;
 mod http;
 mod moves;
@@ -278,9 +279,10 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
             eprintln!("bench: {} {} for {slice:?}", op.name(), side.label());
             match (side, &direct) {
                 (Side::Http, _) => {
-                    let (t, r) =
-                        http::watching_rss(&work, measure(vec![http::op(&work, op); c], slice))
-                            .await;
+                    let workers = (0..c)
+                        .map(|_| http::op(&work, op))
+                        .collect::<Result<_, _>>()?;
+                    let (t, r) = http::watching_rss(&work, measure(workers, slice)).await;
                     http.merge(t?)?;
                     rss = rss.into_iter().chain(r).reduce(f64::max);
                 }

@@ -1,0 +1,165 @@
+//! The load generator's HTTP client for the measured phases: each worker owns one kept-alive
+//! HTTP/1.1 connection (hyper's connection API, TCP_NODELAY), so that nothing is shared
+//! between workers (no pool to check out from, no lock) and the client's own cost per request,
+//! which runs on the same machine as the server it measures, stays small. The rest of the
+//! bench (seeding, readiness, metrics) uses reqwest.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::http::Refused;
+
+/// Bound on opening a connection (each request is bounded by the runner's `OP_TIMEOUT`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the server listens, from its `http://host:port` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    host: String,
+    port: u16,
+    /// The `Host` header.
+    authority: String,
+}
+
+impl Target {
+    pub fn parse(server: &str) -> anyhow::Result<Target> {
+        let uri: Uri = server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("--server {server:?}: the bench speaks plain http:// only");
+        }
+        if !matches!(uri.path(), "" | "/") {
+            bail!("--server {server:?}: give the server's root URL, without a path");
+        }
+        let Some(authority) = uri.authority() else {
+            bail!("--server {server:?} names no host");
+        };
+        Ok(Target {
+            host: authority.host().trim_matches(['[', ']']).to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.as_str().to_owned(),
+        })
+    }
+}
+
+/// One worker's connection, opened on first use and opened again after a failure.
+pub struct Conn {
+    target: Target,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    pub fn new(target: Target) -> Conn {
+        Conn {
+            target,
+            sender: None,
+        }
+    }
+
+    /// Sends a request (a JSON body when `body` is given) and reads the whole answer; a
+    /// status other than 2xx is a [`Refused`] error.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Bytes> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, &self.target.authority);
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let sender = self.ready().await?;
+        let answer = async move {
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, bytes))
+        };
+        match answer.await {
+            Ok((status, bytes)) => Refused::check(status.as_u16(), bytes),
+            Err(e) => {
+                // The connection is in an unknown state: the next request opens another.
+                self.sender = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The connection, ready for a request.
+    async fn ready(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
+        if let Some(s) = &mut self.sender {
+            if s.ready().await.is_err() {
+                self.sender = None;
+            }
+        }
+        if self.sender.is_none() {
+            self.sender = Some(self.open().await?);
+        }
+        self.sender
+            .as_mut()
+            .context("the connection to the server closed")
+    }
+
+    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let t = &self.target;
+        let connect = TcpStream::connect((t.host.as_str(), t.port));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .with_context(|| {
+                format!(
+                    "no connection to {} within {CONNECT_TIMEOUT:?}",
+                    t.authority
+                )
+            })?
+            .with_context(|| format!("cannot connect to {}", t.authority))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // Drives the connection; ends when the sender is dropped or the server closes it.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_url_names_host_port_and_host_header() {
+        let t = Target::parse("http://localhost:8080").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("localhost", 8080));
+        assert_eq!(t.authority, "localhost:8080");
+        let t = Target::parse("http://10.0.0.7/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("10.0.0.7", 80));
+        let t = Target::parse("http://[::1]:9").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9));
+    }
+
+    #[test]
+    fn other_urls_are_refused_saying_why() {
+        for (url, why) in [
+            ("https://localhost:8080", "plain http"),
+            ("http://localhost:8080/v1", "without a path"),
+            ("localhost 8080", "not a URL"),
+        ] {
+            let e = Target::parse(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+    }
+}
