@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::conn::{Conn, Target};
+use super::conn::Conn;
 use super::runner::{OpFn, OpFuture};
 use super::{fresh_cells, new_cell, Op, Workload, COLUMNS, MAX_BATCH};
 
@@ -41,9 +41,7 @@ impl Refused {
         e.downcast_ref::<Refused>()
             .is_some_and(|r| !r.statuses.is_empty() && r.statuses.iter().all(|&s| s == 503))
     }
-}
 
-impl Refused {
     /// A whole answer: its body when the status is 2xx, otherwise an error that quotes it.
     pub fn check(status: u16, body: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
         if (200..300).contains(&status) {
@@ -124,10 +122,10 @@ fn wire(c: &NewCell) -> Value {
 }
 
 /// An operation through the HTTP API, for one worker: it sends on a connection of its own.
-pub fn op(work: &Arc<Workload>, op: Op) -> anyhow::Result<OpFn> {
+pub fn op(work: &Arc<Workload>, op: Op) -> OpFn {
     let work = work.clone();
-    let conn = Arc::new(Mutex::new(Conn::new(Target::parse(&work.server)?)));
-    Ok(Arc::new(move || -> OpFuture {
+    let conn = Arc::new(Mutex::new(Conn::new(work.target.clone())));
+    Arc::new(move || -> OpFuture {
         let w = work.clone();
         let conn = conn.clone();
         match op {
@@ -172,7 +170,7 @@ pub fn op(work: &Arc<Workload>, op: Op) -> anyhow::Result<OpFn> {
                 })
             }
         }
-    }))
+    })
 }
 
 /// Writes `rows` rows x 3 columns x 2 versions through the batch API; returns the row keys.

@@ -120,6 +120,8 @@ const MAX_BATCH: usize = 1000;
 pub struct Workload {
     client: reqwest::Client,
     server: String,
+    /// The server, for the measured HTTP phases' own connections.
+    target: conn::Target,
     num_shards: u32,
     seeded: Vec<Uuid>,
     batch_size: usize,
@@ -208,6 +210,7 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
         bail!("--seed-rows must be at least 1 to measure latest and row reads");
     }
     let server = args.server.trim_end_matches('/').to_owned();
+    let target = conn::Target::parse(&server)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .timeout(OP_TIMEOUT)
@@ -240,6 +243,7 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
 
     let mut work = Workload {
         client,
+        target,
         server: server.clone(),
         num_shards,
         seeded: Vec::new(),
@@ -279,9 +283,7 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
             eprintln!("bench: {} {} for {slice:?}", op.name(), side.label());
             match (side, &direct) {
                 (Side::Http, _) => {
-                    let workers = (0..c)
-                        .map(|_| http::op(&work, op))
-                        .collect::<Result<_, _>>()?;
+                    let workers = (0..c).map(|_| http::op(&work, op)).collect();
                     let (t, r) = http::watching_rss(&work, measure(workers, slice)).await;
                     http.merge(t?)?;
                     rss = rss.into_iter().chain(r).reduce(f64::max);
