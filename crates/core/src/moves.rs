@@ -271,7 +271,7 @@ pub const PACED_CHUNK_ROWS: i64 = 20_000;
 /// the copy's work in small slices evenly spread over time and client statements queue
 /// behind it for only a fraction of the time.
 pub fn paced_rate(full_bytes_per_sec: f64, share: f64) -> Option<u64> {
-    let pace = share > 0.0 && share < 1.0 && full_bytes_per_sec > 0.0;
+    let pace = paces(share) && full_bytes_per_sec > 0.0;
     pace.then(|| (full_bytes_per_sec * share).max(1.0) as u64)
 }
 
@@ -303,6 +303,11 @@ impl FullSpeed {
             }
         }
     }
+}
+
+/// Whether a bulk copy at `share` of its full speed is paced (a share of 1: full speed).
+pub fn paces(share: f64) -> bool {
+    share > 0.0 && share < 1.0
 }
 
 /// Whether `share` is a valid share of a bulk copy's full speed: above 0, at most 1 (1: not

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
 use mezzanine_core::moves::{
-    chunk_rows, paced_rate, throttle_delay, transition, undo_for, valid_copy_share, MoveEvent,
-    ShardMoveState, CALIBRATION_ROWS, PACED_CHUNK_ROWS,
+    chunk_rows, paced_rate, paces, throttle_delay, transition, undo_for, MoveEvent, ShardMoveState,
+    CALIBRATION_ROWS, PACED_CHUNK_ROWS,
 };
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{Backend, StorageError};
@@ -183,9 +183,7 @@ impl ShardTask {
             .await?;
         // Unless the move sets its own rate, the copy is paced at the node's share of its
         // full speed, measured by the shard's first chunk (`CALIBRATION_ROWS` at full speed).
-        let paced = self.max_rows_per_sec.is_none()
-            && valid_copy_share(self.config.copy_share)
-            && self.config.copy_share < 1.0;
+        let paced = self.max_rows_per_sec.is_none() && paces(self.config.copy_share);
         let mut rate = None;
         let mut chunk = match paced {
             true => CALIBRATION_ROWS,

@@ -243,11 +243,10 @@ pub(crate) async fn ensure_metadata(lease: &crate::backend::Lease<'_>) -> Result
     lease.batch_execute(META_DDL).await
 }
 
-/// Creates the cells tables of `wanted` that do not exist yet (go-mezzanine's DDL) and adopts
-/// the others untouched. Returns (created, adopted). Callers hold [`MIGRATION_LOCK`].
-/// Creates the cells tables of `wanted` that do not exist; `indexed`: with their unique
-/// constraint and secondary indexes (an import builds those after its bulk copy). Returns how
-/// many were created and how many existed.
+/// Creates the cells tables of `wanted` that do not exist yet (go-mezzanine's DDL; `indexed`:
+/// with their unique constraint and secondary indexes, which an import builds after its bulk
+/// copy) and adopts the others untouched. Returns (created, adopted). Callers hold
+/// [`MIGRATION_LOCK`].
 pub(crate) async fn create_missing_tables(
     lease: &crate::backend::Lease<'_>,
     wanted: &BTreeSet<u32>,

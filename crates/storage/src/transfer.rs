@@ -508,71 +508,57 @@ pub async fn copy_rows_paced(
             "a copy's limit must not be negative",
         ));
     }
-    let lease = long_lease(target).await?;
-    in_transaction(
-        &lease,
-        "BEGIN",
-        copy_steps(&lease, source, target, shard, after, limit, bytes_per_sec),
-    )
-    .await
-}
-
-async fn copy_steps(
-    tl: &Lease<'_>,
-    source: &Backend,
-    target: &Backend,
-    shard: u32,
-    after: i64,
-    limit: Option<i64>,
-    bytes_per_sec: Option<u64>,
-) -> Result<CopyReport, StorageError> {
-    let t = cells_table(shard);
-    let state = state_on(tl, target, shard, "FOR SHARE")
-        .await?
-        .map(|(s, _)| s);
-    check_importing(target, shard, state)?;
-    let rows = tl
-        .query(&format!("SELECT coalesce(max(added_id), 0) FROM {t}"), &[])
-        .await?;
-    let have: i64 = rows.first().map(|r| col(target, r, 0)).unwrap_or(Ok(0))?;
-    check_no_overlap(target, shard, have, after)?;
-
-    let stall = COPY_STALL
-        .max(source.settings().query_timeout)
-        .max(target.settings().query_timeout);
-    let sl = long_lease(source).await?;
-    let (rows, bytes) = pipe(tl, &sl, &t, (after, limit), stall, bytes_per_sec).await?;
-
-    // Nothing copied (a catch-up round often copies nothing): the high-water mark stays.
-    let max_added_id: i64 = if rows == 0 {
-        after
-    } else {
-        let rows_max = tl
-            .query(
-                &format!("SELECT coalesce(max(added_id), $1) FROM {t} WHERE added_id > $1"),
-                &[(&after, Type::INT8)],
-            )
+    let tl = &long_lease(target).await?;
+    in_transaction(tl, "BEGIN", async {
+        let t = cells_table(shard);
+        let state = state_on(tl, target, shard, "FOR SHARE")
+            .await?
+            .map(|(s, _)| s);
+        check_importing(target, shard, state)?;
+        let rows = tl
+            .query(&format!("SELECT coalesce(max(added_id), 0) FROM {t}"), &[])
             .await?;
-        rows_max
-            .first()
-            .map(|r| col(target, r, 0))
-            .unwrap_or(Ok(after))?
-    };
-    tracing::debug!(
-        shard,
-        source = source.name(),
-        target = target.name(),
-        after,
-        rows,
-        bytes,
-        max_added_id,
-        "copied rows"
-    );
-    Ok(CopyReport {
-        rows,
-        max_added_id,
-        bytes,
+        let have: i64 = rows.first().map(|r| col(target, r, 0)).unwrap_or(Ok(0))?;
+        check_no_overlap(target, shard, have, after)?;
+
+        let stall = COPY_STALL
+            .max(source.settings().query_timeout)
+            .max(target.settings().query_timeout);
+        let sl = long_lease(source).await?;
+        let (rows, bytes) = pipe(tl, &sl, &t, (after, limit), stall, bytes_per_sec).await?;
+
+        // Nothing copied (a catch-up round often copies nothing): the high-water mark stays.
+        let max_added_id: i64 = if rows == 0 {
+            after
+        } else {
+            let rows_max = tl
+                .query(
+                    &format!("SELECT coalesce(max(added_id), $1) FROM {t} WHERE added_id > $1"),
+                    &[(&after, Type::INT8)],
+                )
+                .await?;
+            rows_max
+                .first()
+                .map(|r| col(target, r, 0))
+                .unwrap_or(Ok(after))?
+        };
+        tracing::debug!(
+            shard,
+            source = source.name(),
+            target = target.name(),
+            after,
+            rows,
+            bytes,
+            max_added_id,
+            "copied rows"
+        );
+        Ok(CopyReport {
+            rows,
+            max_added_id,
+            bytes,
+        })
     })
+    .await
 }
 
 /// Refuses a copy into a target whose state row (read in the copy's own transaction, under

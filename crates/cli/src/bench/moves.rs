@@ -78,7 +78,8 @@ pub struct MoveArgs {
     /// keeps foreground p99 at about 2.5x during the copy; 2 copy no faster and double it.
     #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<i64>::new().range(1..=64))]
     pub parallel: i64,
-    /// Throttle of the move (rows per second; default unthrottled).
+    /// Rate limit of the move (rows per second); without it the server paces the bulk copy
+    /// at its `MOVE_COPY_SHARE` of full speed.
     #[arg(long)]
     pub max_rows_per_sec: Option<i64>,
     /// What to do with the retired sources at the end: complete (drop them), none.
