@@ -229,3 +229,38 @@ async fn a_busy_pool_is_load_not_an_outage() {
     let lease = backend.lease().await.unwrap();
     lease.query("SELECT 1", &[]).await.unwrap();
 }
+
+/// The pool hands out the connection returned last: its caches (plans, the catalog entries of
+/// the shard tables it opened) are the warmest, and spare connections age out when idle.
+#[tokio::test]
+async fn the_most_recently_returned_connection_is_leased_first() {
+    let urls = fresh_databases(1).await;
+    let settings = mezzanine_storage::PoolSettings {
+        max_conns: 3,
+        ..Default::default()
+    };
+    let backend = mezzanine_storage::Backend::new("db1", &urls[0], settings).unwrap();
+    async fn pid(lease: &mezzanine_storage::backend::Lease<'_>) -> i32 {
+        let rows = lease.query("SELECT pg_backend_pid()", &[]).await.unwrap();
+        rows[0].get(0)
+    }
+    let (a, b, c) = (
+        backend.lease().await.unwrap(),
+        backend.lease().await.unwrap(),
+        backend.lease().await.unwrap(),
+    );
+    let (pa, pb, pc) = (pid(&a).await, pid(&b).await, pid(&c).await);
+    assert!(pa != pb && pb != pc && pa != pc);
+    drop(a);
+    drop(c);
+    drop(b);
+    for _ in 0..3 {
+        let again = backend.lease().await.unwrap();
+        assert_eq!(pid(&again).await, pb);
+    }
+    let (x, y) = (
+        backend.lease().await.unwrap(),
+        backend.lease().await.unwrap(),
+    );
+    assert_eq!((pid(&x).await, pid(&y).await), (pb, pc));
+}

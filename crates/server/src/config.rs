@@ -55,8 +55,10 @@ pub struct ServeConfig {
     /// Largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// Most connections per backend.
-    #[arg(long, env = "DB_MAX_CONNS", default_value_t = 16)]
+    /// Most connections per backend (default: the number of cores, at least 4, like
+    /// pgxpool). Requests beyond it wait for a connection, within the query timeout. The
+    /// mover has connections of its own.
+    #[arg(long, env = "DB_MAX_CONNS", default_value_t = mezzanine_storage::default_max_conns())]
     pub db_max_conns: usize,
     /// Connections per backend kept open even when idle.
     #[arg(long, env = "DB_MIN_CONNS", default_value_t = 0)]

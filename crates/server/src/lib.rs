@@ -484,6 +484,7 @@ impl Server {
             tasks: Mutex::new(Vec::new()),
         });
         state.spawn(tokio::spawn(refresh::run(state.clone())));
+        state.spawn(tokio::spawn(metrics::upkeep()));
         let startup = started.elapsed();
         tracing::info!(
             startup_ms = startup.as_millis() as u64,

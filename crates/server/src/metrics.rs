@@ -32,6 +32,20 @@ pub fn init() {
     });
 }
 
+/// Drains the latency samples recorded since the last scrape into the histograms, every few
+/// seconds: without it, a node nobody scrapes would keep every sample in memory.
+pub async fn upkeep() {
+    let Some(handle) = HANDLE.get().and_then(|h| h.as_ref()) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(UPKEEP_PERIOD).await;
+        handle.run_upkeep();
+    }
+}
+
+const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Renders every metric in Prometheus text format.
 pub fn render() -> String {
     HANDLE

@@ -6,6 +6,12 @@
 //! down: later requests fail fast, without touching the network, until the backend's prober
 //! reaches it again. Each backend has its own pool, so a hung backend holds only its own
 //! connections.
+//!
+//! The pool is small by default (the number of cores, at least 4, like pgxpool): PostgreSQL
+//! answers fastest with few statements in flight per core, so requests beyond that wait for
+//! a connection (within the query timeout) rather than crowd the server. It hands out the
+//! connection returned last, whose caches (plans, the catalog entries of the shard tables it
+//! opened) are the warmest, and lets spare ones age out when idle.
 
 use std::pin::Pin;
 use std::str::FromStr;
@@ -14,7 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::time::timeout_at;
 use tokio_postgres::types::{ToSql, Type};
@@ -33,10 +41,19 @@ pub struct PoolSettings {
     pub query_timeout: Duration,
 }
 
+/// The default size of a backend's pool: the number of cores, at least 4 (pgxpool's default,
+/// which go-mezzanine uses).
+pub fn default_max_conns() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(4)
+}
+
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
-            max_conns: 16,
+            max_conns: default_max_conns(),
             min_conns: 0,
             max_conn_lifetime: Some(Duration::from_secs(3600)),
             max_conn_idle_time: Some(Duration::from_secs(1800)),
@@ -193,6 +210,7 @@ impl Backend {
         let pool = Pool::builder(manager)
             .max_size(settings.max_conns.max(1))
             .runtime(Runtime::Tokio1)
+            .queue_mode(QueueMode::Lifo)
             .wait_timeout(None)
             .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(connect_timeout))

@@ -18,7 +18,7 @@ pub mod error;
 pub mod schema;
 pub mod transfer;
 
-pub use backend::{mask_url, Backend, BackendHealth, PoolSettings};
+pub use backend::{default_max_conns, mask_url, Backend, BackendHealth, PoolSettings};
 pub use cells::{Cell, PartitionRead, WriteOutcome};
 pub use error::StorageError;
 pub use transfer::{
