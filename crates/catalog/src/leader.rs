@@ -40,7 +40,8 @@ impl Dedicated {
     /// Connects within `timeout`; statements on it are bounded by `timeout` too.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Dedicated, CatalogError> {
         let lost = |m: String| CatalogError::Session(m);
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| lost(e.to_string()))?;
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
         config.connect_timeout(timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
@@ -48,7 +49,7 @@ impl Dedicated {
         let (client, mut conn) = tokio::time::timeout(timeout, config.connect(NoTls))
             .await
             .map_err(|_| lost(format!("no connection within {timeout:?}")))?
-            .map_err(|e| lost(e.to_string()))?;
+            .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
         let (tx, notifications) = mpsc::unbounded_channel();
         let (alive_tx, alive) = watch::channel(true);
         tokio::spawn(async move {
@@ -60,7 +61,7 @@ impl Dedicated {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "catalog session lost");
+                        tracing::warn!(error = %mezzanine_storage::pg_cause(&e), "catalog session lost");
                         break;
                     }
                 }
@@ -98,10 +99,7 @@ impl Dedicated {
     ) -> Result<Vec<Row>, CatalogError> {
         match tokio::time::timeout(self.timeout, self.client.query_typed(sql, params)).await {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(CatalogError::Session(match e.as_db_error() {
-                Some(db) => format!("{}: {}", db.code().code(), db.message()),
-                None => e.to_string(),
-            })),
+            Ok(Err(e)) => Err(CatalogError::Session(mezzanine_storage::pg_cause(&e))),
             Err(_) => Err(CatalogError::Session(format!(
                 "the catalog did not answer within {:?}",
                 self.timeout
@@ -118,7 +116,7 @@ impl Dedicated {
         .await
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(CatalogError::Session(e.to_string())),
+            Ok(Err(e)) => Err(CatalogError::Session(mezzanine_storage::pg_cause(&e))),
             Err(_) => Err(CatalogError::Session("LISTEN timed out".into())),
         }
     }

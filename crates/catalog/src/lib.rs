@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use mezzanine_core::{MapBackend, ShardMap};
 use mezzanine_storage::backend::Lease;
-use mezzanine_storage::{Backend, PoolSettings, StorageError};
+use mezzanine_storage::{Backend, PoolSettings, SqlState, StorageError};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::Row;
 
@@ -39,7 +39,8 @@ const SETUP_LOCK: i64 = 0x6d65_7a7a_0002;
 /// What can go wrong with the catalog.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog: {0}")]
+    /// From the catalog's database (its messages name it `the catalog database`).
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(
         "the catalog records NUM_SHARDS={catalog}, but NUM_SHARDS={given} was given; the shard \
@@ -188,6 +189,37 @@ fn check_weight(w: f64) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// Where the catalog is, and how messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogLocation {
+    pub url: String,
+    /// `the catalog database (CATALOG_URL)`, or which backend of shards.json holds it.
+    pub label: String,
+}
+
+/// The catalog's database: `catalog_url` (`CATALOG_URL`) if given, else the first backend of
+/// `shards.json` (`seed`).
+pub fn locate(catalog_url: Option<&str>, seed: &ShardMap) -> CatalogLocation {
+    match (catalog_url, seed.backends().first()) {
+        (Some(u), _) => CatalogLocation {
+            url: u.to_owned(),
+            label: "the catalog database (CATALOG_URL)".to_owned(),
+        },
+        (None, Some(b)) => CatalogLocation {
+            url: b.database_url.clone(),
+            label: format!(
+                "the catalog database (backend {}'s, the first of shards.json; CATALOG_URL \
+                 puts it elsewhere)",
+                b.name
+            ),
+        },
+        (None, None) => CatalogLocation {
+            url: String::new(),
+            label: "the catalog database".to_owned(),
+        },
+    }
+}
+
 /// A handle on the catalog database.
 pub struct Catalog {
     db: Arc<Backend>,
@@ -196,10 +228,16 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A pool on the catalog database; `node` names this process in the audit log.
-    pub fn open(url: &str, settings: PoolSettings, node: &str) -> Result<Catalog, CatalogError> {
+    /// A pool on the catalog database; `node` names this process in the audit log; messages
+    /// name the database `label` (`the catalog database (CATALOG_URL)`).
+    pub fn open(
+        url: &str,
+        label: &str,
+        settings: PoolSettings,
+        node: &str,
+    ) -> Result<Catalog, CatalogError> {
         Ok(Catalog {
-            db: Backend::new("catalog", url, settings)?,
+            db: Backend::with_label("catalog", label, url, settings)?,
             url: url.to_owned(),
             node: node.to_owned(),
         })
@@ -232,8 +270,11 @@ impl Catalog {
                 return Ok((report, snap));
             }
             Ok(_) => {} // set up and never seeded, or of an older layout
-            Err(CatalogError::Storage(StorageError::Database { code, .. }))
-                if code == "42P01" || code == "3F000" || code == "42703" => {} // none yet, or older
+            // None yet (no table, no schema), or an older layout (a missing column).
+            Err(CatalogError::Storage(e))
+                if e.is(&SqlState::UNDEFINED_TABLE)
+                    || e.is(&SqlState::INVALID_SCHEMA_NAME)
+                    || e.is(&SqlState::UNDEFINED_COLUMN) => {}
             Err(e) => return Err(e),
         }
         lease.extend(Duration::from_secs(60));

@@ -417,7 +417,9 @@ pub(crate) async fn create_move_on(
             .await;
     match inserted {
             Ok(_) => {}
-            Err(mezzanine_storage::StorageError::Database { code, .. }) if code == "23505" => {
+            Err(mezzanine_storage::StorageError::Database {
+                code: Some(code), ..
+            }) if code == mezzanine_storage::SqlState::UNIQUE_VIOLATION => {
                 return Err(CatalogError::Conflict(
                     "shards: some of these shards are in another unfinished move (see `mezzanine move list`)".into(),
                 ))

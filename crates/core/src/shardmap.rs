@@ -43,20 +43,28 @@ pub enum MapError {
     EmptyUrl { name: String },
     #[error("backend {name:?}: shard_start {start} is greater than shard_end {end}")]
     Inverted { name: String, start: i64, end: i64 },
-    #[error("backend {name:?}: shard {shard} is outside 0..={max} (num_shards is {num_shards})")]
+    #[error("backend {name:?}: shard {shard} does not exist: the shards are 0-{max} (NUM_SHARDS is {num_shards})")]
     OutOfRange {
         name: String,
         shard: i64,
         max: i64,
         num_shards: u32,
     },
+    /// The file is a whole map, for another number of shards.
+    #[error(
+        "shards.json covers shards 0-{last} ({covers} shards), but NUM_SHARDS is {num_shards}: \
+         set NUM_SHARDS={covers} (the number the data was written with), or give shards.json \
+         ranges for shards 0-{max}",
+        last = covers - 1, max = num_shards - 1
+    )]
+    ShardCount { covers: u32, num_shards: u32 },
     #[error("shard {shard} is claimed by both backend {first:?} and backend {second:?}")]
     Overlap {
         shard: u32,
         first: String,
         second: String,
     },
-    #[error("shards {start}..={end} are not owned by any backend")]
+    #[error("{} {} not owned by any backend", crate::shardset::shard_range_text(*start, *end), if start == end { "is" } else { "are" })]
     Gap { start: u32, end: u32 },
     #[error("shard {shard} is owned by {name:?}, which is not a known backend")]
     UnknownOwner { shard: u32, name: String },
@@ -111,6 +119,15 @@ impl ShardMap {
         }
         if file.backends.is_empty() {
             return Err(MapError::NoBackends);
+        }
+        // A file that is a whole map for another count says so, rather than a gap or a shard
+        // out of range.
+        let covers = file.backends.iter().map(|b| b.shard_end).max().unwrap_or(0) + 1;
+        if covers != i64::from(num_shards) && (1..=i64::from(MAX_SHARDS)).contains(&covers) {
+            let covers = covers as u32;
+            if ShardMap::new(file.clone(), covers).is_ok() {
+                return Err(MapError::ShardCount { covers, num_shards });
+            }
         }
         let mut owner: Vec<Option<u16>> = vec![None; num_shards as usize];
         let mut backends: Vec<MapBackend> = Vec::new();
@@ -381,11 +398,29 @@ mod tests {
             "shard 32 is claimed by both backend \"db1\" and backend \"db2\""
         );
         let e = map(vec![spec("db1", 0, 10), spec("db2", 32, 63)], 64).unwrap_err();
-        assert_eq!(e.to_string(), "shards 11..=31 are not owned by any backend");
+        assert_eq!(e.to_string(), "shards 11-31 are not owned by any backend");
+        let e = map(vec![spec("db1", 0, 30), spec("db2", 32, 63)], 64).unwrap_err();
+        assert_eq!(e.to_string(), "shard 31 is not owned by any backend");
+        // Out of range in a file that is no whole map for another count.
+        let e = map(vec![spec("db1", 0, 31), spec("db2", 40, 70)], 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "backend \"db2\": shard 70 does not exist: the shards are 0-63 (NUM_SHARDS is 64)"
+        );
+        // A whole map for another NUM_SHARDS says so, whichever way it differs.
         let e = map(vec![spec("db1", 0, 64)], 64).unwrap_err();
+        assert_eq!(
+            e,
+            MapError::ShardCount {
+                covers: 65,
+                num_shards: 64
+            }
+        );
+        let e = map(vec![spec("db1", 0, 31), spec("db2", 32, 63)], 128).unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("backend \"db1\": shard 64 is outside 0..=63"),
+            e.to_string().starts_with(
+                "shards.json covers shards 0-63 (64 shards), but NUM_SHARDS is 128: set NUM_SHARDS=64"
+            ),
             "{e}"
         );
         let e = map(vec![spec("db1", 5, 2)], 64).unwrap_err();
@@ -432,8 +467,21 @@ mod tests {
 
     #[test]
     fn gap_at_the_end() {
+        // A whole map for 60 shards: the message says both remedies.
         let e = map(vec![spec("db1", 0, 59)], 64).unwrap_err();
-        assert_eq!(e, MapError::Gap { start: 60, end: 63 });
+        assert_eq!(
+            e,
+            MapError::ShardCount {
+                covers: 60,
+                num_shards: 64
+            }
+        );
+        assert!(e
+            .to_string()
+            .ends_with("or give shards.json ranges for shards 0-63"));
+        // Holes anywhere else are gaps.
+        let e = map(vec![spec("db1", 0, 31), spec("db2", 40, 59)], 64).unwrap_err();
+        assert_eq!(e, MapError::Gap { start: 32, end: 39 });
     }
 
     proptest! {

@@ -3,17 +3,17 @@
 /// Why a shard set could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShardSetError {
-    #[error("shards: empty; write a shard (\"8\"), a range (\"8-15\") or a list (\"0-3,8\")")]
+    #[error("empty: write a shard (\"8\"), a range (\"8-15\") or a list (\"0-3,8,10-12\")")]
     Empty,
-    #[error("shards: {part:?} is not a shard number or a range like 8-15")]
+    #[error("{part:?} is not a shard number or a range like 8-15 (a list: 0-3,8,10-12)")]
     Syntax { part: String },
-    #[error("shards: {shard} is outside 0..={max} (num_shards is {num_shards})")]
+    #[error("shard {shard} does not exist: the shards are 0-{max} (NUM_SHARDS is {num_shards})")]
     OutOfRange {
         shard: u64,
         max: u32,
         num_shards: u32,
     },
-    #[error("shards: range {start}-{end} is inverted")]
+    #[error("range {start}-{end} is backwards: write {end}-{start}")]
     Inverted { start: u32, end: u32 },
 }
 
@@ -55,6 +55,14 @@ pub fn parse_shard_set(text: &str, num_shards: u32) -> Result<Vec<u32>, ShardSet
     out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+/// A range of shards as a user writes it: `shard 31`, `shards 64-127`.
+pub fn shard_range_text(start: u32, end: u32) -> String {
+    match start == end {
+        true => format!("shard {start}"),
+        false => format!("shards {start}-{end}"),
+    }
 }
 
 /// Writes a sorted shard set compactly: `[0,1,2,3,8]` → `0-3,8`.
@@ -113,8 +121,14 @@ mod tests {
         ));
         assert_eq!(
             parse_shard_set("60-64", 64).unwrap_err().to_string(),
-            "shards: 64 is outside 0..=63 (num_shards is 64)"
+            "shard 64 does not exist: the shards are 0-63 (NUM_SHARDS is 64)"
         );
+        assert_eq!(
+            parse_shard_set("9-8", 64).unwrap_err().to_string(),
+            "range 9-8 is backwards: write 8-9"
+        );
+        assert_eq!(shard_range_text(31, 31), "shard 31");
+        assert_eq!(shard_range_text(64, 127), "shards 64-127");
         assert_eq!(
             parse_shard_set("9-8", 64),
             Err(ShardSetError::Inverted { start: 9, end: 8 })

@@ -82,22 +82,20 @@ pub enum PgError {
         blocker: PathBuf,
     },
     /// An I/O operation (file, directory or process spawn) failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The underlying error (in the message, so not also a `source`: said once).
+        cause: io::Error,
     },
     /// A system call (signal, chown, user lookup) failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Sys {
         /// What was being done.
         what: String,
-        /// The underlying error.
-        #[source]
-        source: Errno,
+        /// The underlying error (in the message, so not also a `source`: said once).
+        cause: Errno,
     },
     /// `initdb` failed; `output` holds what it printed.
     #[error("initdb failed for {data_dir}:\n{output}")]
@@ -131,12 +129,12 @@ pub enum PgError {
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PgError {
     let what = what.into();
-    move |source| PgError::Io { what, source }
+    move |cause| PgError::Io { what, cause }
 }
 
 fn sys_err(what: impl Into<String>) -> impl FnOnce(Errno) -> PgError {
     let what = what.into();
-    move |source| PgError::Sys { what, source }
+    move |cause| PgError::Sys { what, cause }
 }
 
 /// An installation of the PostgreSQL server binaries.
@@ -224,7 +222,7 @@ impl PgInstall {
         if !out.status.success() {
             return Err(PgError::Io {
                 what: format!("{} --version failed ({})", postgres.display(), out.status),
-                source: io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+                cause: io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())

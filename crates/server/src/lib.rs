@@ -41,15 +41,12 @@ pub use problem::Problem;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot read the shard map {path}: {source}")]
-    ReadMap {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid shard map {path}: {source}")]
+    #[error("cannot read the shard map {path}: {cause}")]
+    ReadMap { path: String, cause: std::io::Error },
+    #[error("invalid shard map {path}: {cause}")]
     Map {
         path: String,
-        source: mezzanine_core::MapError,
+        cause: mezzanine_core::MapError,
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -379,12 +376,12 @@ impl Server {
         let path = config.shard_config_path.display().to_string();
         let text = tokio::fs::read_to_string(&config.shard_config_path)
             .await
-            .map_err(|source| StartError::ReadMap {
+            .map_err(|cause| StartError::ReadMap {
                 path: path.clone(),
-                source,
+                cause,
             })?;
         let map = ShardMap::parse(&text, config.num_shards)
-            .map_err(|source| StartError::Map { path, source })?;
+            .map_err(|cause| StartError::Map { path, cause })?;
         Server::start_with_map(config, map).await
     }
 
@@ -402,16 +399,10 @@ impl Server {
             format!("node-{}", &id[..8])
         });
         let num_shards = seed.num_shards();
-        let catalog_url = match &config.catalog_url {
-            Some(u) => u.clone(),
-            None => seed
-                .backends()
-                .first()
-                .map(|b| b.database_url.clone())
-                .unwrap_or_default(),
-        };
+        let at = mezzanine_catalog::locate(config.catalog_url.as_deref(), &seed);
         let catalog = Arc::new(Catalog::open(
-            &catalog_url,
+            &at.url,
+            &at.label,
             catalog_settings(&settings),
             &node_id,
         )?);

@@ -54,7 +54,7 @@ impl Problem {
     /// 422 with the faults of individual fields.
     pub fn invalid(errors: Vec<FieldError>) -> Problem {
         let detail = match errors.as_slice() {
-            [one] => format!("{} {}", one.location, one.message),
+            [one] => format!("{}: {}", one.location, one.message),
             _ => format!("{} fields are invalid", errors.len()),
         };
         Problem {

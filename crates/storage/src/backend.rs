@@ -95,6 +95,10 @@ pub struct BackendHealth {
 /// One PostgreSQL server holding shards.
 pub struct Backend {
     name: String,
+    /// How messages name it: `backend db1`, or `the catalog database`.
+    label: String,
+    /// Where it is, for messages: `host:port` (or a socket folder), the first if several.
+    addr: String,
     masked_url: String,
     pool: Pool,
     settings: PoolSettings,
@@ -169,19 +173,49 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// `host:port` of a connection configuration's first host, as a user would write it.
+fn first_addr(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) if h.contains(':') => format!("[{h}]:{port}"),
+        Some(tokio_postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
+        Some(tokio_postgres::config::Host::Unix(dir)) => {
+            format!("{}/.s.PGSQL.{port}", dir.display())
+        }
+        None => format!("localhost:{port}"),
+    }
+}
+
 impl Backend {
-    /// Builds the backend's pool. No connection is made here.
+    /// Builds the pool of backend `name`. No connection is made here.
     pub fn new(
         name: &str,
         database_url: &str,
         settings: PoolSettings,
     ) -> Result<Arc<Backend>, StorageError> {
+        Backend::with_label(name, &format!("backend {name}"), database_url, settings)
+    }
+
+    /// Builds a pool whose messages name it `label` (`the catalog database`).
+    pub fn with_label(
+        name: &str,
+        label: &str,
+        database_url: &str,
+        settings: PoolSettings,
+    ) -> Result<Arc<Backend>, StorageError> {
         let bad = |message: String| StorageError::BadUrl {
-            backend: name.to_owned(),
+            backend: label.to_owned(),
             message,
         };
-        let mut config =
-            tokio_postgres::Config::from_str(database_url).map_err(|e| bad(e.to_string()))?;
+        let mut config = tokio_postgres::Config::from_str(database_url)
+            .map_err(|e| bad(crate::error::pg_cause(&e)))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(bad(
+                "sslmode=require: this version connects to PostgreSQL without TLS; use \
+                 sslmode=prefer or sslmode=disable"
+                    .to_owned(),
+            ));
+        }
         let connect_timeout =
             (settings.query_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
         config.connect_timeout(connect_timeout);
@@ -200,6 +234,7 @@ impl Backend {
         if config.get_application_name().is_none() {
             config.application_name("mezzanine");
         }
+        let addr = first_addr(&config);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -218,6 +253,8 @@ impl Backend {
             .map_err(|e| bad(e.to_string()))?;
         Ok(Arc::new(Backend {
             name: name.to_owned(),
+            label: label.to_owned(),
+            addr,
             masked_url: mask_url(database_url),
             pool,
             settings,
@@ -234,6 +271,16 @@ impl Backend {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How messages name it: `backend db1`, or `the catalog database`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Where it is: `host:port` of its (first) host.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The URL with its password masked.
@@ -265,7 +312,7 @@ impl Backend {
 
     fn unavailable(&self, reason: impl Into<String>) -> StorageError {
         StorageError::Unavailable {
-            backend: self.name.clone(),
+            backend: self.label.clone(),
             reason: reason.into(),
             retry_after: self.retry_after(),
         }
@@ -274,7 +321,7 @@ impl Backend {
     pub(crate) fn mark_down(&self, reason: &str) {
         let mut s = self.state();
         if s.up {
-            tracing::warn!(backend = %self.name, reason, "backend marked down");
+            tracing::warn!(server = %self.label, reason, "marked down");
             s.up = false;
             s.changed = Instant::now();
         }
@@ -284,7 +331,7 @@ impl Backend {
     fn mark_up(&self, latency: Duration) {
         let mut s = self.state();
         if !s.up {
-            tracing::info!(backend = %self.name, "backend is reachable again");
+            tracing::info!(server = %self.label, "reachable again");
             s.up = true;
             s.changed = Instant::now();
         }
@@ -337,7 +384,7 @@ impl Backend {
                 return Err(self.unavailable("no free connection within the query timeout"));
             }
             Ok(Err(e)) => {
-                let reason = format!("cannot connect: {}", describe_pool_error(&e));
+                let reason = format!("cannot connect to {}: {}", self.addr, pool_cause(&e));
                 self.mark_down(&reason);
                 return Err(self.unavailable(reason));
             }
@@ -422,39 +469,50 @@ impl Backend {
 
     /// Classifies a driver error: connection trouble marks the backend down.
     pub(crate) fn classify(&self, e: tokio_postgres::Error) -> StorageError {
+        use tokio_postgres::error::SqlState as S;
         if let Some(db) = e.as_db_error() {
-            let code = db.code().code();
-            // 08: connection exception; 57P0x: the server is shutting down or starting;
-            // 53300: too many connections.
+            let code = db.code();
+            let message = format!("{} (SQLSTATE {})", db.message(), code.code());
             // Deadlock, serialization failure, lock or statement timeout: retryable, and no
             // sign of a sick backend.
-            if matches!(code, "40P01" | "40001" | "55P03" | "57014") {
-                return StorageError::Unavailable {
-                    backend: self.name.clone(),
-                    reason: format!("{} ({code})", db.message()),
-                    retry_after: self.retry_after(),
-                };
+            if [
+                &S::T_R_DEADLOCK_DETECTED,
+                &S::T_R_SERIALIZATION_FAILURE,
+                &S::LOCK_NOT_AVAILABLE,
+                &S::QUERY_CANCELED,
+            ]
+            .contains(&code)
+            {
+                return self.unavailable(message);
             }
-            if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
-                let reason = format!("{} ({code})", db.message());
-                self.mark_down(&reason);
-                return self.unavailable(reason);
+            // Class 08: connection exception; 57P0x: the server is shutting down or starting;
+            // 53300: too many connections.
+            let class = &code.code()[..2.min(code.code().len())];
+            if class == "08" || code.code().starts_with("57P") || code == &S::TOO_MANY_CONNECTIONS {
+                self.mark_down(&message);
+                return self.unavailable(message);
             }
             return StorageError::Database {
-                backend: self.name.clone(),
-                code: code.to_owned(),
-                message: format!("{} ({code})", db.message()),
+                backend: self.label.clone(),
+                code: Some(code.clone()),
+                message,
             };
         }
-        let reason = format!("connection lost: {e}");
+        let reason = format!(
+            "connection to {} lost: {}",
+            self.addr,
+            crate::error::pg_cause(&e)
+        );
         self.mark_down(&reason);
         self.unavailable(reason)
     }
 }
 
-fn describe_pool_error(e: &deadpool_postgres::PoolError) -> String {
+/// Why the pool could not make a connection, in PostgreSQL's or the system's words.
+fn pool_cause(e: &deadpool_postgres::PoolError) -> String {
     match e {
-        deadpool_postgres::PoolError::Backend(inner) => inner.to_string(),
+        deadpool_postgres::PoolError::Backend(inner) => crate::error::pg_cause(inner),
+        deadpool_postgres::PoolError::Timeout(_) => "no answer within the connect timeout".into(),
         other => other.to_string(),
     }
 }

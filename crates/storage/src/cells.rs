@@ -62,8 +62,8 @@ fn cell_from(row: &Row, first: usize, backend: &Backend) -> Result<Cell, Storage
     let err = |e: tokio_postgres::Error| StorageError::shape(backend, e);
     let body: String = row.try_get(first + 4).map_err(err)?;
     let body = RawValue::from_string(body).map_err(|e| StorageError::Database {
-        backend: backend.name().to_owned(),
-        code: String::new(),
+        backend: backend.label().to_owned(),
+        code: None,
         message: format!("stored body is not JSON: {e}"),
     })?;
     Ok(Cell {
@@ -120,7 +120,7 @@ fn fence(
         Some(Ok(s)) if allows(s) => Ok(()),
         _ => Err(StorageError::NotServed {
             shard,
-            backend: backend.name().to_owned(),
+            backend: backend.label().to_owned(),
             state: state.unwrap_or_else(|| "absent".to_owned()),
         }),
     }
@@ -314,8 +314,8 @@ async fn write_group(
         .enumerate()
         .map(|(i, r)| {
             r.ok_or_else(|| StorageError::Database {
-                backend: backend.name().to_owned(),
-                code: String::new(),
+                backend: backend.label().to_owned(),
+                code: None,
                 message: format!("cell {i} was neither stored nor found"),
             })
         })

@@ -20,7 +20,7 @@ pub mod transfer;
 
 pub use backend::{default_max_conns, mask_url, Backend, BackendHealth, PoolSettings};
 pub use cells::{Cell, PartitionRead, WriteOutcome};
-pub use error::StorageError;
+pub use error::{pg_cause, SqlState, StorageError};
 pub use transfer::{
     Checksum, CopyReport, DiffReport, Difference, SelfCheck, ShardState, ShardStats, Side,
 };

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::Type;
 
+use crate::error::SqlState;
 use crate::{Backend, StorageError};
 
 /// The version of mezzanine's own layout on a backend.
@@ -136,7 +137,7 @@ pub async fn prepare_backend(
     create_missing: bool,
 ) -> Result<MigrationReport, StorageError> {
     let layout = |message: String| StorageError::Layout {
-        backend: backend.name().to_owned(),
+        backend: backend.label().to_owned(),
         message,
     };
     let mut lease = backend.lease().await?;
@@ -161,7 +162,7 @@ pub async fn prepare_backend(
                 active = a.into_iter().map(|s| s as u32).collect();
             }
         }
-        Err(StorageError::Database { code, .. }) if code == "42P01" => {} // no metadata yet
+        Err(e) if e.is(&SqlState::UNDEFINED_TABLE) => {} // no metadata yet
         Err(e) => return Err(e),
     }
     let wanted: BTreeSet<u32> = shards.iter().copied().collect();
@@ -220,7 +221,7 @@ pub(crate) fn check_recorded(
     num_shards: u32,
 ) -> Result<(), StorageError> {
     let layout = |message: String| StorageError::Layout {
-        backend: backend.name().to_owned(),
+        backend: backend.label().to_owned(),
         message,
     };
     if recorded_shards as u32 != num_shards {

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::backend::{CopyIn, Lease};
 use crate::cells::CELL_COLUMNS;
+use crate::error::SqlState;
 use crate::schema::{self, cells_table, MIGRATION_LOCK, SCHEMA_VERSION};
 use crate::{Backend, StorageError};
 
@@ -112,7 +113,7 @@ fn col<'r, T: FromSql<'r>>(backend: &Backend, row: &'r Row, i: usize) -> Result<
 fn refused(backend: &Backend, shard: u32, message: impl Into<String>) -> StorageError {
     StorageError::Refused {
         shard,
-        backend: backend.name().to_owned(),
+        backend: backend.label().to_owned(),
         message: message.into(),
     }
 }
@@ -122,7 +123,7 @@ fn parse_state(backend: &Backend, s: &str) -> Result<ShardState, StorageError> {
 }
 
 fn is_undefined_table(e: &StorageError) -> bool {
-    matches!(e, StorageError::Database { code, .. } if code == "42P01")
+    e.is(&SqlState::UNDEFINED_TABLE)
 }
 
 /// A lease whose deadline is [`long_step_deadline`] from now.
@@ -233,7 +234,7 @@ pub async fn prepare_import(
 ) -> Result<(), StorageError> {
     if shard >= num_shards {
         return Err(StorageError::Layout {
-            backend: backend.name().to_owned(),
+            backend: backend.label().to_owned(),
             message: format!("shard {shard} does not exist with NUM_SHARDS={num_shards}"),
         });
     }
