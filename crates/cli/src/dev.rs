@@ -29,6 +29,12 @@ pub struct DevArgs {
     /// HTTP port.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Port of the first PostgreSQL server; the others take the next ports, in order (db1,
+    /// db2, …, then spare1, …). Default: free ports chosen by the system. The ports are kept in
+    /// <data-dir>/cluster.json (the catalog records the servers' URLs), so they are chosen
+    /// once, when the folder is created.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub pg_port_base: Option<u16>,
     /// Folder for the servers' data, shards.json and mezzanine.env.
     #[arg(long, default_value = ".mezzanine")]
     pub data_dir: PathBuf,
@@ -62,6 +68,29 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Whether nothing listens on `port` of the loopback interface (a bind test).
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The port of the `i`th server (0-based, backends then spares) of a new folder.
+fn new_port(args: &DevArgs, i: usize) -> anyhow::Result<u16> {
+    match args.pg_port_base {
+        None => free_port(),
+        Some(base) => u16::try_from(usize::from(base) + i)
+            .ok()
+            .filter(|&p| p > 0)
+            .with_context(|| {
+                format!(
+                    "--pg-port-base {base} leaves no port for server #{} (ports end at 65535)",
+                    i + 1
+                )
+            }),
+    }
+}
+
+/// The servers of the folder, reading `cluster.json` if it exists, else laying out a new
+/// one. Nothing is written: [`save`] does that once every port is known to be free.
 fn load_or_create(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
     let path = dir.join("cluster.json");
     if path.exists() {
@@ -85,14 +114,28 @@ fn load_or_create(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 c.backends.len()
             );
         }
+        if let (Some(base), Some(first)) = (args.pg_port_base, c.backends.first()) {
+            if base != first.port {
+                bail!(
+                    "{} was created with its PostgreSQL servers on ports from {} (the catalog \
+                     records their URLs); drop --pg-port-base, or use another --data-dir",
+                    dir.display(),
+                    first.port
+                );
+            }
+        }
         // Spare servers may be added later.
         while c.spare.len() < args.spare {
+            let taken: Vec<u16> = c.backends.iter().chain(&c.spare).map(|n| n.port).collect();
+            let next = match args.pg_port_base {
+                Some(_) => taken.iter().max().copied().unwrap_or(0).checked_add(1),
+                None => Some(free_port()?),
+            };
             c.spare.push(Node {
                 name: format!("spare{}", c.spare.len() + 1),
-                port: free_port()?,
+                port: next.context("no port left above the folder's servers for a spare")?,
             });
         }
-        std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
         return Ok(c);
     }
     if args.backends == 0 {
@@ -113,23 +156,68 @@ fn load_or_create(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
             args.backends
         );
     }
-    let node = |prefix: &str, i: usize| -> anyhow::Result<Node> {
-        Ok(Node {
-            name: format!("{prefix}{i}"),
-            port: free_port()?,
-        })
-    };
-    let c = ClusterFile {
+    let mut c = ClusterFile {
         num_shards: args.num_shards,
-        backends: (1..=args.backends)
-            .map(|i| node("db", i))
-            .collect::<anyhow::Result<_>>()?,
-        spare: (1..=args.spare)
-            .map(|i| node("spare", i))
-            .collect::<anyhow::Result<_>>()?,
+        backends: Vec::new(),
+        spare: Vec::new(),
     };
-    std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
+    for i in 0..args.backends + args.spare {
+        let (list, prefix, n) = match i < args.backends {
+            true => (&mut c.backends, "db", i + 1),
+            false => (&mut c.spare, "spare", i + 1 - args.backends),
+        };
+        list.push(Node {
+            name: format!("{prefix}{n}"),
+            port: new_port(args, i)?,
+        });
+    }
     Ok(c)
+}
+
+/// Refuses to go on when a server's port is taken (before any server is initialised or
+/// started), saying which server, where its port comes from, and what to do.
+fn check_ports(dir: &Path, c: &ClusterFile, args: &DevArgs, existed: bool) -> anyhow::Result<()> {
+    for n in c.backends.iter().chain(&c.spare) {
+        if n.port == args.port {
+            bail!(
+                "PostgreSQL server {} would use port {}, the HTTP port (--port); choose \
+                 another --port",
+                n.name,
+                n.port
+            );
+        }
+        if port_free(n.port) {
+            continue;
+        }
+        match (existed, args.pg_port_base) {
+            (true, _) => bail!(
+                "port {} of PostgreSQL server {} (recorded in {}) is in use: is another \
+                 `mezzanine dev` running on this folder? Stop it, or free the port",
+                n.port,
+                n.name,
+                dir.join("cluster.json").display()
+            ),
+            (false, Some(base)) => bail!(
+                "port {} for PostgreSQL server {} is in use (servers take the ports from \
+                 --pg-port-base {base} on); choose another --pg-port-base",
+                n.port,
+                n.name
+            ),
+            (false, None) => bail!(
+                "port {} for PostgreSQL server {} was free a moment ago and is now in use; \
+                 start again",
+                n.port,
+                n.name
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn save(dir: &Path, c: &ClusterFile) -> anyhow::Result<()> {
+    let path = dir.join("cluster.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(c)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn ensure_database(server_url: &str) -> anyhow::Result<()> {
@@ -157,12 +245,25 @@ async fn ensure_database(server_url: &str) -> anyhow::Result<()> {
 /// Runs the dev cluster until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     crate::init_logging(&args.log_level, &args.log_format);
+    // What can fail cheaply comes first, before any PostgreSQL server is touched: the HTTP
+    // port (held from now on, so nothing takes it while the servers start), the install, the
+    // folder, the servers' ports.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", args.port)).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on 127.0.0.1:{}: {e}; is another mezzanine running? Stop it, or \
+             choose another --port",
+            args.port
+        )
+    })?;
     let install = PgInstall::locate()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
     check_dir_access(&dir)?;
+    let existed = dir.join("cluster.json").exists();
     let cluster = load_or_create(&dir, &args)?;
+    check_ports(&dir, &cluster, &args, existed)?;
+    save(&dir, &cluster)?;
 
     let nodes: Vec<Node> = cluster
         .backends
@@ -251,7 +352,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tracing::info!(spare = %name, url = %mezzanine_storage::mask_url(url), "spare server (registered as a backend that owns no shards)");
     }
     tracing::info!(env = %env_path.display(), "a second node can join with: set -a; . {}; PORT=8081 mezzanine serve", env_path.display());
-    let result = crate::run_server_with_spares(config, spare_urls).await;
+    let result = crate::run_server_with_spares(config, spare_urls, Some(listener)).await;
     tracing::info!("stopping PostgreSQL servers");
     tokio::task::spawn_blocking(move || {
         for mut s in servers {

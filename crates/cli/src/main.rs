@@ -6,7 +6,6 @@ mod admin;
 mod bench;
 mod dev;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mezzanine_server::{http, ServeConfig, Server};
 
@@ -34,8 +33,16 @@ enum Command {
     Admin(admin::AdminCommand),
 }
 
+/// Whether the logs are JSON lines (set by [`init_logging`]): a fatal error is then logged as
+/// one too, for log collectors, besides the plain line for people.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Sets up structured logging: JSON by default, human-readable with `text`.
 pub fn init_logging(level: &str, format: &str) {
+    JSON_LOGS.store(
+        !format.eq_ignore_ascii_case("text"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -69,14 +76,16 @@ pub async fn shutdown_signal() {
 
 /// Starts a server with `config` and serves until SIGINT or SIGTERM.
 pub async fn run_server(config: ServeConfig) -> anyhow::Result<()> {
-    run_server_with_spares(config, Vec::new()).await
+    run_server_with_spares(config, Vec::new(), None).await
 }
 
 /// Runs a server; `spares` (name, URL) are registered as empty backends once the catalog
-/// exists, unless they are registered already.
+/// exists, unless they are registered already. `listener`: the HTTP socket, bound already
+/// (else `HOST:PORT` is bound first, before any backend is touched).
 pub async fn run_server_with_spares(
     config: ServeConfig,
     spares: Vec<(String, String)>,
+    listener: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
     let addr = format!("{}:{}", config.host, config.port);
     let (read, idle, write) = (
@@ -84,6 +93,16 @@ pub async fn run_server_with_spares(
         config.http_idle_timeout,
         config.http_write_timeout,
     );
+    // The port first: a port in use is reported before any backend is touched.
+    let listener = match listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)?
+        }
+        None => tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr}: {e}; is another server running? Stop it, or set PORT (--port)")
+        })?,
+    };
     let server = Server::start(config).await?;
     let known = server.state.topology().map.backends().to_vec();
     for (name, url) in spares {
@@ -99,9 +118,6 @@ pub async fn run_server_with_spares(
             }
         }
     }
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -141,7 +157,9 @@ async fn main() {
         }
     };
     if let Err(e) = result {
-        tracing::error!(error = format!("{e:#}"), "fatal");
+        if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+        }
         eprintln!("mezzanine: {e:#}");
         std::process::exit(1);
     }

@@ -102,12 +102,52 @@ fn env_file(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A folder for one test's dev cluster and logs, removed when the test ends (passed or not);
+/// open to the `postgres` user, who runs the servers when the tests run as root.
+fn scratch() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::Builder::new()
+        .prefix("mz-dev-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
+/// A port from which `n` consecutive ports are free.
+fn free_run(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + rand_port_offset();
+        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+fn rand_port_offset() -> u16 {
+    (uuid::Uuid::new_v4().as_u128() % 20_000) as u16
+}
+
+fn ports_of(shards: &Value) -> Vec<u16> {
+    shards["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let url = url::Url::parse(b["database_url"].as_str().unwrap()).unwrap();
+            url.port().unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("mz-dev-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let log = std::env::temp_dir().join(format!("mz-dev-{}.log", std::process::id()));
+    let tmp = scratch();
+    let dir: PathBuf = tmp.path().join("data");
+    let log = tmp.path().join("dev.log");
     let port = free_port();
+    let pg_base = free_run(3);
     let base = format!("http://127.0.0.1:{port}");
     let args = [
         "dev",
@@ -119,6 +159,8 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
         "16",
         "--spare",
         "1",
+        "--pg-port-base",
+        &pg_base.to_string(),
     ];
     let c = reqwest::Client::new();
 
@@ -139,6 +181,12 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
     let shards: Value =
         serde_json::from_str(&std::fs::read_to_string(get("SHARD_CONFIG_PATH")).unwrap()).unwrap();
     assert_eq!(shards["backends"].as_array().unwrap().len(), 2);
+    // --pg-port-base: the servers take consecutive ports, backends first, then the spare.
+    assert_eq!(ports_of(&shards), [pg_base, pg_base + 1]);
+    assert!(
+        get("MEZZANINE_SPARE_BACKENDS").contains(&format!(":{}/", pg_base + 2)),
+        "{env:?}"
+    );
     let row = uuid::Uuid::new_v4();
     let cell = json!({"row_key": row.to_string(), "column_name": "c", "ref_key": 1, "body": {"kept": true}});
     let r = c
@@ -215,19 +263,70 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
     assert_eq!(got["body"], json!({"kept": true}));
     let pids = postmasters(&dir);
     stop(&mut dev, Signal::SIGTERM, &pids, &log);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What can fail cheaply is said before any PostgreSQL server is initialised or started: the
+/// HTTP port, then the servers' ports.
+#[test]
+fn dev_reports_a_port_in_use_before_starting_postgresql() {
+    let tmp = scratch();
+    let dir = tmp.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["dev", "--data-dir", dir.to_str().unwrap()])
+            .args(extra)
+            .env("LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "must refuse");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = run(&["--port", &busy.to_string()]);
+    assert!(
+        text.contains(&format!("cannot listen on 127.0.0.1:{busy}"))
+            && text.contains("choose another --port"),
+        "{text}"
+    );
+    assert!(
+        !dir.exists(),
+        "the folder was touched before the port check"
+    );
+    assert!(!text.contains("initialised PostgreSQL"), "{text}");
+
+    let text = run(&[
+        "--port",
+        &free_port().to_string(),
+        "--pg-port-base",
+        &busy.to_string(),
+    ]);
+    assert!(
+        text.contains(&format!("port {busy} for PostgreSQL server db1 is in use"))
+            && text.contains("choose another --pg-port-base"),
+        "{text}"
+    );
+    assert!(
+        !dir.join("db1").exists(),
+        "a server was initialised: {text}"
+    );
+    assert!(
+        !dir.join("cluster.json").exists(),
+        "ports were recorded: {text}"
+    );
+    drop(taken);
 }
 
 #[test]
 fn without_postgresql_dev_says_what_to_install() {
-    let dir = std::env::temp_dir().join(format!("mz-nopg-{}", std::process::id()));
+    let tmp = scratch();
+    let dir = tmp.path().join("data");
     let out = Command::new(BIN)
-        .args(["dev", "--data-dir", dir.to_str().unwrap()])
+        .args(["dev", "--port", "0", "--data-dir", dir.to_str().unwrap()])
         .env("PG_BIN_DIR", "/nonexistent/pg/bin")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("apt-get install postgresql"), "{text}");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,11 +1,13 @@
-//! The baselines: the storage functions the server calls, sent straight to the backends of
-//! shards.json, and binary COPY into the shard tables.
+//! The baselines: the storage functions the server calls, sent straight to the backends that
+//! own each shard now (the catalog's map, not shards.json, which only seeded it), and binary
+//! COPY into the shard tables.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use mezzanine_catalog::Catalog;
 use mezzanine_core::{shard_for_row_key, NewCell, ShardMap};
 use mezzanine_storage::cells::{self, PartitionRead, WriteOutcome};
 use mezzanine_storage::schema::cells_table;
@@ -15,31 +17,69 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::runner::{OpFn, OpFuture};
+use super::runner::{OpFn, OpFuture, OP_TIMEOUT};
+
+/// Bound on one baseline statement: as long as the bench waits for any operation.
+const BASELINE_TIMEOUT: std::time::Duration = OP_TIMEOUT;
 use super::{fresh_cells, Op, Workload};
 
-/// The backends of shards.json, one pool each, routed as the server routes.
+/// The catalog's backends, one pool each, routed as the server routes.
 pub struct Direct {
     map: ShardMap,
     backends: Vec<Arc<Backend>>,
     health_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The URL with `application_name=mezzanine-bench` unless it names one: the baseline's
+/// sessions are told apart from the server's (`pg_stat_activity`).
+fn bench_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.query_pairs().any(|(k, _)| k == "application_name") => {
+            u.query_pairs_mut()
+                .append_pair("application_name", "mezzanine-bench");
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl Direct {
-    /// Reads shards.json and checks that every backend answers.
-    pub async fn open(path: &Path, num_shards: u32, max_conns: usize) -> anyhow::Result<Direct> {
+    /// Reads the current map from the catalog (found as the server finds it: `catalog_url`,
+    /// else the first backend of shards.json) and checks that every backend answers.
+    pub async fn open(
+        path: &Path,
+        catalog_url: Option<&str>,
+        num_shards: u32,
+        max_conns: usize,
+    ) -> anyhow::Result<Direct> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the shard config {}", path.display()))?;
-        let map = ShardMap::parse(&text, num_shards)
+        let seed = ShardMap::parse(&text, num_shards)
             .with_context(|| format!("{} is not a valid shard map", path.display()))?;
+        let at = mezzanine_catalog::locate(catalog_url, &seed);
+        let catalog = Catalog::open(&at.url, &at.label, PoolSettings::default(), "bench")?;
+        let map = catalog
+            .load()
+            .await
+            .context("the direct side routes by the catalog's map")?
+            .map;
+        if map.num_shards() != num_shards {
+            bail!(
+                "the catalog records {} shards, the server {num_shards}",
+                map.num_shards()
+            );
+        }
+        // A client driving PostgreSQL directly waits for its locks rather than giving up at
+        // the server's query timeout: the baseline must not fail where it only waits.
         let settings = PoolSettings {
             max_conns,
+            query_timeout: BASELINE_TIMEOUT,
             ..Default::default()
         };
         let backends = map
             .backends()
             .iter()
-            .map(|b| Backend::new(&b.name, &b.database_url, settings.clone()))
+            .map(|b| Backend::new(&b.name, &bench_url(&b.database_url), settings.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         for b in &backends {
             let what = || format!("cannot reach backend {} ({})", b.name(), b.masked_url());
@@ -75,7 +115,7 @@ impl Direct {
         self.map
             .owner(shard)
             .filter(|&i| i < self.backends.len())
-            .with_context(|| format!("shard {shard} has no backend in shards.json"))
+            .with_context(|| format!("shard {shard} has no backend in the catalog's map"))
     }
 
     fn backend(&self, shard: u32) -> anyhow::Result<&Backend> {

@@ -55,9 +55,14 @@ pub struct HttpArgs {
     /// Base URL of the running server.
     #[arg(long, env = "MEZZANINE_URL", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// shards.json of the server, for the direct side.
+    /// shards.json of the server: with CATALOG_URL, it finds the catalog, whose map the direct
+    /// side routes by (shards.json only seeded it: shards may have moved since).
     #[arg(long, env = "SHARD_CONFIG_PATH")]
     pub shard_config_path: Option<PathBuf>,
+    /// The server's catalog database (default: the first backend of shards.json, as the
+    /// server).
+    #[arg(long, env = "CATALOG_URL")]
+    pub catalog_url: Option<String>,
     /// Number of shards (default: asked from the server); must match the server's.
     #[arg(long, env = "NUM_SHARDS")]
     pub num_shards: Option<u32>,
@@ -232,7 +237,13 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
     let direct = match (&args.shard_config_path, args.no_direct) {
         (_, true) => None,
         (Some(path), false) => Some(Arc::new(
-            Direct::open(path, num_shards, args.concurrency).await?,
+            Direct::open(
+                path,
+                args.catalog_url.as_deref(),
+                num_shards,
+                args.concurrency,
+            )
+            .await?,
         )),
         (None, false) => bail!(
             "the direct side needs shards.json: give --shard-config-path or SHARD_CONFIG_PATH \
@@ -346,6 +357,12 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report.print();
+    }
+    if let Some(broken) = report.broken_baseline() {
+        bail!(
+            "the baseline failed ({broken}): a ratio against it means nothing, so no target \
+             passed. Fix the cause and run again"
+        );
     }
     Ok(())
 }

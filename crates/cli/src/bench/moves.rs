@@ -490,6 +490,7 @@ fn targets(r: &MoveReport, unthrottled: bool) -> Vec<super::report::Target> {
         value,
         goal,
         pass,
+        void: None,
     };
     let bad = (r.lost + r.changed) as f64 + r.duplicated_or_extra.max(0) as f64;
     vec![

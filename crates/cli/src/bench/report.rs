@@ -41,51 +41,106 @@ pub struct CopyReport {
     pub ratio: Option<f64>,
 }
 
-/// A figure with its goal; `pass` is absent when the figure was not measured.
+/// A figure with its goal; `pass` is absent when the figure was not measured, or when its
+/// baseline had errors (`void` then says so).
 #[derive(Debug, Serialize)]
 pub struct Target {
     pub name: &'static str,
     pub value: Option<f64>,
     pub goal: &'static str,
     pub pass: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub void: Option<String>,
 }
 
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
+/// Why a baseline is no baseline: its errors, and the first of them.
+fn baseline_failure(side: &str, s: &Stats) -> Option<String> {
+    (s.errors > 0).then(|| {
+        format!(
+            "{side}: {} errors, the first: {}",
+            s.errors,
+            s.first_error.as_deref().unwrap_or("?")
+        )
+    })
+}
+
 impl Report {
-    /// Sets `targets`: write and latest at >= 0.8 of direct, batch at >= 0.5 of COPY, RSS <= 150 MB.
+    /// Sets `targets`: write and latest at >= 0.8 of direct, batch at >= 0.5 of COPY, RSS <=
+    /// 150 MB. A ratio whose baseline had errors neither passes nor misses: it is void.
     pub fn check_targets(&mut self) {
-        let op_ratio = |name: &str| self.ops.iter().find(|o| o.op == name).and_then(|o| o.ratio);
-        let target = |name, value: Option<f64>, goal, ok: fn(f64) -> bool| Target {
-            name,
-            value,
-            goal,
-            pass: value.map(ok),
+        let op = |name: &str| self.ops.iter().find(|o| o.op == name);
+        let op_ratio = |name: &str| op(name).and_then(|o| o.ratio);
+        let op_void = |name: &str| {
+            op(name)
+                .and_then(|o| o.direct.as_ref())
+                .and_then(|d| baseline_failure(&format!("{name} direct"), d))
         };
+        let target =
+            |name, value: Option<f64>, goal, ok: fn(f64) -> bool, void: Option<String>| Target {
+                name,
+                value,
+                goal,
+                pass: value.filter(|_| void.is_none()).map(ok),
+                void,
+            };
         let copy = self.batch_vs_copy.as_ref().and_then(|c| c.ratio);
+        let copy_void = self
+            .batch_vs_copy
+            .as_ref()
+            .and_then(|c| baseline_failure("batch COPY", &c.copy));
         self.targets = vec![
             target(
                 "write http/direct ops/s",
                 op_ratio("write"),
                 ">= 0.80",
                 |v| v >= 0.8,
+                op_void("write"),
             ),
             target(
                 "latest http/direct ops/s",
                 op_ratio("latest"),
                 ">= 0.80",
                 |v| v >= 0.8,
+                op_void("latest"),
             ),
-            target("batch http/COPY cells/s", copy, ">= 0.50", |v| v >= 0.5),
+            target(
+                "batch http/COPY cells/s",
+                copy,
+                ">= 0.50",
+                |v| v >= 0.5,
+                copy_void,
+            ),
             target(
                 "server RSS max (MB)",
                 self.server_rss_max_mb,
                 "<= 150",
                 |v| v <= 150.0,
+                None,
             ),
         ];
+    }
+
+    /// What failed on the baseline side (direct or COPY) of any operation, if anything did.
+    pub fn broken_baseline(&self) -> Option<String> {
+        let failures: Vec<String> = self
+            .ops
+            .iter()
+            .filter_map(|o| {
+                o.direct
+                    .as_ref()
+                    .and_then(|d| baseline_failure(&format!("{} direct", o.op), d))
+            })
+            .chain(
+                self.batch_vs_copy
+                    .as_ref()
+                    .and_then(|c| baseline_failure("batch COPY", &c.copy)),
+            )
+            .collect();
+        (!failures.is_empty()).then(|| failures.join("; "))
     }
 
     pub fn print(&self) {
@@ -131,10 +186,11 @@ impl Report {
         );
         println!("{:<26} {:>8} {:>8}  result", "target", "value", "goal");
         for t in &self.targets {
-            let result = match t.pass {
-                Some(true) => "pass",
-                Some(false) => "MISS",
-                None => "not measured",
+            let result = match (t.pass, &t.void) {
+                (_, Some(why)) => format!("VOID: the baseline failed ({why})"),
+                (Some(true), _) => "pass".to_owned(),
+                (Some(false), _) => "MISS".to_owned(),
+                (None, None) => "not measured".to_owned(),
             };
             println!(
                 "{:<26} {:>8} {:>8}  {result}",
