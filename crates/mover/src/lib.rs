@@ -21,7 +21,7 @@ use std::time::Duration;
 use mezzanine_catalog::{
     Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob,
 };
-use mezzanine_core::moves::{CatchUpPolicy, FullSpeed, ShardMoveState};
+use mezzanine_core::moves::{chunk_rows, CatchUpPolicy, FullSpeed, ShardMoveState};
 use mezzanine_storage::{Backend, PoolSettings, StorageError};
 use tokio::task::JoinHandle;
 
@@ -55,7 +55,9 @@ pub struct MoverConfig {
     pub retention: Duration,
     pub policy: CatchUpPolicy,
     /// The share of its full speed a bulk copy runs at when its move sets no
-    /// `max_rows_per_sec` (1: full speed; see `mezzanine_core::moves::paced_rate`).
+    /// `max_rows_per_sec` (1: full speed; see `mezzanine_core::moves::paced_rate`). A move's
+    /// `max_rows_per_sec` is the limit of all its bulk copies together (of all a rebalance's
+    /// copies, for the jobs of a rebalance: [`RowLimit`]).
     pub copy_share: f64,
     /// Attempts of a failing step before the shard's move fails.
     pub attempts: u32,
@@ -76,6 +78,47 @@ pub struct Pools {
     /// What bulk copies from a source into a target (by their names) achieve at full speed,
     /// which paced copies take their share of.
     full_speed: Mutex<HashMap<(String, String), FullSpeed>>,
+    /// The `--max-rows-per-sec` limits of the open moves and rebalances, each shared by all
+    /// the bulk copies of its group, with the rate it was made for.
+    limits: Mutex<HashMap<Group, (u64, Arc<RowLimit>)>>,
+}
+
+/// A limit in rows per second shared by every bulk copy of a move (or of a rebalance): the
+/// whole operation's limit, however many of its copies run at once.
+pub struct RowLimit {
+    limiter: governor::DefaultDirectRateLimiter,
+    /// The most rows taken at once (the limiter's burst): a chunk of the copies.
+    chunk: u32,
+}
+
+impl RowLimit {
+    fn new(rows_per_sec: u64) -> RowLimit {
+        let rate = u32::try_from(rows_per_sec.max(1)).unwrap_or(u32::MAX);
+        let chunk = u32::try_from(chunk_rows(Some(u64::from(rate))).max(1)).unwrap_or(u32::MAX);
+        let nz = |n: u32| std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(nz(rate)).allow_burst(nz(chunk));
+        RowLimit {
+            limiter: governor::RateLimiter::direct(quota),
+            chunk,
+        }
+    }
+
+    /// Rows per chunk of a copy under this limit.
+    pub fn chunk(&self) -> i64 {
+        i64::from(self.chunk)
+    }
+
+    /// Waits until `rows` more rows may be copied.
+    pub async fn take(&self, rows: u64) {
+        let mut left = rows;
+        while left > 0 {
+            let n = u32::try_from(left).unwrap_or(u32::MAX).min(self.chunk);
+            let want = std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+            // `n` is at most the burst, so the limiter can always grant it.
+            let _ = self.limiter.until_n_ready(want).await;
+            left -= u64::from(n);
+        }
+    }
 }
 
 impl Pools {
@@ -85,7 +128,29 @@ impl Pools {
             by_name: Mutex::new(HashMap::new()),
             quiet: tokio::sync::RwLock::new(()),
             full_speed: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The limit shared by the bulk copies of `job`'s group (its rebalance, or itself), if
+    /// it sets `max_rows_per_sec`.
+    fn limit(&self, job: &MoveJob) -> Option<Arc<RowLimit>> {
+        let rate = job.max_rows_per_sec.map(|r| r.max(1) as u64)?;
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = limits
+            .entry(group(job))
+            .or_insert_with(|| (rate, Arc::new(RowLimit::new(rate))));
+        if entry.0 != rate {
+            *entry = (rate, Arc::new(RowLimit::new(rate)));
+        }
+        Some(entry.1.clone())
+    }
+
+    /// Forgets the limits of groups that have no open job any more.
+    fn keep_limits(&self, jobs: &[MoveJob]) {
+        let open: std::collections::HashSet<Group> = jobs.iter().map(group).collect();
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits.retain(|g, _| open.contains(g));
     }
 
     /// Records a copy from `source` into `target` measured at full speed (`bytes` in
@@ -187,6 +252,7 @@ async fn lead(
         metrics::gauge!("mezzanine_move_shards_running").set(running.len() as f64);
         match catalog.open_moves().await {
             Ok(jobs) => {
+                pools.keep_limits(&jobs);
                 let mut active = bulk_copies(&jobs, &running);
                 for job in jobs {
                     if let Err(e) = schedule(
@@ -306,7 +372,7 @@ async fn schedule(
                     session: session.clone(),
                     move_id: job.id,
                     shard: s.clone(),
-                    max_rows_per_sec: job.max_rows_per_sec.map(|r| r.max(1) as u64),
+                    limit: pools.limit(job),
                     abort: flag.clone(),
                 };
                 *active += 1;

@@ -25,28 +25,13 @@ use std::time::{Duration, Instant};
 
 use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
 use mezzanine_core::moves::{
-    chunk_rows, paced_rate, paces, throttle_delay, transition, undo_for, MoveEvent, ShardMoveState,
+    chunk_rows, paced_rate, paces, transition, undo_for, MoveEvent, ShardMoveState,
     CALIBRATION_ROWS, PACED_CHUNK_ROWS,
 };
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{Backend, StorageError};
 
-use crate::{MoveError, MoverConfig, Pools};
-
-/// A copy's pace: rows copied since `started`, held to `--max-rows-per-sec`.
-struct Pace {
-    started: Instant,
-    rows: u64,
-}
-
-impl Pace {
-    fn new() -> Pace {
-        Pace {
-            started: Instant::now(),
-            rows: 0,
-        }
-    }
-}
+use crate::{MoveError, MoverConfig, Pools, RowLimit};
 
 /// The work of one shard of one job.
 pub struct ShardTask {
@@ -56,7 +41,8 @@ pub struct ShardTask {
     pub session: Arc<LeaderSession>,
     pub move_id: i64,
     pub shard: MoveShard,
-    pub max_rows_per_sec: Option<u64>,
+    /// The move's (or its rebalance's) `max_rows_per_sec`, shared with its other copies.
+    pub limit: Option<Arc<RowLimit>>,
     pub abort: Arc<AtomicBool>,
 }
 
@@ -183,17 +169,16 @@ impl ShardTask {
             .await?;
         // Unless the move sets its own rate, the copy is paced at the node's share of its
         // full speed, measured by the shard's first chunk (`CALIBRATION_ROWS` at full speed).
-        let paced = self.max_rows_per_sec.is_none() && paces(self.config.copy_share);
+        let limit = self.limit.as_deref();
+        let paced = limit.is_none() && paces(self.config.copy_share);
         let mut rate = None;
-        let mut chunk = match paced {
-            true => CALIBRATION_ROWS,
-            false => chunk_rows(self.max_rows_per_sec),
+        let mut chunk = match (paced, limit) {
+            (true, _) => CALIBRATION_ROWS,
+            (false, Some(l)) => l.chunk(),
+            (false, None) => chunk_rows(None),
         };
-        let mut pace = Pace::new();
         loop {
-            let (r, took) = self
-                .copy_chunk(src, tgt, hw, chunk, rate, &mut pace)
-                .await?;
+            let (r, took) = self.copy_chunk(src, tgt, hw, chunk, rate, limit).await?;
             if r.rows == 0 {
                 return Ok((hw, copied));
             }
@@ -220,8 +205,9 @@ impl ShardTask {
     }
 
     /// Copies one chunk of rows above `after` (bulk work: it holds [`Pools::quiet`] shared),
-    /// counts it, and waits as long as the throttle requires. An abort stops before the chunk.
-    /// Returns what was copied and how long the copy itself took (not the wait for the lock).
+    /// once `limit` (the move's rows per second, shared by its copies) allows the chunk, and
+    /// counts it. An abort stops before the chunk. Returns what was copied and how long the
+    /// copy itself took (not the waits).
     async fn copy_chunk(
         &self,
         src: &Backend,
@@ -229,8 +215,11 @@ impl ShardTask {
         after: i64,
         chunk: i64,
         bytes_per_sec: Option<u64>,
-        pace: &mut Pace,
+        limit: Option<&RowLimit>,
     ) -> Result<(transfer::CopyReport, Duration), MoveError> {
+        if let Some(l) = limit {
+            l.take(chunk.max(0) as u64).await;
+        }
         if self.aborted() {
             return Err(MoveError::Aborted);
         }
@@ -243,11 +232,6 @@ impl ShardTask {
         };
         metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
         metrics::counter!("mezzanine_move_bytes_copied_total").increment(r.bytes);
-        pace.rows += r.rows;
-        let wait = throttle_delay(pace.rows, pace.started.elapsed(), self.max_rows_per_sec);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         Ok((r, took))
     }
 
@@ -263,7 +247,8 @@ impl ShardTask {
     ) -> Result<i64, MoveError> {
         let shard = self.shard.shard;
         self.build_indexes(tgt).await?;
-        let chunk = chunk_rows(self.max_rows_per_sec);
+        // Catching up is never limited: only the bulk copy is.
+        let chunk = chunk_rows(None);
         let (mut hw, mut copied) = match bulk {
             Some(b) => b,
             None => (
@@ -271,13 +256,10 @@ impl ShardTask {
                 transfer::count_rows(tgt, shard).await?,
             ),
         };
-        let mut pace = Pace::new();
         for round in 1u32.. {
             let mut lag = 0u64;
             loop {
-                let (r, _) = self
-                    .copy_chunk(src, tgt, hw, chunk, None, &mut pace)
-                    .await?;
+                let (r, _) = self.copy_chunk(src, tgt, hw, chunk, None, None).await?;
                 hw = r.max_added_id; // `after` itself when nothing was copied
                 lag += r.rows;
                 if (r.rows as i64) < chunk {

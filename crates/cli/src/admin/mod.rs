@@ -241,7 +241,8 @@ struct StartArgs {
     /// Shards copied at the same time (default: the server's).
     #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
     parallel: Option<u64>,
-    /// Copy speed limit in rows per second (default: none).
+    /// Copy speed limit in rows per second for the whole move, all its parallel copies
+    /// together (default: none; catching up and the cutover are never limited).
     #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
     max_rows_per_sec: Option<u64>,
     /// Follow the job until it is no longer running (progress bars on a terminal).

@@ -492,8 +492,6 @@ async fn start(
             .extend(m.shard_list.iter().copied());
     }
     let parallel = req.parallel as i32;
-    // The rate is the rebalance's: each of its parallel copies gets an equal share.
-    let per_copy = rate.map(|r| (r + req.parallel - 1) / req.parallel);
     let moves = by_target
         .into_iter()
         .map(|(to, mut shards)| {
@@ -502,7 +500,8 @@ async fn start(
                 shards_spec: format_shard_set(&shards),
                 shards: shards.iter().map(|&s| (s, to.to_owned())).collect(),
                 parallel,
-                max_rows_per_sec: per_copy,
+                // The rebalance's limit: the mover shares it among all its jobs' copies.
+                max_rows_per_sec: rate,
                 reverts: None,
                 auto_complete: complete,
             }
