@@ -230,10 +230,13 @@ fn man_out_writes_one_page_per_command() {
     assert!(start.contains(".TH mezzanine-move-start 1"), "{start}");
     assert!(start.contains("\\-\\-shards"), "{start}");
     let serve = std::fs::read_to_string(out.join("mezzanine-serve.1")).unwrap();
-    assert!(
-        serve.contains("SHARD_CONFIG_PATH") && serve.contains("DB_QUERY_TIMEOUT"),
-        "the serve page must name the environment variables"
-    );
+    for var in ["SHARD_CONFIG_PATH", "DB_QUERY_TIMEOUT"] {
+        let says = format!("May also be specified with the \\fB{var}\\fR environment variable");
+        assert!(
+            serve.contains(&says),
+            "the serve page must name {var}:\n{serve}"
+        );
+    }
 }
 
 #[test]
