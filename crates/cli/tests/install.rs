@@ -239,6 +239,8 @@ fn man_out_writes_one_page_per_command() {
     }
 }
 
+const FNV_OF_THE_LICENSE: u64 = 0x2eb9_294a_0308_d938;
+
 #[test]
 fn license_is_the_apache_license_2_0_of_cargo_toml() {
     let cargo = read("Cargo.toml");
@@ -275,24 +277,53 @@ fn license_is_the_apache_license_2_0_of_cargo_toml() {
     ] {
         assert!(license.contains(heading), "LICENSE lacks {heading:?}");
     }
+    // Word for word: the standard text (apache.org's LICENSE-2.0.txt, 11358 bytes) has this
+    // FNV-1a 64-bit hash.
     assert_eq!(license.len(), 11358, "the standard text is 11358 bytes");
+    let fnv = license.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    assert_eq!(
+        fnv, FNV_OF_THE_LICENSE,
+        "LICENSE differs from the standard text"
+    );
+}
+
+/// The lines of a YAML block: from `header` to the next line indented as much or less.
+fn yaml_block(text: &str, header: &str) -> String {
+    let indent = header.len() - header.trim_start().len();
+    let mut lines = text.lines().skip_while(|l| *l != header);
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no {header:?} in the compose file"));
+    let rest = lines.take_while(|l| {
+        l.trim().is_empty() || l.starts_with('#') || l.len() - l.trim_start().len() > indent
+    });
+    std::iter::once(first)
+        .chain(rest)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn top_level_section(compose: &str, key: &str) -> String {
+    yaml_block(compose, &format!("{key}:"))
+}
+
+fn service_section(compose: &str, service: &str) -> String {
+    yaml_block(
+        &top_level_section(compose, "services"),
+        &format!("  {service}:"),
+    )
 }
 
 /// `KEY: value` lines of the `environment:` block of the compose service `service`.
 fn compose_environment(compose: &str, service: &str) -> Vec<(String, String)> {
-    let service_line = format!("  {service}:");
-    let lines: Vec<&str> = compose
+    let section = service_section(compose, service);
+    let block: Vec<&str> = section
         .lines()
-        .skip_while(|l| *l != service_line)
-        .skip(1)
-        .take_while(|l| l.is_empty() || l.starts_with("   "))
-        .collect();
-    let block: Vec<&str> = lines
-        .iter()
         .skip_while(|l| l.trim() != "environment:")
         .skip(1)
         .take_while(|l| l.starts_with("      "))
-        .copied()
         .collect();
     assert!(!block.is_empty(), "no environment for {service}");
     block
@@ -323,7 +354,10 @@ fn compose_shards_json_covers_the_compose_num_shards() {
     assert_eq!(map.num_shards(), num_shards);
     assert!((0..num_shards).all(|s| map.owner(s).is_some()));
 
-    // The file the node reads is this one, and each backend is a service of the compose file.
+    // The file the node reads is this one, and each backend is a service of the compose file
+    // that the node waits for.
+    let services = top_level_section(&compose, "services");
+    let node = service_section(&compose, "mezzanine");
     let mount = format!("./shards.json:{}", get("SHARD_CONFIG_PATH"));
     assert!(
         compose.contains(&mount),
@@ -334,9 +368,14 @@ fn compose_shards_json_covers_the_compose_num_shards() {
         let host = b.database_url.rsplit_once('@').unwrap().1;
         let host = host.split([':', '/']).next().unwrap();
         assert!(
-            compose.contains(&format!("\n  {host}:\n")),
+            services.contains(&format!("\n  {host}:\n")),
             "backend {}: no compose service {host}",
             b.name
+        );
+        let healthy = format!("\n      {host}:\n        condition: service_healthy\n");
+        assert!(
+            node.contains(&healthy),
+            "mezzanine does not wait for {host} to be healthy"
         );
     }
 }
