@@ -1,37 +1,18 @@
 //! `mezzanine`: the one binary. `serve` runs a node, `dev` runs a local cluster with zero
 //! configuration, `bench` measures, and the admin commands (`shards`, `backend`, `move`,
-//! `verify`, `reload`, `status`) are clients of a node's admin API.
+//! `verify`, `reload`, `status`) are clients of a node's admin API; `completions` and `man`
+//! print shell completions and man pages generated from the command line (`cli`).
 
 mod admin;
 mod bench;
+mod cli;
 mod dev;
+mod docs;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::Parser;
+use cli::{Cli, Command};
 use mezzanine_server::{http, ServeConfig, Server};
-
-#[derive(Parser)]
-#[command(
-    name = "mezzanine",
-    version,
-    about = "Sharded, append-only cell store over PostgreSQL"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the cell API over the backends of shards.json.
-    Serve(Box<ServeConfig>),
-    /// Start local PostgreSQL servers under a data folder and serve over them (zero configuration).
-    Dev(dev::DevArgs),
-    /// Measure a running server against direct PostgreSQL.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
-    #[command(flatten)]
-    Admin(admin::AdminCommand),
-}
 
 /// Whether the logs are JSON lines (set by [`init_logging`]): a fatal error is then logged as
 /// one too, for log collectors, besides the plain line for people.
@@ -148,6 +129,17 @@ async fn main() {
         }
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Completions { shell } => docs::print(&docs::completion_script(shell))
+            .context("cannot write the completion script"),
+        Command::Man { out: None } => docs::man_page()
+            .and_then(|page| docs::print(&page))
+            .context("cannot write the man page"),
+        Command::Man { out: Some(dir) } => docs::write_man_pages(&dir)
+            .with_context(|| format!("cannot write man pages into {}", dir.display()))
+            .and_then(|paths| {
+                let list: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+                docs::print(list.as_bytes()).context("cannot write to stdout")
+            }),
         Command::Admin(cmd) => {
             if let Err(e) = admin::run(cmd).await {
                 eprintln!("error: {e:#}");
