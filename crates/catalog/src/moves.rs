@@ -38,6 +38,8 @@ pub struct MoveJob {
     /// Drop the sources as soon as every shard is switched (a drain's moves).
     pub auto_complete: bool,
     pub created_at: DateTime<Utc>,
+    /// The job's last change: a shard's change of state (its switch, an abort, ...), an
+    /// operator's request, or a revert; not copy progress.
     pub updated_at: DateTime<Utc>,
     pub shards: Vec<MoveShard>,
 }
