@@ -12,8 +12,18 @@
 //! target_b = total_load * weight_b / (sum of the weights of the backends not draining)
 //! ```
 //!
-//! and 0 for a draining backend. A backend's *excess* is `e_b = load_b - target_b`, and
-//! `lower_bound = Σ max(0, e_b)` is the least load that any plan must move.
+//! and 0 for a draining backend. A backend's *excess* is `e_b = load_b - target_b`; the
+//! plan's [`excess`](Plan::excess) is `Σ max(0, e_b)`, what would move to bring every backend
+//! exactly to its share. A plan stops once every backend is within the tolerance below, so it
+//! may move less than that.
+//!
+//! The [lower bound](Plan::lower_bound) is the least load that *any* plan ending with every
+//! backend balanced must move: each backend above its share must give away at least
+//! `load_b - target_b - tolerance_b` (a draining one: all its movable load), and each one
+//! below must receive at least `target_b - tolerance_b - load_b`, each rounded up to whole
+//! units (shards and sizes are integers). It is the larger of the two sums. It is given only
+//! for a plan that balances every backend (otherwise it would bound plans that cannot be
+//! made: shards too coarse, pinned, or past the budget), and then `moved >= lower_bound`.
 //!
 //! # Tolerance
 //!
@@ -40,7 +50,7 @@
 //!    are. When no pair has an exact fit, move one *overshooting* shard, one that still
 //!    strictly reduces `e_d² + e_r²` (`size < e_d - e_r`), the one that reduces it most.
 //!    Every move of this phase must keep the total moved within [`BUDGET_FACTOR`] ×
-//!    `lower_bound` (the drains count, they come first). Shards of size 0 do not move in this
+//!    `excess` (the drains count, they come first). Shards of size 0 do not move in this
 //!    phase (they change nothing), nor does a shard go back along a pair that already moved
 //!    the other way.
 //!
@@ -58,7 +68,8 @@
 //! * A draining backend never receives, and ends with no movable shard (when at least one
 //!   backend is not draining, else [`PlanError::NoReceiver`]).
 //! * A balanced map yields no move.
-//! * `moved <= 1.2 * lower_bound`.
+//! * `moved <= 1.2 * excess`.
+//! * When the plan balances every backend, `moved >= lower_bound`.
 //! * With every shard movable, every backend ends within `max(tolerance, largest shard)` of
 //!   its target: with [`Strategy::Count`] within one shard; with sizes much smaller than the
 //!   shares (fine-grained data) within the 5 % tolerance.
@@ -80,7 +91,7 @@ use serde::{Deserialize, Serialize};
 /// fair share is balanced.
 pub const RELATIVE_TOLERANCE: f64 = 0.05;
 
-/// A plan moves at most this many times the [lower bound](Plan::lower_bound).
+/// A plan moves at most this many times the [excess](Plan::excess).
 pub const BUDGET_FACTOR: f64 = 1.2;
 
 /// What "balance" is measured in.
@@ -125,8 +136,20 @@ impl Strategy {
 
     /// Whether a backend that is not draining, with this load and target, is balanced.
     pub fn is_balanced(self, load: u64, target: f64) -> bool {
-        let slack = 1e-9 * target.abs().max(1.0);
-        (load as f64 - target).abs() <= self.tolerance(target) + slack
+        (load as f64 - target).abs() <= self.tolerance(target) + slack(target)
+    }
+
+    /// The least load a backend that is not draining must give away (`surplus`) and receive
+    /// (`deficit`) to end balanced, each in whole units: `(surplus, deficit)`.
+    fn least_change(self, load: u64, target: f64) -> (f64, f64) {
+        // Beyond the tolerance and twice the slack of `is_balanced`, so that rounding errors
+        // in these sums never make a balanced end look short of the bound.
+        let reach = self.tolerance(target) + 2.0 * slack(target);
+        let load = load as f64;
+        (
+            (load - target - reach).ceil().max(0.0),
+            (target - reach - load).ceil().max(0.0),
+        )
     }
 
     /// A shard's load in this strategy's unit.
@@ -136,6 +159,11 @@ impl Strategy {
             _ => size,
         }
     }
+}
+
+/// The margin `is_balanced` allows for the rounding of the targets.
+fn slack(target: f64) -> f64 {
+    1e-9 * target.abs().max(1.0)
 }
 
 impl fmt::Display for Strategy {
@@ -213,8 +241,15 @@ pub struct Plan {
     pub balance: Vec<BackendBalance>,
     /// Sum of the moves' loads.
     pub moved: u64,
-    /// The least load any plan must move: `Σ max(0, load - target)`.
-    pub lower_bound: f64,
+    /// `Σ max(0, load - target)`: what would move to bring every backend exactly to its share
+    /// (the budget is [`BUDGET_FACTOR`] times this).
+    pub excess: f64,
+    /// Every backend ends balanced: within the tolerance of its share (a draining one with no
+    /// movable shard).
+    pub balanced: bool,
+    /// When the plan balances every backend: the least load any plan that does must move
+    /// (see the [module](self)); `moved >= lower_bound`.
+    pub lower_bound: Option<f64>,
 }
 
 impl Plan {
@@ -319,16 +354,18 @@ fn plan_with_budget(
             }
         })
         .collect();
-    let lower_bound: f64 = load
+    let excess: f64 = load
         .iter()
         .zip(&target)
         .map(|(&l, &t)| (l as f64 - t).max(0.0))
         .sum();
+    let lower_bound = least_to_move(backends, shards, strategy, &load, &target);
 
     let mut p = Planner::new(backends, shards, strategy, index, load.clone(), target);
-    p.budget = budget_factor * lower_bound;
+    p.budget = budget_factor * excess;
     p.drain();
     p.balance();
+    let balanced = (0..backends.len()).all(|b| p.balanced(b));
 
     let moves: Vec<PlannedMove> = p
         .pairs
@@ -360,8 +397,38 @@ fn plan_with_budget(
         moves,
         balance,
         moved: p.moved_total,
-        lower_bound,
+        excess,
+        balanced,
+        lower_bound: balanced.then_some(lower_bound),
     })
+}
+
+/// The least load any plan that ends with every backend balanced must move: the larger of
+/// what the backends above their shares must give away (a draining backend: all its movable
+/// load) and what those below must receive.
+fn least_to_move(
+    backends: &[PlanBackend],
+    shards: &[PlanShard],
+    strategy: Strategy,
+    load: &[u64],
+    target: &[f64],
+) -> f64 {
+    let mut movable = vec![0u64; backends.len()];
+    for s in shards.iter().filter(|s| s.movable) {
+        movable[s.owner] += strategy.unit_size(s.size); // <= the total, cannot overflow
+    }
+    let mut give = 0.0;
+    let mut take = 0.0;
+    for (b, backend) in backends.iter().enumerate() {
+        if backend.draining {
+            give += movable[b] as f64;
+        } else {
+            let (surplus, deficit) = strategy.least_change(load[b], target[b]);
+            give += surplus;
+            take += deficit;
+        }
+    }
+    give.max(take)
 }
 
 /// The planner's working state.

@@ -172,7 +172,11 @@ fn scale_out_two_to_three() {
         assert!((b.after as f64 - b.target).abs() <= 1.0, "{b:?}");
     }
     assert_eq!(p.moved, 21);
-    assert!((p.lower_bound - 64.0 / 3.0).abs() < 1e-9);
+    assert!((p.excess - 64.0 / 3.0).abs() < 1e-9);
+    // 21.33 shards above the shares, but within one shard of them is balanced: the new
+    // backend must receive at least 21 (its share less one, rounded up to whole shards).
+    assert!(p.balanced);
+    assert_eq!(p.lower_bound, Some(21.0));
 }
 
 #[test]
@@ -243,7 +247,7 @@ fn many_shards_plan_fast() {
     for b in &p.balance {
         assert!((b.after as f64 - b.target).abs() <= 1.0, "{b:?}");
     }
-    assert!(p.moved as f64 <= 1.2 * p.lower_bound);
+    assert!(p.moved as f64 <= 1.2 * p.excess);
     // A scattered map, with sizes, is fast too.
     let s: Vec<PlanShard> = (0..4096u32)
         .map(|i| PlanShard {
@@ -362,12 +366,16 @@ fn the_budget_caps_what_moves() {
     let mut b = backends(&[1.0; 3]);
     b[2].draining = true;
     let p = plan(&b, &s, Strategy::Rows).unwrap();
-    assert_eq!(p.lower_bound, 100.0);
+    assert_eq!(p.excess, 100.0);
     assert_eq!(p.moved, 100);
     assert_eq!(after(&p), vec![150, 50, 0]);
-    // Without the cap it would balance.
+    // Backend 0 ends outside the tolerance: no lower bound to compare with.
+    assert!(!p.balanced);
+    assert_eq!(p.lower_bound, None);
+    // Without the cap it would balance, moving more than the bound (the drain's 100).
     let p = plan_with_budget(&b, &s, Strategy::Rows, f64::INFINITY).unwrap();
     assert_eq!(after(&p), vec![100, 100, 0]);
+    assert_eq!((p.moved, p.lower_bound), (150, Some(100.0)));
     // A single shard too big to help moves nowhere.
     let s = vec![PlanShard {
         shard: 7,
@@ -437,7 +445,7 @@ fn rows_drain_and_zero_sizes() {
     for m in p.moves.iter().filter(|m| m.from != 0) {
         assert!(m.shards.iter().all(|x| x % 3 != 0), "{m:?}");
     }
-    assert!(p.moved as f64 <= 1.2 * p.lower_bound);
+    assert!(p.moved as f64 <= 1.2 * p.excess);
 }
 
 // ---- properties ----
@@ -606,7 +614,7 @@ fn check(c: &Case) -> Result<Option<Plan>, TestCaseError> {
         prop_assert!((b.target - want).abs() <= 1e-9 * want.max(1.0));
         lb += (before[i] as f64 - b.target).max(0.0);
     }
-    prop_assert!((p.lower_bound - lb).abs() <= 1e-9 * lb.max(1.0));
+    prop_assert!((p.excess - lb).abs() <= 1e-9 * lb.max(1.0));
     // Property 2: a draining backend keeps no movable shard.
     for s in &c.shards {
         if c.backends[s.owner].draining && s.movable {
@@ -619,11 +627,38 @@ fn check(c: &Case) -> Result<Option<Plan>, TestCaseError> {
     }
     // Property 5, drains included.
     prop_assert!(
-        p.moved as f64 <= BUDGET_FACTOR * p.lower_bound + 1e-9 * p.lower_bound.max(1.0),
+        p.moved as f64 <= BUDGET_FACTOR * p.excess + 1e-9 * p.excess.max(1.0),
         "moved {} > 1.2 * {}",
         p.moved,
-        p.lower_bound
+        p.excess
     );
+    // The lower bound: given exactly when every backend ends balanced, and then never above
+    // what the plan moves.
+    let ends_balanced = c.backends.iter().enumerate().all(|(i, b)| {
+        if b.draining {
+            !c.shards
+                .iter()
+                .any(|s| s.owner == i && s.movable && !seen.contains(&s.shard))
+        } else {
+            st.is_balanced(loads[i], p.balance[i].target)
+        }
+    });
+    prop_assert_eq!(p.balanced, ends_balanced);
+    prop_assert_eq!(p.lower_bound.is_some(), ends_balanced);
+    if let Some(bound) = p.lower_bound {
+        prop_assert!(
+            bound >= 0.0 && bound <= p.excess + c.backends.len() as f64,
+            "bound {}",
+            bound
+        );
+        prop_assert!(
+            p.moved as f64 >= bound,
+            "moved {} < the lower bound {} ({:?})",
+            p.moved,
+            bound,
+            p.balance
+        );
+    }
     // Property 3 (directly): a balanced map moves nothing.
     let balanced = c.backends.iter().enumerate().all(|(i, b)| {
         if b.draining {
