@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mezzanine_core::ShardMap;
 use mezzanine_e2e::*;
 use serde_json::{json, Value};
 
@@ -89,4 +90,48 @@ async fn a_jobs_updated_at_follows_its_changes_of_state() {
         time(&completed["updated_at"]) > updated,
         "the cleaning did not change updated_at: {completed}"
     );
+}
+
+/// `shards export` keeps a backend that owns nothing (shards.json's ranges cannot name it) in
+/// `spare_backends`, and what it prints loads back: a new catalog seeded from it has the same
+/// owners and the empty backend too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_export_keeps_empty_backends_and_loads_back() {
+    let (srv, urls) = cluster().await;
+    let c = client();
+    let (s, file) = get_json(&c, &srv.url("/admin/v1/shards/export")).await;
+    assert_eq!(s, 200, "{file}");
+    assert_eq!(
+        file["spare_backends"],
+        json!([{"name": "db3", "database_url": urls[2]}]),
+        "{file}"
+    );
+    let map = ShardMap::parse(&file.to_string(), SHARDS)
+        .unwrap_or_else(|e| panic!("the export does not load: {e}\n{file}"));
+    let names: Vec<&str> = map.backends().iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["db1", "db2", "db3"]);
+
+    // A cluster seeded from the export (its own catalog) has db3, owning nothing.
+    let mut config = default_config();
+    config.catalog_url = Some(fresh_databases(1).await.remove(0));
+    let other = TestServer::start(config, map).await;
+    let (s, list) = get_json(&c, &other.url("/admin/v1/backends")).await;
+    assert_eq!(s, 200, "{list}");
+    let shards: Vec<(String, u64)> = list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_owned(),
+                b["shards"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shards,
+        [("db1".into(), 4), ("db2".into(), 4), ("db3".into(), 0)]
+    );
+    let (_, again) = get_json(&c, &other.url("/admin/v1/shards/export")).await;
+    assert_eq!(again, file);
 }
