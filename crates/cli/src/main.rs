@@ -5,6 +5,9 @@
 mod admin;
 mod bench;
 mod dev;
+mod logging;
+
+pub use logging::init_logging;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -32,20 +35,6 @@ enum Command {
     Bench(bench::BenchCommand),
     #[command(flatten)]
     Admin(admin::AdminCommand),
-}
-
-/// Sets up structured logging: JSON by default, human-readable with `text`.
-pub fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format.eq_ignore_ascii_case("text") {
-        builder.try_init()
-    } else {
-        builder.json().flatten_event(true).try_init()
-    };
 }
 
 /// Completes on SIGINT or SIGTERM.
