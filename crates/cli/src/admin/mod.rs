@@ -6,6 +6,7 @@
 //! - [`progress`]: what `--wait` shows of a running move; [`wait`]: following it.
 
 mod client;
+mod conn;
 mod json;
 mod progress;
 mod rebalance;
@@ -24,24 +25,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 use client::{Answer, Client};
+pub use conn::{Before, Conn};
 use types::{Backend, BackendList, Job, MoveList, Reloaded, ShardMap, Status, VerifyReport};
 use wait::{follow, Followed};
-
-/// Where the admin API is and how to print its answers (accepted anywhere on the command line).
-#[derive(Debug, Clone, clap::Args)]
-pub struct Conn {
-    /// Base URL of any server node.
-    #[arg(
-        long,
-        global = true,
-        env = "MEZZANINE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-    /// Print the server's JSON answer (pretty) on stdout instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
 
 /// The admin commands, flattened into the binary's commands.
 #[derive(clap::Subcommand)]
@@ -60,6 +46,41 @@ pub enum AdminCommand {
     Reload(Conn),
     /// Show the node, the mover's leader and the map version.
     Status(Conn),
+}
+
+impl AdminCommand {
+    /// The command's `--server` and `--json`.
+    fn conn_mut(&mut self) -> &mut Conn {
+        match self {
+            AdminCommand::Shards(a) => &mut a.conn,
+            AdminCommand::Backend(a) => &mut a.conn,
+            AdminCommand::Move(a) => &mut a.conn,
+            AdminCommand::Verify(a) => &mut a.conn,
+            AdminCommand::Rebalance(a) => &mut a.conn,
+            AdminCommand::Reload(c) | AdminCommand::Status(c) => c,
+        }
+    }
+
+    /// The command's `--server` and `--json`, as they apply.
+    #[cfg(test)]
+    pub fn conn(&mut self) -> Conn {
+        self.conn_mut().clone()
+    }
+
+    /// Takes `--server` and `--json` given before the command into account (`matches`: the
+    /// whole command line's). A `--server` after the command and another before it must agree.
+    pub fn with_before(
+        mut self,
+        before: &Before,
+        matches: &clap::ArgMatches,
+    ) -> Result<AdminCommand, String> {
+        let given_after = matches
+            .subcommand()
+            .and_then(|(_, m)| m.value_source("server"))
+            == Some(clap::parser::ValueSource::CommandLine);
+        conn::merge(self.conn_mut(), before, given_after)?;
+        Ok(self)
+    }
 }
 
 /// `mezzanine shards [export]`.
@@ -224,7 +245,7 @@ enum MoveCommand {
 /// `mezzanine move start`.
 #[derive(clap::Args)]
 struct StartArgs {
-    /// Shards to move: one (`8`) or a range (`8-15`).
+    /// Shards to move: a shard, a range or a list of both: `8`, `8-15`, `1,3,5-7`.
     #[arg(long)]
     shards: String,
     /// Backend to move them to.
@@ -244,7 +265,7 @@ struct StartArgs {
 /// `mezzanine verify`.
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// Shards to compare: one (`8`) or a range (`8-15`).
+    /// Shards to compare: a shard, a range or a list of both: `8`, `8-15`, `1,3,5-7`.
     #[arg(long)]
     shards: String,
     /// How long the server may take to compare them.
