@@ -85,7 +85,14 @@ async fn a_jobs_updated_at_follows_its_changes_of_state() {
     )
     .await;
     assert_eq!(s, 202, "{answer}");
-    let completed = wait_job_state(&srv, id, "completed", LONG).await;
+    assert!(
+        answer["requested"] == "complete" || answer["state"] == "completed",
+        "the answer does not show the request: {answer}"
+    );
+    let completed = wait_job(&srv, id, LONG, |j| {
+        j["state"] == "completed" && j["requested"].is_null()
+    })
+    .await;
     assert!(
         time(&completed["updated_at"]) > updated,
         "the cleaning did not change updated_at: {completed}"
@@ -134,4 +141,39 @@ async fn the_export_keeps_empty_backends_and_loads_back() {
     );
     let (_, again) = get_json(&c, &other.url("/admin/v1/shards/export")).await;
     assert_eq!(again, file);
+}
+
+/// The answer to an abort shows the request taken (`requested`, or the state it led to); the
+/// request is cleared once the mover has carried it out, also when it stopped every shard
+/// (the job then has nothing in flight or switched left for the mover to look at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_is_shown_pending_then_cleared() {
+    let (srv, _urls) = cluster().await;
+    fill(&srv, 1, 50).await;
+    fill(&srv, 2, 5).await;
+    let (s, created) = post_json(
+        &client(),
+        &srv.url("/admin/v1/moves"),
+        &json!({"shards": "1-2", "to": "db3", "parallel": 1, "max_rows_per_sec": 1}),
+    )
+    .await;
+    assert_eq!(s, 202, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    wait_shard_state(&srv, id, 1, "copying", LONG).await;
+    let (s, answer) = post_json(
+        &client(),
+        &srv.url(&format!("/admin/v1/moves/{id}/abort")),
+        &json!(null),
+    )
+    .await;
+    assert_eq!(s, 202, "{answer}");
+    assert!(
+        answer["requested"] == "abort" || answer["state"] == "aborted",
+        "the answer does not show the abort: {answer}"
+    );
+    let job = wait_job(&srv, id, LONG, |j| {
+        j["state"] != "running" && j["requested"].is_null()
+    })
+    .await;
+    assert_eq!(job["state"], "aborted", "{job}");
 }

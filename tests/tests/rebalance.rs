@@ -384,7 +384,16 @@ async fn weights_abort_and_bad_input() {
     )
     .await;
     assert_eq!(s, 202, "{r}");
-    let r = wait_rebalance(&a, id, |r| r["state"] != "running").await;
+    // The answer shows the request taken: named in `requested` until the mover has carried it
+    // out (then the state has changed and `requested` is cleared).
+    assert!(
+        r["requested"] == "abort" || r["state"] != "running",
+        "the answer does not show the abort: {r}"
+    );
+    let r = wait_rebalance(&a, id, |r| {
+        r["state"] != "running" && r["requested"].is_null()
+    })
+    .await;
     assert_eq!(r["state"], "aborted", "{r}");
     let switched = r["progress"]["switched"].as_u64().unwrap();
     assert_eq!(shard_counts(&a).await["db3"], switched, "{r}");

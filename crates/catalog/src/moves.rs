@@ -207,10 +207,13 @@ impl Catalog {
     }
 
     /// Jobs the mover has work for: a shard in flight or switched (cleaned once completed or
-    /// past the retention period), newest first.
+    /// past the retention period), or an operator's request not cleared yet (a job whose
+    /// every shard an abort stopped has none of those left, and its request is cleared only
+    /// then), newest first.
     pub async fn open_moves(&self) -> Result<Vec<MoveJob>, CatalogError> {
         self.jobs(
-            "WHERE EXISTS (SELECT 1 FROM mezzanine.move_shards s WHERE s.move_id = m.id \
+            "WHERE m.requested IS NOT NULL \
+                OR EXISTS (SELECT 1 FROM mezzanine.move_shards s WHERE s.move_id = m.id \
                AND s.state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched')) \
              ORDER BY m.id DESC",
             &[],

@@ -600,8 +600,10 @@ pub async fn get_one(
     Ok(Json(st.catalog.get_rebalance(parse_id(id, "rebalance")?).await?).into_response())
 }
 
-/// `POST /admin/v1/rebalance/{id}/abort|complete` → 202: `abort` stops the moves not yet
-/// switched (the switched ones stay); `complete` drops the sources of the switched shards.
+/// `POST /admin/v1/rebalance/{id}/abort|complete` → 202 with the rebalance as it is once the
+/// request is recorded: `requested` names it until the mover has carried it out on every job
+/// (the state changes then). `abort` stops the moves not yet switched (the switched ones
+/// stay); `complete` drops the sources of the switched shards.
 pub async fn action(
     State(st): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
