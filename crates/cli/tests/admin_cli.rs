@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
 
+#[path = "admin_cli/actions.rs"]
+mod actions;
 #[path = "admin_cli/options.rs"]
 mod options;
 

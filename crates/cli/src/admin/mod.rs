@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 use client::{Answer, Client};
 pub use conn::{Before, Conn};
 use types::{Backend, BackendList, Job, MoveList, Reloaded, ShardMap, Status, VerifyReport};
-use wait::{follow, Followed};
+use wait::{follow, Action, Followed, Until};
 
 /// The admin commands, flattened into the binary's commands.
 #[derive(clap::Subcommand)]
@@ -194,11 +194,17 @@ enum RebalanceCommand {
     Abort {
         /// Rebalance id.
         id: u64,
+        /// Follow it until the mover has stopped them (progress bar on a terminal).
+        #[arg(long)]
+        wait: bool,
     },
     /// Drop the source copies of the switched shards now.
     Complete {
         /// Rebalance id.
         id: u64,
+        /// Follow it until the mover has dropped them.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -229,11 +235,18 @@ enum MoveCommand {
     Abort {
         /// Job id.
         id: u64,
+        /// Follow the job until the mover has stopped its shards (progress bars on a
+        /// terminal).
+        #[arg(long)]
+        wait: bool,
     },
     /// Drop the retired source copies of a switched move now.
     Complete {
         /// Job id.
         id: u64,
+        /// Follow the job until the mover has dropped them.
+        #[arg(long)]
+        wait: bool,
     },
     /// Move the shards of a switched move back (a new job).
     Revert {
@@ -422,22 +435,24 @@ async fn rebalance_cmd(args: RebalanceArgs) -> anyhow::Result<()> {
             let answer = c.get(&["rebalance", &id.to_string()]).await?;
             if wait {
                 let r = answer.decode::<rebalance::Rebalance>()?;
-                follow(&c, json, Followed::Rebalance, r.as_job(), answer).await
+                follow(
+                    &c,
+                    json,
+                    Followed::Rebalance,
+                    r.as_job(),
+                    answer,
+                    Until::Settled,
+                )
+                .await
             } else {
                 show::<rebalance::Rebalance>(json, &answer, rebalance::status)
             }
         }
-        RebalanceCommand::Abort { id } => {
-            let answer = c
-                .post(&["rebalance", &id.to_string(), "abort"], None)
-                .await?;
-            show::<rebalance::Rebalance>(json, &answer, rebalance::line)
+        RebalanceCommand::Abort { id, wait } => {
+            request(&c, json, Followed::Rebalance, id, Action::Abort, wait).await
         }
-        RebalanceCommand::Complete { id } => {
-            let answer = c
-                .post(&["rebalance", &id.to_string(), "complete"], None)
-                .await?;
-            show::<rebalance::Rebalance>(json, &answer, rebalance::line)
+        RebalanceCommand::Complete { id, wait } => {
+            request(&c, json, Followed::Rebalance, id, Action::Complete, wait).await
         }
     }
 }
@@ -452,7 +467,15 @@ async fn started(c: &Client, json: bool, answer: Answer, wait: bool) -> anyhow::
                 print!("{}", rebalance::plan(&applied.plan));
             }
             let again = c.get(&["rebalance", &r.id.to_string()]).await?;
-            follow(c, json, Followed::Rebalance, r.as_job(), again).await
+            follow(
+                c,
+                json,
+                Followed::Rebalance,
+                r.as_job(),
+                again,
+                Until::Settled,
+            )
+            .await
         }
         _ => show::<rebalance::Applied>(json, &answer, rebalance::applied),
     }
@@ -480,7 +503,7 @@ async fn moves(args: MoveArgs) -> anyhow::Result<()> {
             let answer = c.post(&["moves"], Some(start_body(&start))).await?;
             if start.wait {
                 let job = answer.decode::<Job>()?;
-                follow(&c, json, Followed::Move, job, answer).await
+                follow(&c, json, Followed::Move, job, answer, Until::Settled).await
             } else {
                 show::<Job>(json, &answer, |job| {
                     format!(
@@ -499,22 +522,53 @@ async fn moves(args: MoveArgs) -> anyhow::Result<()> {
             let answer = c.get(&["moves", &id.to_string()]).await?;
             if wait {
                 let job = answer.decode::<Job>()?;
-                follow(&c, json, Followed::Move, job, answer).await
+                follow(&c, json, Followed::Move, job, answer, Until::Settled).await
             } else {
                 show::<Job>(json, &answer, render::job)
             }
         }
-        MoveCommand::Abort { id } => job_action(&c, json, id, "abort").await,
-        MoveCommand::Complete { id } => job_action(&c, json, id, "complete").await,
-        MoveCommand::Revert { id } => job_action(&c, json, id, "revert").await,
+        MoveCommand::Abort { id, wait } => {
+            request(&c, json, Followed::Move, id, Action::Abort, wait).await
+        }
+        MoveCommand::Complete { id, wait } => {
+            request(&c, json, Followed::Move, id, Action::Complete, wait).await
+        }
+        MoveCommand::Revert { id } => {
+            let answer = c.post(&["moves", &id.to_string(), "revert"], None).await?;
+            show::<Job>(json, &answer, |job| {
+                format!(
+                    "{}follow it with: mezzanine move status {} --wait\n",
+                    render::job_line(job),
+                    job.id
+                )
+            })
+        }
     }
 }
 
-/// `POST /admin/v1/moves/{id}/{action}`; prints the job the server answers with (for revert,
-/// the new reverse job).
-async fn job_action(c: &Client, json: bool, id: u64, action: &str) -> anyhow::Result<()> {
-    let answer = c.post(&["moves", &id.to_string(), action], None).await?;
-    show::<Job>(json, &answer, render::job_line)
+/// `move|rebalance abort|complete ID [--wait]`: asks for it, then prints the answer: the
+/// request as recorded (the mover carries it out a moment later), or with `--wait` the end
+/// it led to.
+async fn request(
+    c: &Client,
+    json: bool,
+    what: Followed,
+    id: u64,
+    action: Action,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let answer = c
+        .post(&[what.path(), &id.to_string(), action.name()], None)
+        .await?;
+    let job = what.decode(&answer)?;
+    if wait {
+        return follow(c, json, what, job, answer, Until::Done(action)).await;
+    }
+    if json {
+        return print_json(&answer);
+    }
+    print!("{}", what.requested(&job, &answer, action)?);
+    Ok(())
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<()> {

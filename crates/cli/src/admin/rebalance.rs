@@ -139,6 +139,9 @@ pub struct Rebalance {
     /// Its sources are dropped as each job switches: `switched` means cleaning is due.
     #[serde(default)]
     pub auto_complete: bool,
+    /// An operator's request the mover has not carried out on every job yet.
+    #[serde(default)]
+    pub requested: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(default)]
@@ -184,6 +187,10 @@ impl Rebalance {
                     .flat_map(|j| &j.shards)
                     .find_map(|s| s.error.clone())
             }),
+            requested: self
+                .requested
+                .clone()
+                .or_else(|| self.jobs.iter().find_map(|j| j.requested.clone())),
             reverts: None,
             shards: self.jobs.iter().flat_map(|j| j.shards.clone()).collect(),
         }
@@ -305,7 +312,7 @@ pub fn line(r: &Rebalance) -> String {
     format!(
         "rebalance {} ({what}): {}, {}/{} shards switched, {} rows copied, worst pause {}\n",
         r.id,
-        r.state,
+        super::render::state(&r.state, r.requested.as_deref()),
         r.progress.switched,
         r.progress.shards,
         count(r.progress.rows_copied as f64),
