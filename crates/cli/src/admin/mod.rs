@@ -186,7 +186,8 @@ enum RebalanceCommand {
     Status {
         /// Rebalance id.
         id: u64,
-        /// Follow it until no shard is in flight (progress bar on a terminal).
+        /// Follow it until no shard is in flight and no request is pending (progress bars on
+        /// a terminal).
         #[arg(long)]
         wait: bool,
     },
@@ -227,7 +228,8 @@ enum MoveCommand {
     Status {
         /// Job id.
         id: u64,
-        /// Follow the job until it is no longer running (progress bars on a terminal).
+        /// Follow the job until no shard is in flight and no request is pending (progress
+        /// bars on a terminal).
         #[arg(long)]
         wait: bool,
     },

@@ -127,9 +127,10 @@ impl Followed {
     }
 }
 
-/// `--wait`: polls the job until `until`, with progress bars when stdout is a terminal, then
-/// prints its final state. An error if it ended failed (or, following `status` or `start`,
-/// aborted), or if a `complete` did not end completed.
+/// `--wait`: polls the job until it settles (nothing in flight, no request pending), with
+/// progress bars when stdout is a terminal, then prints its final state. An error if it ended
+/// failed (or, following `status` or `start`, aborted), or if a `complete` did not end
+/// completed.
 pub async fn follow(
     c: &Client,
     json: bool,
