@@ -242,7 +242,8 @@ impl LeaderSession {
     }
 
     /// Moves a shard of a job from state `from` to `to` (only if it is in `from`), with an
-    /// error message for `failed`. Returns whether it changed.
+    /// error message for `failed`. Returns whether it changed. The job's `updated_at` follows
+    /// (in the same statement): it is the time of the job's last change of state.
     pub async fn set_state(
         &self,
         move_id: i64,
@@ -255,9 +256,12 @@ impl LeaderSession {
         let rows = self
             .session
             .query(
-                "UPDATE mezzanine.move_shards SET state = $4, error = coalesce($5, error), updated_at = now(), \
+                "WITH s AS (UPDATE mezzanine.move_shards SET state = $4, error = coalesce($5, error), updated_at = now(), \
                         started_at = CASE WHEN $4 = 'copying' THEN coalesce(started_at, now()) ELSE started_at END \
-                 WHERE move_id = $1 AND shard = $2 AND state = $3 RETURNING shard",
+                 WHERE move_id = $1 AND shard = $2 AND state = $3 RETURNING shard), \
+                      j AS (UPDATE mezzanine.moves SET updated_at = greatest(updated_at, now()) \
+                            WHERE id = $1 AND EXISTS (SELECT 1 FROM s)) \
+                 SELECT shard FROM s",
                 &[
                     (&move_id, Type::INT8),
                     (&s, Type::INT4),
@@ -351,8 +355,9 @@ impl LeaderSession {
     }
 
     /// Switches the map: the shard's owner becomes `to` (only if it is `from`), its epoch is
-    /// bumped, the map version too, the move's shard becomes `switched`; all in one statement,
-    /// with an audit row and a notification. Idempotent: when the map names `to` already it
+    /// bumped, the map version too, the move's shard becomes `switched` (and the job's
+    /// `updated_at` its `switched_at`); all in one statement, with an audit row and a
+    /// notification. Idempotent: when the map names `to` already it
     /// only marks the shard switched. The pause is measured by the catalog's clock from
     /// [`LeaderSession::mark_frozen`]. Returns the new map version and the pause in ms.
     pub async fn switch(
@@ -376,7 +381,9 @@ impl LeaderSession {
                                     updated_at = now() \
                              WHERE move_id = $1 AND shard = $2 AND state = 'cutover' \
                                AND EXISTS (SELECT 1 FROM mezzanine.shards WHERE shard = $2 AND backend IN ($3, $4)) \
-                             RETURNING pause_ms), \
+                             RETURNING pause_ms, switched_at), \
+                      j AS (UPDATE mezzanine.moves SET updated_at = greatest(updated_at, (SELECT switched_at FROM ms)) \
+                            WHERE id = $1 AND EXISTS (SELECT 1 FROM ms)), \
                       a AS (INSERT INTO mezzanine.audit (node, kind, detail) \
                             SELECT $5, 'switch', $6 || jsonb_build_object('pause_ms', (SELECT pause_ms FROM ms)) FROM v) \
                  SELECT coalesce((SELECT map_version FROM v), (SELECT map_version FROM mezzanine.meta)), \

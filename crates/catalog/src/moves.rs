@@ -38,6 +38,8 @@ pub struct MoveJob {
     /// Drop the sources as soon as every shard is switched (a drain's moves).
     pub auto_complete: bool,
     pub created_at: DateTime<Utc>,
+    /// The job's last change: a shard's change of state (its switch, an abort, ...), an
+    /// operator's request, or a revert; not copy progress.
     pub updated_at: DateTime<Utc>,
     pub shards: Vec<MoveShard>,
 }
@@ -205,10 +207,13 @@ impl Catalog {
     }
 
     /// Jobs the mover has work for: a shard in flight or switched (cleaned once completed or
-    /// past the retention period), newest first.
+    /// past the retention period), or an operator's request not cleared yet (a job whose
+    /// every shard an abort stopped has none of those left, and its request is cleared only
+    /// then), newest first.
     pub async fn open_moves(&self) -> Result<Vec<MoveJob>, CatalogError> {
         self.jobs(
-            "WHERE EXISTS (SELECT 1 FROM mezzanine.move_shards s WHERE s.move_id = m.id \
+            "WHERE m.requested IS NOT NULL \
+                OR EXISTS (SELECT 1 FROM mezzanine.move_shards s WHERE s.move_id = m.id \
                AND s.state IN ('pending', 'copying', 'catching_up', 'cutover', 'switched')) \
              ORDER BY m.id DESC",
             &[],

@@ -41,6 +41,9 @@ pub struct Rebalance {
     pub parallel: i32,
     pub max_rows_per_sec: Option<i64>,
     pub auto_complete: bool,
+    /// An operator's request (`abort` or `complete`) that the mover has not carried out on
+    /// every job yet.
+    pub requested: Option<String>,
     pub created_at: DateTime<Utc>,
     pub progress: Progress,
     pub plan: serde_json::Value,
@@ -206,6 +209,7 @@ impl Catalog {
                 parallel: r.try_get(3).map_err(corrupt)?,
                 max_rows_per_sec: r.try_get(4).map_err(corrupt)?,
                 auto_complete: r.try_get(5).map_err(corrupt)?,
+                requested: jobs.iter().find_map(|j| j.requested.clone()),
                 plan: r.try_get(6).map_err(corrupt)?,
                 created_at: r.try_get(7).map_err(corrupt)?,
                 progress: Progress::of(&jobs),

@@ -16,6 +16,9 @@ use crate::{admin, bench, dev};
     about = "Sharded, append-only cell store over PostgreSQL"
 )]
 pub struct Cli {
+    /// `--server` and `--json` given before the command (for the admin commands).
+    #[command(flatten)]
+    pub before: admin::Before,
     #[command(subcommand)]
     pub command: Command,
 }

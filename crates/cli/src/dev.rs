@@ -245,6 +245,11 @@ async fn ensure_database(server_url: &str) -> anyhow::Result<()> {
 /// Runs the dev cluster until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     crate::init_logging(&args.log_level, &args.log_format);
+    tracing::info!(
+        dir = %args.data_dir.display(),
+        port = args.port,
+        "mezzanine dev: checking the ports, the PostgreSQL binaries and the folder"
+    );
     // What can fail cheaply comes first, before any PostgreSQL server is touched: the HTTP
     // port (held from now on, so nothing takes it while the servers start), the install, the
     // folder, the servers' ports.

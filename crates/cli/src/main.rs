@@ -8,32 +8,38 @@ mod bench;
 mod cli;
 mod dev;
 mod docs;
+mod logging;
+
+pub use logging::init_logging;
+
+use std::ffi::OsString;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
 use mezzanine_server::{http, ServeConfig, Server};
 
-/// Whether the logs are JSON lines (set by [`init_logging`]): a fatal error is then logged as
-/// one too, for log collectors, besides the plain line for people.
-static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Sets up structured logging: JSON by default, human-readable with `text`.
-pub fn init_logging(level: &str, format: &str) {
-    JSON_LOGS.store(
-        !format.eq_ignore_ascii_case("text"),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format.eq_ignore_ascii_case("text") {
-        builder.try_init()
-    } else {
-        builder.json().flatten_event(true).try_init()
+/// Parses a command line (usage errors are clap's, exit code 2). `--server` and `--json`
+/// before the command go to the admin commands only.
+fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let usage = |message: String| Cli::command().error(ErrorKind::ArgumentConflict, message);
+    cli.command = match cli.command {
+        Command::Admin(cmd) => Command::Admin(cmd.with_before(&cli.before, &matches).map_err(usage)?),
+        _ if cli.before.given() => {
+            return Err(usage(
+                "--server and --json before the command are for the admin commands (shards, backend, move, verify, rebalance, reload, status); serve, dev and bench take their own options after the command".into(),
+            ))
+        }
+        other => other,
     };
+    Ok(cli)
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -69,6 +75,12 @@ pub async fn run_server_with_spares(
     listener: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
     let addr = format!("{}:{}", config.host, config.port);
+    tracing::info!(
+        addr = %addr,
+        shards = %config.shard_config_path.display(),
+        num_shards = config.num_shards,
+        "starting"
+    );
     let (read, idle, write) = (
         config.http_read_timeout,
         config.http_idle_timeout,
@@ -121,7 +133,7 @@ pub async fn run_server_with_spares(
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(config) => {
             init_logging(&config.log_level, &config.log_format);
@@ -149,10 +161,117 @@ async fn main() {
         }
     };
     if let Err(e) = result {
-        if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        if logging::json() {
             tracing::error!(error = format!("{e:#}"), "fatal");
         }
         eprintln!("mezzanine: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(args: &[&str]) -> Result<admin::Conn, clap::Error> {
+        match parse_from(std::iter::once("mezzanine").chain(args.iter().copied()))?.command {
+            Command::Admin(mut cmd) => Ok(cmd.conn()),
+            _ => panic!("{args:?} is not an admin command"),
+        }
+    }
+
+    #[test]
+    fn server_and_json_go_before_or_after_the_command() {
+        for (args, json) in [
+            (&["--server", "http://h:1", "move", "list"][..], false),
+            (&["move", "--server", "http://h:1", "list"][..], false),
+            (&["move", "list", "--server", "http://h:1"][..], false),
+            (&["--json", "--server", "http://h:1", "status"][..], true),
+            (&["--server", "http://h:1", "status", "--json"][..], true),
+            (
+                &["--json", "backend", "list", "--server", "http://h:1"][..],
+                true,
+            ),
+            (
+                &[
+                    "--server",
+                    "http://h:1",
+                    "move",
+                    "list",
+                    "--server",
+                    "http://h:1",
+                ][..],
+                false,
+            ),
+            (&["--server", "http://h:1", "shards", "export"][..], false),
+            (
+                &[
+                    "--server",
+                    "http://h:1",
+                    "rebalance",
+                    "status",
+                    "3",
+                    "--wait",
+                ][..],
+                false,
+            ),
+        ] {
+            let conn = admin(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(conn.server, "http://h:1", "{args:?}");
+            assert_eq!(conn.json, json, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn two_different_servers_or_one_before_a_command_that_is_not_admin_are_usage_errors() {
+        let e = admin(&[
+            "--server",
+            "http://a:1",
+            "move",
+            "list",
+            "--server",
+            "http://b:1",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert!(e.to_string().contains("--server is given twice"), "{e}");
+        for args in [
+            &["mezzanine", "--server", "http://h:1", "serve"][..],
+            &["mezzanine", "--json", "dev"][..],
+            &["mezzanine", "--server", "http://h:1", "bench", "http"][..],
+        ] {
+            let e = parse_from(args.iter().copied()).err().unwrap_or_else(|| {
+                panic!("{args:?} accepted");
+            });
+            assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+            assert!(e.to_string().contains("for the admin commands"), "{e}");
+        }
+    }
+
+    /// Every `--shards` of every command says that lists are accepted.
+    #[test]
+    fn every_shards_option_shows_the_list_syntax() {
+        fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_long() == Some("shards") {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    assert!(help.contains("1,3,5-7"), "{path} --shards: {help:?}");
+                    found.push(path.to_owned());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&Cli::command(), "mezzanine", &mut found);
+        assert_eq!(
+            found,
+            [
+                "mezzanine bench move",
+                "mezzanine move start",
+                "mezzanine verify"
+            ]
+        );
     }
 }

@@ -13,6 +13,11 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
 
+#[path = "admin_cli/actions.rs"]
+mod actions;
+#[path = "admin_cli/options.rs"]
+mod options;
+
 /// A request as the fake server saw it.
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {

@@ -2,7 +2,10 @@
 //!
 //! The file format is go-mezzanine's:
 //! `{"backends": [{"name", "database_url", "shard_start", "shard_end"}]}`, ranges inclusive,
-//! together covering `0..num_shards` exactly once.
+//! together covering `0..num_shards` exactly once. A backend may be listed once per range it
+//! owns. mezzanine adds an optional `"spare_backends": [{"name", "database_url"}]`: backends
+//! that own no shard (a spare, or one drained), which a range cannot express (go-mezzanine's
+//! loader ignores the key, as it ignores any key it does not know).
 
 use std::collections::BTreeMap;
 
@@ -24,6 +27,9 @@ pub struct BackendSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardsFile {
     pub backends: Vec<BackendSpec>,
+    /// Backends that own no shard (absent when there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spare_backends: Vec<MapBackend>,
 }
 
 /// What is wrong with a shard map; each message names the backend and shard at fault.
@@ -35,7 +41,7 @@ pub enum MapError {
     NoBackends,
     #[error("num_shards must be between 1 and {max}, got {got}")]
     BadShardCount { got: i64, max: u32 },
-    #[error("backend #{index}: name {name:?} is invalid: use 1 to 63 characters of letters, digits, '_', '-' or '.'")]
+    #[error("backend #{index} (counting backends, then spare_backends): name {name:?} is invalid: use 1 to 63 characters of letters, digits, '_', '-' or '.'")]
     BadName { index: usize, name: String },
     #[error("backend {name:?} appears twice in shards.json with different database_url values")]
     DuplicateName { name: String },
@@ -190,6 +196,28 @@ impl ShardMap {
                 *slot = Some(index as u16);
             }
         }
+        for (i, b) in file.spare_backends.iter().enumerate() {
+            if !valid_backend_name(&b.name) {
+                return Err(MapError::BadName {
+                    index: file.backends.len() + i,
+                    name: b.name.clone(),
+                });
+            }
+            if b.database_url.trim().is_empty() {
+                return Err(MapError::EmptyUrl {
+                    name: b.name.clone(),
+                });
+            }
+            match backends.iter().find(|o| o.name == b.name) {
+                Some(o) if o.database_url == b.database_url => {}
+                Some(_) => {
+                    return Err(MapError::DuplicateName {
+                        name: b.name.clone(),
+                    })
+                }
+                None => backends.push(b.clone()),
+            }
+        }
         if let Some(start) = owner.iter().position(Option::is_none) {
             let end = owner[start..]
                 .iter()
@@ -281,7 +309,13 @@ impl ShardMap {
                 spec
             })
             .collect();
-        ShardMap::new(ShardsFile { backends: specs }, num_shards)
+        ShardMap::new(
+            ShardsFile {
+                backends: specs,
+                spare_backends: Vec::new(),
+            },
+            num_shards,
+        )
     }
 
     pub fn num_shards(&self) -> u32 {
@@ -341,7 +375,8 @@ impl ShardMap {
             .collect()
     }
 
-    /// The map in `shards.json` form, one entry per contiguous range.
+    /// The map in `shards.json` form, one entry per contiguous range, and the backends that own
+    /// nothing in `spare_backends`; [`ShardMap::new`] reads it back to the same map.
     pub fn to_file(&self) -> ShardsFile {
         let mut out: Vec<BackendSpec> = Vec::new();
         for (s, &o) in self.owner.iter().enumerate() {
@@ -358,7 +393,16 @@ impl ShardMap {
                 }),
             }
         }
-        ShardsFile { backends: out }
+        let spare_backends = self
+            .backends
+            .iter()
+            .filter(|b| !out.iter().any(|o| o.name == b.name))
+            .cloned()
+            .collect();
+        ShardsFile {
+            backends: out,
+            spare_backends,
+        }
     }
 }
 
@@ -377,7 +421,13 @@ mod tests {
     }
 
     fn map(specs: Vec<BackendSpec>, n: u32) -> Result<ShardMap, MapError> {
-        ShardMap::new(ShardsFile { backends: specs }, n)
+        ShardMap::new(
+            ShardsFile {
+                backends: specs,
+                spare_backends: Vec::new(),
+            },
+            n,
+        )
     }
 
     #[test]
@@ -466,6 +516,55 @@ mod tests {
     }
 
     #[test]
+    fn spare_backends_are_exported_and_read_back() {
+        let backends = vec![
+            MapBackend {
+                name: "db1".into(),
+                database_url: "postgres://h/db1".into(),
+            },
+            MapBackend {
+                name: "spare1".into(),
+                database_url: "postgres://h/spare1".into(),
+            },
+        ];
+        let m = ShardMap::from_owners(backends, &["db1"; 4]).unwrap();
+        let text = serde_json::to_string(&m.to_file()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"backends":[{"name":"db1","database_url":"postgres://h/db1","shard_start":0,"shard_end":3}],"spare_backends":[{"name":"spare1","database_url":"postgres://h/spare1"}]}"#
+        );
+        let again = ShardMap::parse(&text, 4).unwrap();
+        assert_eq!(again, m);
+        // A map without spare backends exports go-mezzanine's form exactly (no new key).
+        let plain = map(vec![spec("db1", 0, 3)], 4).unwrap();
+        assert!(!serde_json::to_string(&plain.to_file())
+            .unwrap()
+            .contains("spare_backends"));
+        // A spare that owns shards too is one backend, if its URL is the same.
+        let text = r#"{"backends": [{"name": "db1", "database_url": "postgres://h/db1",
+            "shard_start": 0, "shard_end": 3}], "spare_backends": [{"name": "db1",
+            "database_url": "postgres://h/db1"}]}"#;
+        assert_eq!(ShardMap::parse(text, 4).unwrap().backends().len(), 1);
+        let text = text.replacen("h/db1\"}]", "elsewhere\"}]", 1);
+        assert!(matches!(
+            ShardMap::parse(&text, 4),
+            Err(MapError::DuplicateName { .. })
+        ));
+        let bad = r#"{"backends": [{"name": "db1", "database_url": "u", "shard_start": 0,
+            "shard_end": 3}], "spare_backends": [{"name": "s 1", "database_url": "u2"}]}"#;
+        assert!(matches!(
+            ShardMap::parse(bad, 4),
+            Err(MapError::BadName { index: 1, .. })
+        ));
+        let empty = r#"{"backends": [{"name": "db1", "database_url": "u", "shard_start": 0,
+            "shard_end": 3}], "spare_backends": [{"name": "s1", "database_url": " "}]}"#;
+        assert!(matches!(
+            ShardMap::parse(empty, 4),
+            Err(MapError::EmptyUrl { .. })
+        ));
+    }
+
+    #[test]
     fn gap_at_the_end() {
         // A whole map for 60 shards: the message says both remedies.
         let e = map(vec![spec("db1", 0, 59)], 64).unwrap_err();
@@ -515,11 +614,22 @@ mod tests {
             for (s, &o) in owners.iter().enumerate() {
                 prop_assert_eq!(m.owner_name(s as u32), Some(backends[o].name.as_str()));
             }
-            // db4 owns nothing: the export omits it, and otherwise describes the same map.
-            let again = ShardMap::new(m.to_file(), m.num_shards()).unwrap();
+            // db4 (and any other backend that owns nothing) is in spare_backends; the file,
+            // written as JSON and read back, describes the same map with the same backends.
+            let file = m.to_file();
+            let spare: Vec<&str> = file.spare_backends.iter().map(|b| b.name.as_str()).collect();
+            prop_assert!(spare.contains(&"db4"));
+            for b in &backends {
+                prop_assert_eq!(m.shards_of(backends.iter().position(|x| x == b).unwrap()).next().is_none(), spare.contains(&b.name.as_str()));
+            }
+            let text = serde_json::to_string(&file).unwrap();
+            let again = ShardMap::parse(&text, m.num_shards()).unwrap();
             for s in 0..m.num_shards() {
                 prop_assert_eq!(again.owner_name(s), m.owner_name(s));
             }
+            let mut have: Vec<MapBackend> = again.backends().to_vec();
+            have.sort_by(|a, b| a.name.cmp(&b.name));
+            prop_assert_eq!(have, backends);
         }
 
         #[test]

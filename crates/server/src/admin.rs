@@ -381,10 +381,12 @@ async fn get_move(
     Ok(Json(st.catalog.get_move(id).await?).into_response())
 }
 
-/// `POST /admin/v1/moves/{id}/abort|complete|revert` → 202 with the job (for revert, the new
-/// job that moves the switched shards back). `abort` stops every shard not yet switched (the
-/// source stays authoritative, the target is cleaned); `complete` drops the retired sources
-/// of the switched shards.
+/// `POST /admin/v1/moves/{id}/abort|complete|revert` → 202 with the job as it is once the
+/// request is recorded (for revert, the new job that moves the switched shards back). An
+/// abort or complete is carried out by the mover's leader: until then the job keeps its state
+/// and `requested` names the request (cleared when done). `abort` stops every shard not yet
+/// switched (the source stays authoritative, the target is cleaned); `complete` drops the
+/// retired sources of the switched shards.
 async fn move_action(
     State(st): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,

@@ -3,53 +3,31 @@
 //! - [`client`]: the requests, with their timeouts, and the errors an operator can act on.
 //! - [`types`]: the answers as this client reads them (tolerant decoding).
 //! - [`render`], [`table`]: the human output; [`json`]: `--json`'s pretty printing.
-//! - [`progress`]: what `--wait` shows of a running move.
+//! - [`progress`]: what `--wait` shows of a running move; [`wait`]: following it.
 
 mod client;
+mod conn;
 mod json;
 mod progress;
 mod rebalance;
 mod render;
 mod table;
 mod types;
+mod wait;
 
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bench::positive_duration;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::builder::RangedU64ValueParser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 use client::{Answer, Client};
-use progress::{JobProgress, RateWindow};
+pub use conn::{Before, Conn};
 use types::{Backend, BackendList, Job, MoveList, Reloaded, ShardMap, Status, VerifyReport};
-
-/// How often `--wait` asks for the job.
-const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How long `--wait` keeps trying while the server cannot be reached.
-const WAIT_RETRY_FOR: Duration = Duration::from_secs(60);
-/// The window over which `--wait` measures the copy rate.
-const RATE_WINDOW: Duration = Duration::from_secs(10);
-
-/// Where the admin API is and how to print its answers (accepted anywhere on the command line).
-#[derive(Debug, Clone, clap::Args)]
-pub struct Conn {
-    /// Base URL of any server node.
-    #[arg(
-        long,
-        global = true,
-        env = "MEZZANINE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub server: String,
-    /// Print the server's JSON answer (pretty) on stdout instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
+use wait::{follow, Action, Followed, Until};
 
 /// The admin commands, flattened into the binary's commands.
 #[derive(clap::Subcommand)]
@@ -68,6 +46,41 @@ pub enum AdminCommand {
     Reload(Conn),
     /// Show the node, the mover's leader and the map version.
     Status(Conn),
+}
+
+impl AdminCommand {
+    /// The command's `--server` and `--json`.
+    fn conn_mut(&mut self) -> &mut Conn {
+        match self {
+            AdminCommand::Shards(a) => &mut a.conn,
+            AdminCommand::Backend(a) => &mut a.conn,
+            AdminCommand::Move(a) => &mut a.conn,
+            AdminCommand::Verify(a) => &mut a.conn,
+            AdminCommand::Rebalance(a) => &mut a.conn,
+            AdminCommand::Reload(c) | AdminCommand::Status(c) => c,
+        }
+    }
+
+    /// The command's `--server` and `--json`, as they apply.
+    #[cfg(test)]
+    pub fn conn(&mut self) -> Conn {
+        self.conn_mut().clone()
+    }
+
+    /// Takes `--server` and `--json` given before the command into account (`matches`: the
+    /// whole command line's). A `--server` after the command and another before it must agree.
+    pub fn with_before(
+        mut self,
+        before: &Before,
+        matches: &clap::ArgMatches,
+    ) -> Result<AdminCommand, String> {
+        let given_after = matches
+            .subcommand()
+            .and_then(|(_, m)| m.value_source("server"))
+            == Some(clap::parser::ValueSource::CommandLine);
+        conn::merge(self.conn_mut(), before, given_after)?;
+        Ok(self)
+    }
 }
 
 /// `mezzanine shards [export]`.
@@ -173,7 +186,8 @@ enum RebalanceCommand {
     Status {
         /// Rebalance id.
         id: u64,
-        /// Follow it until no shard is in flight (progress bar on a terminal).
+        /// Follow it until no shard is in flight and no request is pending (progress bars on
+        /// a terminal).
         #[arg(long)]
         wait: bool,
     },
@@ -181,11 +195,17 @@ enum RebalanceCommand {
     Abort {
         /// Rebalance id.
         id: u64,
+        /// Follow it until the mover has stopped them (progress bar on a terminal).
+        #[arg(long)]
+        wait: bool,
     },
     /// Drop the source copies of the switched shards now.
     Complete {
         /// Rebalance id.
         id: u64,
+        /// Follow it until the mover has dropped them.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -208,7 +228,8 @@ enum MoveCommand {
     Status {
         /// Job id.
         id: u64,
-        /// Follow the job until it is no longer running (progress bars on a terminal).
+        /// Follow the job until no shard is in flight and no request is pending (progress
+        /// bars on a terminal).
         #[arg(long)]
         wait: bool,
     },
@@ -216,11 +237,18 @@ enum MoveCommand {
     Abort {
         /// Job id.
         id: u64,
+        /// Follow the job until the mover has stopped its shards (progress bars on a
+        /// terminal).
+        #[arg(long)]
+        wait: bool,
     },
     /// Drop the retired source copies of a switched move now.
     Complete {
         /// Job id.
         id: u64,
+        /// Follow the job until the mover has dropped them.
+        #[arg(long)]
+        wait: bool,
     },
     /// Move the shards of a switched move back (a new job).
     Revert {
@@ -232,7 +260,7 @@ enum MoveCommand {
 /// `mezzanine move start`.
 #[derive(clap::Args)]
 struct StartArgs {
-    /// Shards to move: one (`8`) or a range (`8-15`).
+    /// Shards to move: a shard, a range or a list of both: `8`, `8-15`, `1,3,5-7`.
     #[arg(long)]
     shards: String,
     /// Backend to move them to.
@@ -253,7 +281,7 @@ struct StartArgs {
 /// `mezzanine verify`.
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// Shards to compare: one (`8`) or a range (`8-15`).
+    /// Shards to compare: a shard, a range or a list of both: `8`, `8-15`, `1,3,5-7`.
     #[arg(long)]
     shards: String,
     /// How long the server may take to compare them.
@@ -410,22 +438,24 @@ async fn rebalance_cmd(args: RebalanceArgs) -> anyhow::Result<()> {
             let answer = c.get(&["rebalance", &id.to_string()]).await?;
             if wait {
                 let r = answer.decode::<rebalance::Rebalance>()?;
-                follow(&c, json, Followed::Rebalance, r.as_job(), answer).await
+                follow(
+                    &c,
+                    json,
+                    Followed::Rebalance,
+                    r.as_job(),
+                    answer,
+                    Until::Settled,
+                )
+                .await
             } else {
                 show::<rebalance::Rebalance>(json, &answer, rebalance::status)
             }
         }
-        RebalanceCommand::Abort { id } => {
-            let answer = c
-                .post(&["rebalance", &id.to_string(), "abort"], None)
-                .await?;
-            show::<rebalance::Rebalance>(json, &answer, rebalance::line)
+        RebalanceCommand::Abort { id, wait } => {
+            request(&c, json, Followed::Rebalance, id, Action::Abort, wait).await
         }
-        RebalanceCommand::Complete { id } => {
-            let answer = c
-                .post(&["rebalance", &id.to_string(), "complete"], None)
-                .await?;
-            show::<rebalance::Rebalance>(json, &answer, rebalance::line)
+        RebalanceCommand::Complete { id, wait } => {
+            request(&c, json, Followed::Rebalance, id, Action::Complete, wait).await
         }
     }
 }
@@ -440,7 +470,15 @@ async fn started(c: &Client, json: bool, answer: Answer, wait: bool) -> anyhow::
                 print!("{}", rebalance::plan(&applied.plan));
             }
             let again = c.get(&["rebalance", &r.id.to_string()]).await?;
-            follow(c, json, Followed::Rebalance, r.as_job(), again).await
+            follow(
+                c,
+                json,
+                Followed::Rebalance,
+                r.as_job(),
+                again,
+                Until::Settled,
+            )
+            .await
         }
         _ => show::<rebalance::Applied>(json, &answer, rebalance::applied),
     }
@@ -468,7 +506,7 @@ async fn moves(args: MoveArgs) -> anyhow::Result<()> {
             let answer = c.post(&["moves"], Some(start_body(&start))).await?;
             if start.wait {
                 let job = answer.decode::<Job>()?;
-                follow(&c, json, Followed::Move, job, answer).await
+                follow(&c, json, Followed::Move, job, answer, Until::Settled).await
             } else {
                 show::<Job>(json, &answer, |job| {
                     format!(
@@ -487,169 +525,53 @@ async fn moves(args: MoveArgs) -> anyhow::Result<()> {
             let answer = c.get(&["moves", &id.to_string()]).await?;
             if wait {
                 let job = answer.decode::<Job>()?;
-                follow(&c, json, Followed::Move, job, answer).await
+                follow(&c, json, Followed::Move, job, answer, Until::Settled).await
             } else {
                 show::<Job>(json, &answer, render::job)
             }
         }
-        MoveCommand::Abort { id } => job_action(&c, json, id, "abort").await,
-        MoveCommand::Complete { id } => job_action(&c, json, id, "complete").await,
-        MoveCommand::Revert { id } => job_action(&c, json, id, "revert").await,
-    }
-}
-
-/// `POST /admin/v1/moves/{id}/{action}`; prints the job the server answers with (for revert,
-/// the new reverse job).
-async fn job_action(c: &Client, json: bool, id: u64, action: &str) -> anyhow::Result<()> {
-    let answer = c.post(&["moves", &id.to_string(), action], None).await?;
-    show::<Job>(json, &answer, render::job_line)
-}
-
-/// What `--wait` follows: a move job, or a rebalance (read as one job over all its shards).
-#[derive(Debug, Clone, Copy)]
-enum Followed {
-    Move,
-    Rebalance,
-}
-
-impl Followed {
-    fn noun(self) -> &'static str {
-        match self {
-            Followed::Move => "move",
-            Followed::Rebalance => "rebalance",
+        MoveCommand::Abort { id, wait } => {
+            request(&c, json, Followed::Move, id, Action::Abort, wait).await
+        }
+        MoveCommand::Complete { id, wait } => {
+            request(&c, json, Followed::Move, id, Action::Complete, wait).await
+        }
+        MoveCommand::Revert { id } => {
+            let answer = c.post(&["moves", &id.to_string(), "revert"], None).await?;
+            show::<Job>(json, &answer, |job| {
+                format!(
+                    "{}follow it with: mezzanine move status {} --wait\n",
+                    render::job_line(job),
+                    job.id
+                )
+            })
         }
     }
-
-    fn path(self) -> &'static str {
-        match self {
-            Followed::Move => "moves",
-            Followed::Rebalance => "rebalance",
-        }
-    }
-
-    fn decode(self, answer: &Answer) -> anyhow::Result<Job> {
-        Ok(match self {
-            Followed::Move => answer.decode::<Job>()?,
-            Followed::Rebalance => answer.decode::<rebalance::Rebalance>()?.as_job(),
-        })
-    }
-
-    fn render(self, job: &Job, answer: &Answer) -> anyhow::Result<String> {
-        Ok(match self {
-            Followed::Move => render::job(job),
-            Followed::Rebalance => rebalance::status(&answer.decode::<rebalance::Rebalance>()?),
-        })
-    }
 }
 
-/// `--wait`: polls the job until it is no longer running, with a progress bar when stdout is
-/// a terminal, then prints its final state. An error if it ended failed or aborted.
-async fn follow(
+/// `move|rebalance abort|complete ID [--wait]`: asks for it, then prints the answer: the
+/// request as recorded (the mover carries it out a moment later), or with `--wait` the end
+/// it led to.
+async fn request(
     c: &Client,
     json: bool,
     what: Followed,
-    job: Job,
-    answer: Answer,
+    id: u64,
+    action: Action,
+    wait: bool,
 ) -> anyhow::Result<()> {
-    let id = job.id;
-    let noun = what.noun();
-    let bar = (!json && std::io::stdout().is_terminal()).then(|| new_bar(noun, id));
-    let polled = tokio::select! {
-        polled = poll_until_done(c, what, job, answer, bar.as_ref()) => polled,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(bar) = &bar {
-                bar.finish_and_clear();
-            }
-            bail!(
-                "stopped waiting; {noun} {id} goes on (follow it with: mezzanine {noun} status {id} --wait)"
-            );
-        }
-    };
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
+    let answer = c
+        .post(&[what.path(), &id.to_string(), action.name()], None)
+        .await?;
+    let job = what.decode(&answer)?;
+    if wait {
+        return follow(c, json, what, job, answer, Until::Done(action)).await;
     }
-    let (job, answer) = polled?;
     if json {
-        print_json(&answer)?;
-    } else {
-        print!("{}", what.render(&job, &answer)?);
+        return print_json(&answer);
     }
-    if job.is_failure() {
-        match &job.error {
-            Some(e) => bail!("{noun} {} {}: {e}", job.id, job.state),
-            None => bail!("{noun} {} {}", job.id, job.state),
-        }
-    }
+    print!("{}", what.requested(&job, &answer, action)?);
     Ok(())
-}
-
-/// A bar, hidden until [`poll_until_done`] has given it the job's numbers.
-fn new_bar(noun: &str, id: u64) -> ProgressBar {
-    let style = ProgressStyle::with_template(
-        "{prefix} [{wide_bar:.cyan/blue}] {human_pos}/{human_len} rows  {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    ProgressBar::hidden()
-        .with_style(style)
-        .with_prefix(format!("{noun} {id}"))
-}
-
-async fn poll_until_done(
-    c: &Client,
-    what: Followed,
-    mut job: Job,
-    mut answer: Answer,
-    bar: Option<&ProgressBar>,
-) -> anyhow::Result<(Job, Answer)> {
-    let path = job.id.to_string();
-    let began = Instant::now();
-    let mut rate = RateWindow::new(RATE_WINDOW);
-    let mut failing_since: Option<Instant> = None;
-    let mut ticker = tokio::time::interval(POLL_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        let p = JobProgress::of(&job);
-        rate.push(began.elapsed(), p.copied);
-        if let Some(bar) = bar {
-            bar.set_length(p.total);
-            bar.set_position(p.copied);
-            bar.set_message(progress::message(&p, rate.rate()));
-            if bar.is_hidden() {
-                bar.set_draw_target(ProgressDrawTarget::stdout());
-                bar.tick();
-            }
-        }
-        if !job.is_running() {
-            return Ok((job, answer));
-        }
-        ticker.tick().await;
-        match c.call(Method::GET, &[what.path(), &path], None, None).await {
-            Ok(next) => {
-                job = what.decode(&next)?;
-                answer = next;
-                failing_since = None;
-            }
-            Err(e) if e.is_transient() => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= WAIT_RETRY_FOR {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "gave up waiting for {} {} after {} s without an answer",
-                            what.noun(),
-                            job.id,
-                            WAIT_RETRY_FOR.as_secs()
-                        )
-                    });
-                }
-                if let Some(bar) = bar {
-                    bar.set_message(format!("retrying: {e}"));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<()> {

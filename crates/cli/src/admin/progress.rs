@@ -1,11 +1,12 @@
 //! What `--wait` shows of a running move: rows copied of rows total over the job's shards, the
-//! lag, the copy rate measured between polls, and the time left at that rate.
+//! lag, the copy rate measured between polls, and the time left at that rate; and one line per
+//! running shard ([`Tracker`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::table::{count, eta};
-use super::types::Job;
+use super::types::{Job, ShardMove};
 
 /// A job's progress summed over its shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,15 +21,27 @@ pub struct JobProgress {
     pub shards: usize,
 }
 
+/// A shard's rows to copy as the job says now: its total, at least what it copied already
+/// (unknown: what it copied).
+fn shard_total(s: &ShardMove) -> u64 {
+    let copied = s.rows_copied.unwrap_or(0);
+    s.rows_total.unwrap_or(copied).max(copied)
+}
+
 impl JobProgress {
     pub fn of(job: &Job) -> Self {
+        Self::with_totals(job, shard_total)
+    }
+
+    /// The progress with each shard's total given by `total` (at least its copied rows).
+    fn with_totals(job: &Job, total: impl Fn(&ShardMove) -> u64) -> Self {
         let mut p = Self {
             shards: job.shards.len(),
             ..Self::default()
         };
         for s in &job.shards {
             let copied = s.rows_copied.unwrap_or(0);
-            let total = s.rows_total.unwrap_or(copied).max(copied);
+            let total = total(s).max(copied);
             let lag = s.lag.unwrap_or(0);
             p.copied = p.copied.saturating_add(copied);
             p.total = p.total.saturating_add(total);
@@ -41,6 +54,71 @@ impl JobProgress {
             }
         }
         p
+    }
+}
+
+/// A running shard's line under `--wait`: rows copied of its total, its state and lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLine {
+    pub shard: u64,
+    pub copied: u64,
+    /// Never below an earlier poll's (see [`Tracker`]).
+    pub total: u64,
+    /// `copying, lag 30`.
+    pub message: String,
+}
+
+/// What `--wait` shows, poll after poll. A shard's total may be unknown at first (0 or
+/// absent: the copied count stands in), then known, and an estimate may shrink; the tracker
+/// keeps each shard's largest total so far, so that no bar's length, nor the job's, ever goes
+/// backwards.
+#[derive(Debug, Clone, Default)]
+pub struct Tracker {
+    /// Each shard's largest total so far.
+    totals: BTreeMap<u64, u64>,
+}
+
+/// One poll's view: the job's total line and a line per running shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub job: JobProgress,
+    pub running: Vec<ShardLine>,
+}
+
+impl Tracker {
+    pub fn view(&mut self, job: &Job) -> View {
+        for s in &job.shards {
+            let seen = self.totals.entry(s.shard).or_insert(0);
+            *seen = (*seen).max(shard_total(s));
+        }
+        let totals = &self.totals;
+        let total_of = |s: &ShardMove| totals.get(&s.shard).copied().unwrap_or(0);
+        let mut p = JobProgress::with_totals(job, total_of);
+        // Shards of an earlier poll that this one lacks still count (a job's shards do not
+        // change; this keeps the sum monotone whatever the answers say).
+        p.total = p
+            .total
+            .max(totals.values().fold(0u64, |a, &t| a.saturating_add(t)));
+        let running = job
+            .shards
+            .iter()
+            .filter(|s| matches!(s.state.as_str(), "copying" | "catching_up" | "cutover"))
+            .map(|s| {
+                let copied = s.rows_copied.unwrap_or(0);
+                ShardLine {
+                    shard: s.shard,
+                    copied,
+                    total: total_of(s).max(copied),
+                    message: match s.lag {
+                        Some(lag) if s.state != "copying" => {
+                            format!("{}, lag {}", s.state, count(lag as f64))
+                        }
+                        _ => s.state.clone(),
+                    },
+                }
+            })
+            .collect();
+        View { job: p, running }
     }
 }
 
@@ -154,6 +232,100 @@ mod tests {
     fn a_total_below_the_copied_count_is_raised() {
         let p = JobProgress::of(&job(vec![shard("copying", 10, Some(5), 0)]));
         assert_eq!((p.copied, p.total, p.remaining), (10, 10, 0));
+    }
+
+    #[test]
+    fn one_line_per_running_shard() {
+        let mut t = Tracker::default();
+        let v = t.view(&job(vec![
+            ShardMove {
+                shard: 8,
+                ..shard("copying", 1200, Some(5000), 0)
+            },
+            ShardMove {
+                shard: 9,
+                ..shard("catching_up", 3000, Some(3000), 1234)
+            },
+            ShardMove {
+                shard: 10,
+                ..shard("cutover", 70, Some(70), 3)
+            },
+            ShardMove {
+                shard: 11,
+                ..shard("pending", 0, None, 0)
+            },
+            ShardMove {
+                shard: 12,
+                ..shard("switched", 100, Some(100), 0)
+            },
+        ]));
+        let lines: Vec<(u64, u64, u64, &str)> = v
+            .running
+            .iter()
+            .map(|l| (l.shard, l.copied, l.total, l.message.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (8, 1200, 5000, "copying"),
+                (9, 3000, 3000, "catching_up, lag 1.2k"),
+                (10, 70, 70, "cutover, lag 3"),
+            ]
+        );
+        assert_eq!((v.job.copied, v.job.total, v.job.done), (4370, 8170, 1));
+    }
+
+    #[test]
+    fn the_totals_never_go_backwards() {
+        let mut t = Tracker::default();
+        let poll = |t: &mut Tracker, copied: u64, total: Option<u64>| {
+            t.view(&job(vec![
+                ShardMove {
+                    shard: 1,
+                    ..shard("copying", copied, total, 0)
+                },
+                ShardMove {
+                    shard: 2,
+                    ..shard("copying", 10, Some(100), 0)
+                },
+            ]))
+        };
+        // Unknown, then known, then a smaller estimate, then unknown again.
+        let mut last = (0, 0);
+        for (copied, total) in [
+            (0, None),
+            (50, Some(0)),
+            (100, Some(1000)),
+            (400, Some(600)),
+            (500, None),
+            (900, Some(800)),
+        ] {
+            let v = poll(&mut t, copied, total);
+            let shard_total = v.running[0].total;
+            assert!(
+                v.job.total >= last.0,
+                "{copied}: {} < {}",
+                v.job.total,
+                last.0
+            );
+            assert!(
+                shard_total >= last.1,
+                "{copied}: {shard_total} < {}",
+                last.1
+            );
+            assert!(shard_total >= copied && v.job.total >= v.job.copied);
+            last = (v.job.total, shard_total);
+        }
+        // Shard 1's largest total (1000) and shard 2's (100).
+        assert_eq!(last, (1100, 1000));
+        // A later answer without shard 2 still counts it.
+        let v = t.view(&job(vec![ShardMove {
+            shard: 1,
+            ..shard("copying", 900, Some(10), 0)
+        }]));
+        assert_eq!(v.job.total, 1100);
+        // What is left is measured against the largest total.
+        assert_eq!(v.job.remaining, 100);
     }
 
     #[test]

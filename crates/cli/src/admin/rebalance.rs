@@ -72,7 +72,11 @@ pub struct Plan {
     pub rows_to_move: u64,
     pub bytes_to_move: u64,
     pub moved: u64,
-    pub lower_bound: f64,
+    pub excess: f64,
+    /// Whether every backend ends within the tolerance of its share (absent: assumed).
+    pub balanced: Option<bool>,
+    /// Given only when the plan balances every backend.
+    pub lower_bound: Option<f64>,
     pub estimated_seconds: f64,
     pub estimate_basis: String,
     pub pinned: u64,
@@ -135,6 +139,9 @@ pub struct Rebalance {
     /// Its sources are dropped as each job switches: `switched` means cleaning is due.
     #[serde(default)]
     pub auto_complete: bool,
+    /// An operator's request the mover has not carried out on every job yet.
+    #[serde(default)]
+    pub requested: Option<String>,
     #[serde(default)]
     pub created_at: Option<String>,
     #[serde(default)]
@@ -180,6 +187,10 @@ impl Rebalance {
                     .flat_map(|j| &j.shards)
                     .find_map(|s| s.error.clone())
             }),
+            requested: self
+                .requested
+                .clone()
+                .or_else(|| self.jobs.iter().find_map(|j| j.requested.clone())),
             reverts: None,
             shards: self.jobs.iter().flat_map(|j| j.shards.clone()).collect(),
         }
@@ -193,23 +204,20 @@ pub fn plan(p: &Plan) -> String {
         Some(d) => format!("drain of {d}"),
         None => "rebalance".to_owned(),
     };
+    let balanced = p.balanced.unwrap_or(true);
     if p.moves.is_empty() {
         out.push_str(&format!(
-            "{what} by {}: balanced, nothing to move\n",
-            p.strategy
+            "{what} by {}: {}\n",
+            p.strategy,
+            if balanced {
+                "balanced, nothing to move"
+            } else {
+                "nothing to move: no move brings the backends closer to their shares (shards too coarse, or in a move already)"
+            }
         ));
     } else {
-        let ratio = if p.lower_bound > 0.0 {
-            format!(
-                " ({:.2} x the lower bound {})",
-                p.moved as f64 / p.lower_bound,
-                amount(p.lower_bound)
-            )
-        } else {
-            String::new()
-        };
         out.push_str(&format!(
-            "{what} by {}: {} moves, {} shards, {} rows, {} to move; moved {} {}{ratio}\n",
+            "{what} by {}: {} moves, {} shards, {} rows, {} to move; moved {} {}{}\n",
             p.strategy,
             p.moves.len(),
             p.shards_to_move,
@@ -217,6 +225,7 @@ pub fn plan(p: &Plan) -> String {
             bytes(p.bytes_to_move),
             p.moved,
             p.unit,
+            against_the_bound(p),
         ));
         out.push_str(&format!(
             "estimated duration {} ({})\n",
@@ -276,6 +285,24 @@ pub fn plan(p: &Plan) -> String {
     out
 }
 
+/// What a plan moves compared with the least any plan must move: ` (1.00 x the lower bound
+/// 21)`, or why there is no such bound.
+fn against_the_bound(p: &Plan) -> String {
+    match p.lower_bound {
+        Some(lb) if lb > 0.0 => format!(
+            " ({:.2} x the lower bound {})",
+            p.moved as f64 / lb,
+            amount(lb)
+        ),
+        Some(_) => String::new(),
+        None if p.balanced == Some(false) => format!(
+            "; not every backend ends within the tolerance of its share (shards too coarse, in a move already, or more than 1.2 x the excess {} would move)",
+            amount(p.excess)
+        ),
+        None => String::new(),
+    }
+}
+
 /// One line for a rebalance: id, state, progress.
 pub fn line(r: &Rebalance) -> String {
     let what = match &r.drain {
@@ -285,7 +312,7 @@ pub fn line(r: &Rebalance) -> String {
     format!(
         "rebalance {} ({what}): {}, {}/{} shards switched, {} rows copied, worst pause {}\n",
         r.id,
-        r.state,
+        super::render::state(&r.state, r.requested.as_deref()),
         r.progress.switched,
         r.progress.shards,
         count(r.progress.rows_copied as f64),
@@ -350,7 +377,8 @@ mod tests {
             r#"{"strategy": "count", "unit": "shards", "moves": [{"shards": "21-31", "count": 11,
                 "from": "db1", "to": "db3", "rows": 1100, "bytes": 90000, "load": 11}],
                 "shards_to_move": 11, "rows_to_move": 1100, "bytes_to_move": 90000, "moved": 11,
-                "lower_bound": 10.67, "estimated_seconds": 75, "estimate_basis": "assumed",
+                "excess": 10.67, "balanced": true, "lower_bound": 10,
+                "estimated_seconds": 75, "estimate_basis": "assumed",
                 "pinned": 0, "balance": [{"backend": "db1", "weight": 1, "draining": false,
                 "target": 21.33, "before": 32, "after": 21, "shards_before": 32,
                 "shards_after": 21, "rows_before": 3200, "rows_after": 2100,
@@ -359,10 +387,41 @@ mod tests {
         .unwrap();
         let text = plan(&p);
         assert!(text.contains("1 moves, 11 shards, 1100 rows"), "{text}");
-        assert!(text.contains("1.03 x the lower bound 10.7"), "{text}");
+        assert!(
+            text.contains("moved 11 shards (1.10 x the lower bound 10)"),
+            "{text}"
+        );
         assert!(text.contains("21-31"), "{text}");
         assert!(text.contains("32 -> 21"), "{text}");
         assert!(text.contains("1m15s"), "{text}");
+    }
+
+    #[test]
+    fn a_plan_that_cannot_balance_says_so_instead_of_a_bound() {
+        let p: Plan = serde_json::from_str(
+            r#"{"strategy": "rows", "unit": "rows", "moves": [{"shards": "7", "count": 1,
+                "from": "db1", "to": "db2", "rows": 100, "bytes": 1, "load": 100}],
+                "moved": 100, "excess": 150, "balanced": false, "lower_bound": null}"#,
+        )
+        .unwrap();
+        let text = plan(&p);
+        assert!(
+            text.contains("moved 100 rows; not every backend ends within the tolerance"),
+            "{text}"
+        );
+        assert!(!text.contains("lower bound"), "{text}");
+        let p: Plan = serde_json::from_str(
+            r#"{"strategy": "rows", "unit": "rows", "moves": [], "moved": 0, "excess": 100,
+                "balanced": false, "lower_bound": null}"#,
+        )
+        .unwrap();
+        assert!(plan(&p).starts_with("rebalance by rows: nothing to move: no move brings"));
+        let p: Plan = serde_json::from_str(
+            r#"{"strategy": "count", "unit": "shards", "moves": [], "moved": 0, "excess": 0.5,
+                "balanced": true, "lower_bound": 0}"#,
+        )
+        .unwrap();
+        assert!(plan(&p).starts_with("rebalance by count: balanced, nothing to move"));
     }
 
     #[test]

@@ -150,12 +150,20 @@ pub fn moves(list: &MoveList) -> String {
     )
 }
 
+/// A state, and the request the mover has yet to carry out: `running (abort requested)`.
+pub fn state(state: &str, requested: Option<&str>) -> String {
+    match requested {
+        Some(r) => format!("{state} ({r} requested)"),
+        None => state.to_owned(),
+    }
+}
+
 /// One line about a job: `move 7: running, shards 8-15 from db1 to db3`.
 pub fn job_line(job: &Job) -> String {
     let mut line = format!(
         "move {}: {}, shards {} from {} to {}",
         job.id,
-        job.state,
+        state(&job.state, job.requested.as_deref()),
         or_dash(job.shards_spec.as_deref()),
         sources(job),
         or_dash(job.to.as_deref())
@@ -404,6 +412,16 @@ mod tests {
              SHARD  FROM  TO   STATE     ROWS             LAG  PAUSE\n\
              8      db1   db3  copying   1200/5000 (24%)  30   -\n\
              9      db1   db3  switched  10/10 (100%)     0    12.5 ms\n"
+        );
+    }
+
+    #[test]
+    fn a_pending_request_shows_next_to_the_state() {
+        let j: Job = decode(r#"{"id": 7, "state": "switched", "requested": "complete"}"#);
+        assert!(
+            job_line(&j).starts_with("move 7: switched (complete requested), shards"),
+            "{}",
+            job_line(&j)
         );
     }
 

@@ -72,6 +72,9 @@ pub struct Job {
     pub updated_at: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// An operator's request the mover has not carried out yet: `abort` or `complete`.
+    #[serde(default)]
+    pub requested: Option<String>,
     #[serde(default)]
     pub reverts: Option<u64>,
     #[serde(default)]
@@ -87,6 +90,11 @@ impl Job {
     /// Ended in a way `--wait` reports as a failure.
     pub fn is_failure(&self) -> bool {
         matches!(self.state.as_str(), "failed" | "aborted")
+    }
+
+    /// Shards switched (the target serves them) and not cleaned yet.
+    pub fn switched_shards(&self) -> usize {
+        self.shards.iter().filter(|s| s.state == "switched").count()
     }
 }
 

@@ -65,7 +65,7 @@ pub struct ClusterArgs {
 pub struct MoveArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// The shards to move.
+    /// The shards to move: a shard, a range or a list of both: `8`, `8-15`, `1,3,5-7`.
     #[arg(long, default_value = "0-15")]
     pub shards: String,
     /// Where to move them (default: the first spare backend).

@@ -47,15 +47,17 @@ struct Report {
     rebalance_id: i64,
     state: String,
     duration_secs: f64,
-    /// Planned moves, in the strategy's unit, and the lower bound in that unit.
+    /// Planned moves, in the strategy's unit; the excess over the shares in that unit (a
+    /// plan moves at most 1.2 times it), and the lower bound when the plan balances.
     moved: f64,
-    lower_bound: f64,
-    moved_vs_lower_bound: Option<f64>,
+    excess: f64,
+    moved_vs_excess: Option<f64>,
+    lower_bound: Option<f64>,
     shards_moved: u64,
     rows_moved: i64,
-    /// The least rows any plan must move: each backend's rows over its share, summed.
-    rows_lower_bound: f64,
-    rows_moved_vs_lower_bound: Option<f64>,
+    /// Each backend's rows over its share, summed.
+    rows_excess: f64,
+    rows_moved_vs_excess: Option<f64>,
     /// Shards per backend after the rebalance.
     shards_after: Vec<(String, u64)>,
     client_ops: usize,
@@ -187,11 +189,11 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
     if args.cleanup == "complete" && done["state"] == "switched" {
         let _ = send(client.post(format!("{main}/admin/v1/rebalance/{id}/complete"))).await;
     }
-    let rows_lb = rows_lower_bound(&plan);
+    let rows_excess = rows_excess(&plan);
     let rows_moved = done["progress"]["rows_copied"].as_i64().unwrap_or_default();
-    let (moved, lb) = (
+    let (moved, excess) = (
         plan["moved"].as_f64().unwrap_or_default(),
-        plan["lower_bound"].as_f64().unwrap_or_default(),
+        plan["excess"].as_f64().unwrap_or_default(),
     );
     let report = Report {
         servers: cluster.servers.clone(),
@@ -204,12 +206,13 @@ pub async fn run(args: RebalanceArgs) -> anyhow::Result<()> {
         state: done["state"].as_str().unwrap_or_default().to_owned(),
         duration_secs: (ended - started).as_secs_f64(),
         moved,
-        lower_bound: lb,
-        moved_vs_lower_bound: super::report::ratio(moved, lb),
+        excess,
+        moved_vs_excess: super::report::ratio(moved, excess),
+        lower_bound: plan["lower_bound"].as_f64(),
         shards_moved: done["progress"]["switched"].as_u64().unwrap_or_default(),
         rows_moved,
-        rows_lower_bound: rows_lb,
-        rows_moved_vs_lower_bound: super::report::ratio(rows_moved as f64, rows_lb),
+        rows_excess,
+        rows_moved_vs_excess: super::report::ratio(rows_moved as f64, rows_excess),
         shards_after,
         client_ops: log.samples.len(),
         client_errors: log.errors.len(),
@@ -245,9 +248,9 @@ fn plan_shards(plan: &Value, num_shards: u32) -> anyhow::Result<Vec<u32>> {
     Ok(out)
 }
 
-/// The least rows any plan must move: the sum over backends of their rows over their
-/// weighted share (draining backends' share is 0).
-fn rows_lower_bound(plan: &Value) -> f64 {
+/// The rows above the shares: the sum over backends of their rows over their weighted share
+/// (draining backends' share is 0).
+fn rows_excess(plan: &Value) -> f64 {
     let balance: Vec<&Value> = plan["balance"].as_array().into_iter().flatten().collect();
     let total: f64 = balance
         .iter()
@@ -285,13 +288,14 @@ fn print(r: &Report) {
         r.duration_secs
     );
     println!(
-        "moved: {} shards, {} rows; plan moved {} against a lower bound of {:.1} ({}); rows moved / rows lower bound {}",
+        "moved: {} shards, {} rows; plan moved {} against an excess over the shares of {:.1} ({}; at most 1.2) and a lower bound of {}; rows moved / rows excess {}",
         r.shards_moved,
         r.rows_moved,
         r.moved,
-        r.lower_bound,
-        r.moved_vs_lower_bound.map_or("-".into(), |x| format!("{x:.3}")),
-        r.rows_moved_vs_lower_bound.map_or("-".into(), |x| format!("{x:.3}")),
+        r.excess,
+        r.moved_vs_excess.map_or("-".into(), |x| format!("{x:.3}")),
+        r.lower_bound.map_or("- (the plan does not balance)".into(), |x| format!("{x:.0}")),
+        r.rows_moved_vs_excess.map_or("-".into(), |x| format!("{x:.3}")),
     );
     let after: Vec<String> = r
         .shards_after
@@ -322,18 +326,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rows_lower_bound_is_the_excess_over_the_weighted_shares() {
+    fn the_rows_excess_is_over_the_weighted_shares() {
         let plan = json!({"balance": [
             {"rows_before": 600, "weight": 1},
             {"rows_before": 600, "weight": 1},
             {"rows_before": 0, "weight": 1},
         ]});
-        assert!((rows_lower_bound(&plan) - 400.0).abs() < 1e-9);
+        assert!((rows_excess(&plan) - 400.0).abs() < 1e-9);
         let drain = json!({"balance": [
             {"rows_before": 300, "weight": 1},
             {"rows_before": 300, "weight": 1},
             {"rows_before": 100, "weight": 1, "draining": true},
         ]});
-        assert!((rows_lower_bound(&drain) - 100.0).abs() < 1e-9);
+        assert!((rows_excess(&drain) - 100.0).abs() < 1e-9);
     }
 }

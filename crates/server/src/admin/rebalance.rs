@@ -81,7 +81,7 @@ pub struct BalanceView {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
     pub strategy: String,
-    /// What `target`, `before`, `after`, `moved` and `lower_bound` count.
+    /// What `target`, `before`, `after`, `moved`, `excess` and `lower_bound` count.
     pub unit: &'static str,
     pub drain: Option<String>,
     pub moves: Vec<MoveView>,
@@ -90,8 +90,14 @@ pub struct PlanReport {
     pub bytes_to_move: u64,
     /// Moved, in the strategy's unit.
     pub moved: u64,
-    /// The least any plan must move: the sum of each backend's excess over its share.
-    pub lower_bound: f64,
+    /// The sum of each backend's excess over its share: what would move to bring every backend
+    /// exactly to its share (a plan moves at most 1.2 times this).
+    pub excess: f64,
+    /// Every backend ends within the tolerance of its share.
+    pub balanced: bool,
+    /// When the plan balances every backend: the least any plan that does must move
+    /// (`moved` is never below it); `null` otherwise.
+    pub lower_bound: Option<f64>,
     pub estimated_seconds: f64,
     /// What the estimate rests on.
     pub estimate_basis: String,
@@ -340,6 +346,8 @@ async fn make_plan(st: &AppState, req: &PlanRequest) -> Result<PlanReport, Probl
         bytes_to_move: moves.iter().map(|m| m.bytes).sum(),
         moves,
         moved: p.moved,
+        excess: p.excess,
+        balanced: p.balanced,
         lower_bound: p.lower_bound,
         estimated_seconds,
         estimate_basis,
@@ -591,8 +599,10 @@ pub async fn get_one(
     Ok(Json(st.catalog.get_rebalance(parse_id(id, "rebalance")?).await?).into_response())
 }
 
-/// `POST /admin/v1/rebalance/{id}/abort|complete` → 202: `abort` stops the moves not yet
-/// switched (the switched ones stay); `complete` drops the sources of the switched shards.
+/// `POST /admin/v1/rebalance/{id}/abort|complete` → 202 with the rebalance as it is once the
+/// request is recorded: `requested` names it until the mover has carried it out on every job
+/// (the state changes then). `abort` stops the moves not yet switched (the switched ones
+/// stay); `complete` drops the sources of the switched shards.
 pub async fn action(
     State(st): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
