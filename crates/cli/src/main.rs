@@ -131,6 +131,18 @@ pub async fn run_server_with_spares(
     Ok(())
 }
 
+/// An admin command whose reader stops early (`mezzanine move list --json | head`) ends
+/// quietly, as command-line tools do, instead of panicking in `println!`: SIGPIPE gets its
+/// default action back (Rust ignores it). Only for the commands that print and exit; a server
+/// keeps ignoring it.
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition, which runs no handler code of ours.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!(error = %e, "SIGPIPE keeps being ignored");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
@@ -153,6 +165,7 @@ async fn main() {
                 docs::print(list.as_bytes()).context("cannot write to stdout")
             }),
         Command::Admin(cmd) => {
+            quiet_on_closed_pipe();
             if let Err(e) = admin::run(cmd).await {
                 eprintln!("error: {e:#}");
                 std::process::exit(1);

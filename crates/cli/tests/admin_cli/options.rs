@@ -67,3 +67,35 @@ async fn the_help_of_shards_shows_lists() {
         out.ok().stdout_has("1,3,5-7");
     }
 }
+
+/// A reader that stops early (`mezzanine move list --json | head -c 1`) ends the command
+/// quietly: no panic on the closed pipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let (fake, url) = fake().await;
+    // An answer far larger than a pipe's buffer, so that printing meets the closed pipe.
+    let moves: Vec<Value> = (0..3000)
+        .map(|i| {
+            json!({"id": i + 1, "state": "completed", "to": "db2", "shards": "1-7",
+            "parallel": 1, "max_rows_per_sec": null, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z", "error": null, "shards_detail": []})
+        })
+        .collect();
+    fake.on("GET", "/admin/v1/moves", 200, json!({ "moves": moves }));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["move", "list", "--json", "--server", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
+        .await
+        .unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
