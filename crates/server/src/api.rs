@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
 use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
-use mezzanine_storage::StorageError;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -362,11 +361,12 @@ pub async fn write_batch(
                         cells::write_shard_groups(backend, &inputs)
                             .await
                             .into_iter()
-                            .map(|r| match r {
-                                Err(e @ StorageError::NotServed { .. }) => {
-                                    Err(GroupError::Moved(e))
-                                }
-                                r => r.map_err(|e| GroupError::Failed(Problem::from(e))),
+                            .zip(&groups)
+                            .map(|(r, (shard, _))| {
+                                r.map_err(|e| match crate::moved_away(&e, *shard) {
+                                    Some(why) => GroupError::Moved(why),
+                                    None => GroupError::Failed(Problem::from(e)),
+                                })
                             })
                             .collect()
                     }
@@ -379,7 +379,7 @@ pub async fn write_batch(
             }
         });
         let mut moved: Vec<(usize, &NewCell)> = Vec::new();
-        let mut last_moved: Option<StorageError> = None;
+        let mut last_moved: Option<String> = None;
         for (groups, outcomes) in futures::future::join_all(work).await {
             for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
                 match outcome {
@@ -416,7 +416,7 @@ pub async fn write_batch(
         }
         drop(topo);
         if let Some(e) = last_moved {
-            if let Err(p) = st.wait_out_move(&mut hold, version, &e.to_string()).await {
+            if let Err(p) = st.wait_out_move(&mut hold, version, &e).await {
                 fill_error(&mut results, &moved, &p);
                 break;
             }
@@ -429,7 +429,7 @@ pub async fn write_batch(
             r.unwrap_or(BatchResult {
                 status: 500,
                 cell: None,
-                error: Some(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no result")),
+                error: Some(Problem::internal("a cell of a batch got no result")),
             })
         })
         .collect();
@@ -437,9 +437,10 @@ pub async fn write_batch(
 }
 
 /// Why a batch's shard group was not written: its backend no longer serves the shard (the
-/// group is held and retried at the new place), or anything else (reported in its slots).
+/// group is held and retried at the new place; why, in a client's words), or anything else
+/// (reported in its slots).
 enum GroupError {
-    Moved(StorageError),
+    Moved(String),
     Failed(Problem),
 }
 

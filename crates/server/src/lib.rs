@@ -27,12 +27,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use axum::http::StatusCode;
 use axum::Router;
 use mezzanine_catalog::{Catalog, CatalogError, MapSnapshot};
 use mezzanine_core::ShardMap;
 use mezzanine_storage::schema::prepare_backend;
-use mezzanine_storage::{Backend, PoolSettings, StorageError};
+use mezzanine_storage::{Backend, PoolSettings, SqlState, StorageError};
 use tokio::sync::{watch, Notify, Semaphore};
 
 pub use config::ServeConfig;
@@ -79,23 +78,19 @@ pub struct Topology {
 impl Topology {
     /// The backend serving `shard`, or a 503 problem if it cannot take traffic yet.
     pub fn backend_for(&self, shard: u32) -> Result<&Arc<Backend>, Problem> {
-        let index = self.map.owner(shard).ok_or_else(|| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("shard {shard} has no backend"),
-            )
-        })?;
+        let index = self
+            .map
+            .owner(shard)
+            .ok_or_else(|| Problem::internal(format!("shard {shard} has no backend")))?;
         self.backend_at(index)
     }
 
     /// The backend at `index` of the map, or a 503 problem if it cannot take traffic yet.
     pub fn backend_at(&self, index: usize) -> Result<&Arc<Backend>, Problem> {
-        let slot = self.backends.get(index).ok_or_else(|| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("no backend #{index}"),
-            )
-        })?;
+        let slot = self
+            .backends
+            .get(index)
+            .ok_or_else(|| Problem::internal(format!("no backend #{index} in the map")))?;
         if !slot.is_ready() {
             return Err(Problem::unavailable(format!(
                 "backend {} is not prepared yet (unreachable since start)",
@@ -251,10 +246,11 @@ impl AppState {
     }
 
     /// Runs `op` against the backend that owns `shard`. If that backend answers that it does
-    /// not serve the shard (it moved, or is in cutover), the request is held: the map is
-    /// re-read and the operation retried at the owner, until the hold bound
-    /// (`MOVE_HOLD_TIMEOUT`, and at most `MOVE_HOLD_MAX` held requests); only then is the
-    /// answer a 503 with `Retry-After`.
+    /// not serve the shard (it moved, or is in cutover), or has no table for it any more (a
+    /// move's cleanup dropped it while this node's map was stale: [`moved_away`]), the request
+    /// is held: the map is re-read and the operation retried at the owner, until the hold
+    /// bound (`MOVE_HOLD_TIMEOUT`, and at most `MOVE_HOLD_MAX` held requests); only then is
+    /// the answer a 503 with `Retry-After`.
     pub async fn on_shard<T, F, Fut>(&self, shard: u32, op: F) -> Result<T, Problem>
     where
         F: Fn(Arc<Backend>) -> Fut,
@@ -267,11 +263,11 @@ impl AppState {
                 (topo.backend_for(shard)?.clone(), topo.version)
             };
             match op(backend).await {
-                Err(e @ StorageError::NotServed { .. }) => {
-                    self.wait_out_move(&mut hold, version, &e.to_string())
-                        .await?;
-                }
-                other => return other.map_err(Problem::from),
+                Err(e) => match moved_away(&e, shard) {
+                    Some(why) => self.wait_out_move(&mut hold, version, &why).await?,
+                    None => return Err(Problem::from(e)),
+                },
+                Ok(v) => return Ok(v),
             }
         }
     }
@@ -345,6 +341,21 @@ impl AppState {
         {
             t.abort();
         }
+    }
+}
+
+/// Whether a request that failed with `e` on `shard` must be held and retried at the shard's
+/// owner, and if so why, in words fit for a client: the backend does not serve the shard
+/// (its state row: moved, or in cutover), or it has no table for it (a source that a move's
+/// cleanup dropped, met by a node whose map is stale: drains drop their sources at once).
+/// `None` for any other error.
+pub fn moved_away(e: &StorageError, shard: u32) -> Option<String> {
+    match e {
+        StorageError::NotServed { .. } => Some(e.to_string()),
+        StorageError::Database { backend, .. } if e.is(&SqlState::UNDEFINED_TABLE) => Some(
+            format!("shard {shard} is not served by {backend} (its table was dropped there)"),
+        ),
+        _ => None,
     }
 }
 

@@ -1,0 +1,289 @@
+//! The control plane's bounds and checks (issue 15), end to end against real PostgreSQL
+//! servers: a stale node meeting a dropped source, 5xx answers that keep internals to the
+//! log, held requests bounded in bytes, state changes that changed nothing, aborts that leave
+//! no table behind, and the address a node reports.
+//!
+//! The clusters: db1 holds shards 0-3, db2 shards 4-7, db3 is a registered empty backend.
+//! Node A leads the mover; other nodes (`--no-mover`) share the catalog.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mezzanine_e2e::*;
+use mezzanine_server::ServeConfig;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const SHARDS: u32 = 8;
+/// Bound of every wait for a move (generous: a loaded 2-core machine).
+const LONG: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Two backends with the shards, plus a spare registered as an empty backend (db3); node A
+/// runs with `config`.
+async fn cluster_with(config: ServeConfig) -> (TestServer, Vec<String>) {
+    let urls = fresh_databases(3).await;
+    let srv = TestServer::start(config, even_map(&urls[..2], SHARDS)).await;
+    let (s, b) = post_json(
+        &client(),
+        &srv.url("/admin/v1/backends"),
+        &json!({"name": "db3", "url": urls[2]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    (srv, urls)
+}
+
+/// Another node of the same cluster (same seed map, so the same catalog).
+async fn node(config: ServeConfig, urls: &[String]) -> TestServer {
+    TestServer::start(config, even_map(&urls[..2], SHARDS)).await
+}
+
+fn no_mover() -> ServeConfig {
+    let mut c = default_config();
+    c.no_mover = true;
+    c
+}
+
+/// A node whose map stays stale: it ignores every catalog notification and poll (on-demand
+/// reloads, asked for by a request that meets a moved shard, still happen).
+async fn stale_node(urls: &[String]) -> TestServer {
+    let n = node(no_mover(), urls).await;
+    n.state.hold_refresh.store(true, Ordering::SeqCst);
+    n
+}
+
+/// Writes one cell and returns it as stored (asserting 201).
+async fn write_one(c: &reqwest::Client, srv: &TestServer, row: &Uuid, col: &str, r: i64) -> Value {
+    let (s, v) = post_json(
+        c,
+        &srv.url("/v1/cells"),
+        &cell(row, col, r, json!({"col": col, "ref": r})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+/// Every cell of a shard through the API, in `added_id` order (pages of 1000).
+async fn read_shard(c: &reqwest::Client, srv: &TestServer, shard: u32) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let (s, page) = get_json(
+            c,
+            &srv.url(&format!(
+                "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id={after}&limit=1000"
+            )),
+        )
+        .await;
+        assert_eq!(s, 200, "{page}");
+        let page = page.as_array().cloned().unwrap_or_default();
+        let Some(last) = page.last() else {
+            return all;
+        };
+        after = last["added_id"].as_i64().unwrap();
+        all.extend(page);
+    }
+}
+
+/// Whether the shard's cells table exists in the database at `url`.
+async fn table_exists(url: &str, shard: u32) -> bool {
+    let c = connect(url).await;
+    let rows = c
+        .query(
+            &format!("SELECT to_regclass('cells_{shard:04}') IS NOT NULL"),
+            &[],
+        )
+        .await
+        .unwrap();
+    rows[0].get(0)
+}
+
+/// Whether the database at `url` holds a cell of `row` in the shard's table.
+async fn holds_row(url: &str, shard: u32, row: &Uuid) -> bool {
+    let c = connect(url).await;
+    match c
+        .query(
+            &format!("SELECT 1 FROM cells_{shard:04} WHERE row_key = $1"),
+            &[row],
+        )
+        .await
+    {
+        Ok(rows) => !rows.is_empty(),
+        Err(_) => false,
+    }
+}
+
+async fn admin_post(c: &reqwest::Client, srv: &TestServer, path: &str) -> (u16, Value) {
+    post_json(c, &srv.url(path), &json!({})).await
+}
+
+/// Status, `X-Request-ID` and parsed body of a request.
+async fn with_request_id(req: reqwest::RequestBuilder) -> (u16, String, Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, id, resp.json().await.unwrap_or(Value::Null))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A stale node meeting a dropped source
+// ---------------------------------------------------------------------------------------------
+
+/// Shard 1 moves to db3 and the move is completed, which drops db1's copy (its table and its
+/// state row) at once, as drains do. Nodes B, C and D started before the move and never
+/// refresh their maps on their own, so each still sends shard 1 to db1, where there is no
+/// table any more: each must re-read the map and serve the request at db3 (a read of every
+/// kind, a single write, a batch), never answer an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_node_meeting_a_dropped_source_is_served_at_the_owner() {
+    let (a, urls) = cluster_with(default_config()).await;
+    let (b, c_node, d) = (
+        stale_node(&urls).await,
+        stale_node(&urls).await,
+        stale_node(&urls).await,
+    );
+    let c = client();
+    let row = key_in_shard(1, SHARDS);
+    let v1 = write_one(&c, &a, &row, "profile", 1).await;
+    let stale = b.state.map_version();
+
+    let id = start_move(&a, json!({"shards": "1", "to": "db3"})).await;
+    wait_job_state(&a, id, "switched", LONG).await;
+    let (s, v) = admin_post(&c, &a, &format!("/admin/v1/moves/{id}/complete")).await;
+    assert_eq!(s, 202, "{v}");
+    wait_job_state(&a, id, "completed", LONG).await;
+    assert!(
+        !table_exists(&urls[0], 1).await,
+        "the source was not dropped"
+    );
+    assert_eq!(shard_state_in(&urls[0], 1).await, None);
+    for n in [&b, &c_node, &d] {
+        assert_eq!(n.state.map_version(), stale, "a node's map must be stale");
+    }
+    let v2 = write_one(&c, &a, &row, "profile", 2).await;
+
+    // Reads through B: every kind.
+    let (s, latest) = get_json(&c, &b.url(&format!("/v1/cells/{row}/profile"))).await;
+    assert_eq!((s, &latest), (200, &v2), "{latest}");
+    assert!(b.state.map_version() > stale, "B re-read the map on demand");
+    let (s, exact) = get_json(&c, &b.url(&format!("/v1/cells/{row}/profile/1"))).await;
+    assert_eq!((s, &exact), (200, &v1), "{exact}");
+    let (s, whole) = get_json(&c, &b.url(&format!("/v1/cells/{row}"))).await;
+    assert_eq!(s, 200, "{whole}");
+    assert_eq!(whole["cells"], json!([v2]));
+    assert_eq!(read_shard(&c, &b, 1).await, vec![v1.clone(), v2.clone()]);
+
+    // A single write through C: stored at db3.
+    let row_c = key_in_shard(1, SHARDS);
+    let (s, written) = post_json(
+        &c,
+        &c_node.url("/v1/cells"),
+        &cell(&row_c, "w", 1, json!({"by": "C"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{written}");
+    assert!(
+        holds_row(&urls[2], 1, &row_c).await,
+        "the write is not on db3"
+    );
+
+    // A batch through D: a cell of the dropped shard, and one of each other backend's shard
+    // (shard 2 stays on db1, shard 5 on db2), all stored.
+    let cells: Vec<Value> = [1u32, 2, 5]
+        .iter()
+        .map(|&shard| {
+            cell(
+                &key_in_shard(shard, SHARDS),
+                "batch",
+                1,
+                json!({"shard": shard}),
+            )
+        })
+        .collect();
+    let (s, v) = post_json(&c, &d.url("/v1/cells/batch"), &json!({ "cells": cells })).await;
+    assert_eq!(s, 200, "{v}");
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!(r["status"], 201, "{v}");
+    }
+    assert_eq!(read_shard(&c, &a, 1).await.len(), 4);
+}
+
+/// A database fault on a client request (here a column renamed behind mezzanine's back) is a
+/// 500 whose detail names the request id and nothing of PostgreSQL's message or SQL; a batch
+/// reports it the same way for each cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_fault_is_a_generic_500_with_the_request_id() {
+    let (a, urls) = cluster_with(default_config()).await;
+    let c = client();
+    let row = key_in_shard(5, SHARDS);
+    write_one(&c, &a, &row, "c", 1).await;
+    sql(
+        &urls[1],
+        "ALTER TABLE cells_0005 RENAME COLUMN body TO body_renamed",
+    )
+    .await;
+    let leaks = |detail: &str| {
+        [
+            "body",
+            "cells_0005",
+            "does not exist",
+            "column",
+            "SELECT",
+            "db2",
+        ]
+        .iter()
+        .find(|w| detail.contains(*w))
+        .map(|w| w.to_string())
+    };
+
+    let (s, id, p) = with_request_id(c.get(a.url(&format!("/v1/cells/{row}/c")))).await;
+    assert_eq!(s, 500, "{p}");
+    let detail = p["detail"].as_str().unwrap_or("");
+    assert_eq!(
+        leaks(detail),
+        None,
+        "the answer leaks an internal message: {p}"
+    );
+    assert!(!id.is_empty() && detail.contains(&id), "no request id: {p}");
+
+    let (s, id, p) = with_request_id(
+        c.post(a.url("/v1/cells"))
+            .header("x-request-id", "my-request-7")
+            .json(&cell(&row, "c", 2, json!({}))),
+    )
+    .await;
+    assert_eq!((s, id.as_str()), (500, "my-request-7"), "{p}");
+    let detail = p["detail"].as_str().unwrap_or("");
+    assert_eq!(
+        leaks(detail),
+        None,
+        "the answer leaks an internal message: {p}"
+    );
+    assert!(detail.contains("my-request-7"), "{p}");
+
+    let (s, v) = post_json(
+        &c,
+        &a.url("/v1/cells/batch"),
+        &json!({"cells": [cell(&row, "c", 3, json!({}))]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let r = &v["results"][0];
+    assert_eq!(r["status"], 500, "{v}");
+    let detail = r["error"]["detail"].as_str().unwrap_or("");
+    assert_eq!(
+        leaks(detail),
+        None,
+        "the answer leaks an internal message: {v}"
+    );
+}
