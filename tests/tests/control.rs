@@ -287,3 +287,106 @@ async fn a_database_fault_is_a_generic_500_with_the_request_id() {
         "the answer leaks an internal message: {v}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. Held requests are bounded in bytes
+// ---------------------------------------------------------------------------------------------
+
+/// A write of about `size` bytes to a new row of `shard`.
+fn padded(shard: u32, size: usize) -> Value {
+    cell(
+        &key_in_shard(shard, SHARDS),
+        "padded",
+        1,
+        json!({"pad": "x".repeat(size.saturating_sub(110))}),
+    )
+}
+
+/// Shard 1 is frozen on db1 (as in a cutover) and `MOVE_HOLD_MAX_BYTES` is 600. A write of
+/// ~450 bytes is held; while it is, another of ~450 bytes, and a batch for the shard, get a
+/// 503 with Retry-After at once (naming the bound), as does a write that alone exceeds it;
+/// writes to other shards go on. Once the shard is active again the held write is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_requests_are_bounded_in_bytes() {
+    let mut cfg = no_mover();
+    cfg.move_hold_max_bytes = 600;
+    // Under the test client's timeout: without the byte bound, a write would be held this long.
+    cfg.move_hold_timeout = Duration::from_secs(20);
+    let urls = fresh_databases(2).await;
+    let a = TestServer::start(cfg, even_map(&urls, SHARDS)).await;
+    let c = client();
+    sql(
+        &urls[0],
+        "UPDATE mezzanine_shard_state SET state = 'frozen' WHERE shard = 1",
+    )
+    .await;
+
+    let first = padded(1, 450);
+    let first_size = serde_json::to_vec(&first).unwrap().len();
+    assert!((400..=600).contains(&first_size), "{first_size}");
+    let held = {
+        let (c, url, body) = (c.clone(), a.url("/v1/cells"), first.clone());
+        tokio::spawn(async move { post_json(&c, &url, &body).await })
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    while a.state.held_now().0 != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write is not held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let refused = |what: &str, s: u16, retry: &Option<String>, p: &Value| {
+        assert_eq!(s, 503, "{what}: {p}");
+        assert!(retry.is_some(), "{what}: 503 without Retry-After");
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("MOVE_HOLD_MAX_BYTES=600"),
+            "{what}: {p}"
+        );
+    };
+    let (s, retry, p, _) = timed(c.post(a.url("/v1/cells")).json(&padded(1, 450))).await;
+    refused("a second write", s, &retry, &p);
+    let (s, retry, p, _) = timed(c.post(a.url("/v1/cells")).json(&padded(1, 700))).await;
+    refused("a write over the bound", s, &retry, &p);
+    let (s, v) = post_json(
+        &c,
+        &a.url("/v1/cells/batch"),
+        &json!({"cells": [padded(1, 300), padded(1, 300)]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!(r["status"], 503, "{v}");
+        assert!(
+            r["error"]["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("MOVE_HOLD_MAX_BYTES=600"),
+            "{v}"
+        );
+    }
+    assert!(!held.is_finished(), "the held write was answered");
+    assert_eq!(
+        a.state.held_now(),
+        (1, first_size),
+        "(requests, bytes) held"
+    );
+    let (s, v) = post_json(&c, &a.url("/v1/cells"), &padded(5, 450)).await;
+    assert_eq!(s, 201, "another shard's write: {v}");
+
+    sql(
+        &urls[0],
+        "UPDATE mezzanine_shard_state SET state = 'active' WHERE shard = 1",
+    )
+    .await;
+    let (s, v) = held.await.unwrap();
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["body"], first["body"]);
+    assert_eq!(a.state.held_now(), (0, 0));
+    let (s, v) = post_json(&c, &a.url("/v1/cells"), &padded(1, 450)).await;
+    assert_eq!(s, 201, "{v}");
+}

@@ -232,11 +232,13 @@ pub async fn write_cell(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    // What the request weighs while it is held (`MOVE_HOLD_MAX_BYTES`).
+    let size = body.as_ref().map_or(0, |b| b.len());
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let cell = NewCell::from_json(v, "body").map_err(Problem::invalid)?;
     let shard = shard_for_row_key(&cell.key.row_key, st.num_shards());
     let outcome = st
-        .on_shard(shard, |b| {
+        .on_shard_sized(shard, size, |b| {
             let cell = &cell;
             async move { cells::write_cells(&b, shard, &[cell]).await }
         })
@@ -247,10 +249,7 @@ pub async fn write_cell(
         Some(WriteOutcome::Created(c)) => Ok(cell_response(StatusCode::CREATED, c)),
         Some(WriteOutcome::Existing(c)) => Ok(cell_response(StatusCode::OK, c)),
         Some(WriteOutcome::Conflict(c)) => Err(conflict(&c)),
-        None => Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no result for the cell",
-        )),
+        None => Err(Problem::internal("a single write got no result")),
     }
 }
 
@@ -278,6 +277,8 @@ pub async fn write_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    // What the request weighs while it is held (`MOVE_HOLD_MAX_BYTES`).
+    let size = body.as_ref().map_or(0, |b| b.len());
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let Value::Object(mut obj) = v else {
         return Err(Problem::field(FieldError::new(
@@ -416,7 +417,7 @@ pub async fn write_batch(
         }
         drop(topo);
         if let Some(e) = last_moved {
-            if let Err(p) = st.wait_out_move(&mut hold, version, &e).await {
+            if let Err(p) = st.wait_out_move(&mut hold, version, &e, size).await {
                 fill_error(&mut results, &moved, &p);
                 break;
             }

@@ -96,6 +96,10 @@ pub struct ServeConfig {
     /// Most requests held at once (beyond, 503 at once).
     #[arg(long, env = "MOVE_HOLD_MAX", default_value_t = 10_000)]
     pub move_hold_max: usize,
+    /// Most request bytes held at once: the bodies of the writes and batches held while their
+    /// shard is in cutover (beyond, 503 at once).
+    #[arg(long, env = "MOVE_HOLD_MAX_BYTES", default_value_t = 64 << 20)]
+    pub move_hold_max_bytes: usize,
     /// Retired sources of switched shards are dropped this long after the switch, unless
     /// `move complete` dropped them before.
     #[arg(long, env = "MOVE_RETENTION", default_value = "168h", value_parser = duration)]
@@ -246,6 +250,16 @@ mod tests {
             .unwrap()
             .config;
         assert!(!c.mover());
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_by_flag_or_variable() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(c.move_hold_max_bytes, 64 << 20);
+        let c = Cli::try_parse_from(["mezzanine", "--move-hold-max-bytes=1000"])
+            .unwrap()
+            .config;
+        assert_eq!(c.move_hold_max_bytes, 1000);
     }
 
     #[test]

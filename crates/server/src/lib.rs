@@ -116,6 +116,8 @@ pub struct AppState {
     /// make a node's map stale on purpose); on-demand reloads still happen.
     pub hold_refresh: AtomicBool,
     held: Arc<Semaphore>,
+    /// The request bytes that may still be held (`MOVE_HOLD_MAX_BYTES` when none is).
+    held_bytes: Arc<Semaphore>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -250,8 +252,24 @@ impl AppState {
     /// move's cleanup dropped it while this node's map was stale: [`moved_away`]), the request
     /// is held: the map is re-read and the operation retried at the owner, until the hold
     /// bound (`MOVE_HOLD_TIMEOUT`, and at most `MOVE_HOLD_MAX` held requests); only then is
-    /// the answer a 503 with `Retry-After`.
+    /// the answer a 503 with `Retry-After`. For requests without a body (reads); writes use
+    /// [`AppState::on_shard_sized`].
     pub async fn on_shard<T, F, Fut>(&self, shard: u32, op: F) -> Result<T, Problem>
+    where
+        F: Fn(Arc<Backend>) -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        self.on_shard_sized(shard, 0, op).await
+    }
+
+    /// [`AppState::on_shard`] for a request of `bytes` bytes, which count against
+    /// `MOVE_HOLD_MAX_BYTES` while it is held.
+    pub async fn on_shard_sized<T, F, Fut>(
+        &self,
+        shard: u32,
+        bytes: usize,
+        op: F,
+    ) -> Result<T, Problem>
     where
         F: Fn(Arc<Backend>) -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
@@ -264,7 +282,7 @@ impl AppState {
             };
             match op(backend).await {
                 Err(e) => match moved_away(&e, shard) {
-                    Some(why) => self.wait_out_move(&mut hold, version, &why).await?,
+                    Some(why) => self.wait_out_move(&mut hold, version, &why, bytes).await?,
                     None => return Err(Problem::from(e)),
                 },
                 Ok(v) => return Ok(v),
@@ -272,22 +290,24 @@ impl AppState {
         }
     }
 
-    /// A request met a shard its backend no longer serves (moved, or in cutover) under map
-    /// `version`: holds it (counted once per request, bounded by `MOVE_HOLD_MAX`) until the
-    /// map is newer or a short while passed, so that the caller retries at the new place. A
-    /// 503 once the hold's deadline passed; `why` says what was met.
+    /// A request of `bytes` bytes met a shard its backend no longer serves (moved, or in
+    /// cutover) under map `version`: holds it (counted once per request, bounded by
+    /// `MOVE_HOLD_MAX` and `MOVE_HOLD_MAX_BYTES`) until the map is newer or a short while
+    /// passed, so that the caller retries at the new place. A 503 once the hold's deadline
+    /// passed; `why` says what was met.
     pub async fn wait_out_move(
         &self,
         hold: &mut Option<Hold>,
         version: i64,
         why: &str,
+        bytes: usize,
     ) -> Result<(), Problem> {
         if hold.is_none() {
             ::metrics::counter!("mezzanine_held_requests_total").increment(1);
         }
         let h = match hold {
             Some(h) => h,
-            None => hold.insert(self.hold()?),
+            None => hold.insert(self.hold(bytes)?),
         };
         if self.wait_for_map(version, h.deadline).await {
             Ok(())
@@ -296,18 +316,48 @@ impl AppState {
         }
     }
 
-    /// Starts holding a request (a 503 at once when too many are held).
-    pub fn hold(&self) -> Result<Hold, Problem> {
+    /// Starts holding a request of `bytes` bytes (a 503 at once when too many requests, or
+    /// too many bytes, are held, or when this request alone exceeds `MOVE_HOLD_MAX_BYTES`).
+    pub fn hold(&self, bytes: usize) -> Result<Hold, Problem> {
         let permit = self.held.clone().try_acquire_owned().map_err(|_| {
             Problem::unavailable(format!(
                 "too many requests are waiting for shards in cutover (MOVE_HOLD_MAX={})",
                 self.config.move_hold_max
             ))
         })?;
+        let max = self.config.move_hold_max_bytes;
+        let bytes_permit = match u32::try_from(bytes) {
+            Ok(0) => None,
+            Ok(n) if bytes <= max => Some(
+                self.held_bytes
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .map_err(|_| {
+                        Problem::unavailable(format!(
+                            "too many request bytes are waiting for shards in cutover \
+                             (MOVE_HOLD_MAX_BYTES={max}; this request has {bytes})"
+                        ))
+                    })?,
+            ),
+            _ => {
+                return Err(Problem::unavailable(format!(
+                    "this request's {bytes} bytes exceed MOVE_HOLD_MAX_BYTES={max}: it cannot \
+                     wait for its shard's cutover"
+                )))
+            }
+        };
         Ok(Hold {
             deadline: tokio::time::Instant::now() + self.config.move_hold_timeout,
             _permit: permit,
+            _bytes: bytes_permit,
         })
+    }
+
+    /// The requests held now, and their bytes.
+    pub fn held_now(&self) -> (usize, usize) {
+        let count = self.config.move_hold_max.max(1) - self.held.available_permits();
+        let bytes = held_bytes_bound(&self.config) - self.held_bytes.available_permits();
+        (count, bytes)
     }
 
     /// Waits until the map is newer than `version`, or a short while (a cutover in progress
@@ -362,10 +412,16 @@ pub fn moved_away(e: &StorageError, shard: u32) -> Option<String> {
 /// How often a held request retries while its shard is in cutover.
 const HOLD_RETRY: Duration = Duration::from_millis(100);
 
-/// A held request: its deadline, and its place among the held ones.
+/// A held request: its deadline, its place among the held ones, and its bytes.
 pub struct Hold {
     pub deadline: tokio::time::Instant,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _bytes: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// `MOVE_HOLD_MAX_BYTES` as a semaphore's permits (at most it holds).
+fn held_bytes_bound(config: &ServeConfig) -> usize {
+    config.move_hold_max_bytes.min(Semaphore::MAX_PERMITS)
 }
 
 fn held_too_long(why: &str, bound: Duration) -> Problem {
@@ -468,6 +524,7 @@ impl Server {
         }
         let (version_tx, _) = watch::channel(snap.version);
         let held = Arc::new(Semaphore::new(config.move_hold_max.max(1)));
+        let held_bytes = Arc::new(Semaphore::new(held_bytes_bound(&config)));
         let state = Arc::new(AppState {
             topology: ArcSwap::from_pointee(Topology {
                 version: snap.version,
@@ -483,6 +540,7 @@ impl Server {
             reload_requested: Notify::new(),
             hold_refresh: AtomicBool::new(false),
             held,
+            held_bytes,
             tasks: Mutex::new(Vec::new()),
         });
         state.spawn(tokio::spawn(refresh::run(state.clone())));
