@@ -118,6 +118,43 @@ async fn holds_row(url: &str, shard: u32, row: &Uuid) -> bool {
     }
 }
 
+/// Polls `check` until it holds, panicking with `what` after `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the state row of `shard` in the database at `url` says `state`.
+async fn wait_backend_state(url: &str, shard: u32, state: &str) {
+    eventually(&format!("shard {shard} {state}"), LONG, || async {
+        shard_state_in(url, shard).await.as_deref() == Some(state)
+    })
+    .await;
+}
+
+/// The owner of `shard` in the catalog's own table (the catalog is in db1's database).
+async fn catalog_owner(urls: &[String], shard: u32) -> String {
+    let c = connect(&urls[0]).await;
+    let rows = c
+        .query(
+            "SELECT backend FROM mezzanine.shards WHERE shard = $1",
+            &[&(shard as i32)],
+        )
+        .await
+        .unwrap();
+    rows[0].get(0)
+}
+
 async fn admin_post(c: &reqwest::Client, srv: &TestServer, path: &str) -> (u16, Value) {
     post_json(c, &srv.url(path), &json!({})).await
 }
@@ -389,4 +426,75 @@ async fn held_requests_are_bounded_in_bytes() {
     assert_eq!(a.state.held_now(), (0, 0));
     let (s, v) = post_json(&c, &a.url("/v1/cells"), &padded(1, 450)).await;
     assert_eq!(s, 201, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A state change that changed nothing is an error
+// ---------------------------------------------------------------------------------------------
+
+/// While shard 1's cutover is paused with the source frozen, someone gives the shard to db2
+/// in the catalog, behind the mover's back. The switch must not pretend it switched: the
+/// shard's move fails, saying what it expected and found, and the map keeps what was found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switch_whose_map_was_changed_behind_the_movers_back_fails() {
+    let mut cfg = default_config();
+    cfg.failpoints = "after_freeze=3s".into();
+    let (a, urls) = cluster_with(cfg).await;
+    write_one(&client(), &a, &key_in_shard(1, SHARDS), "c", 1).await;
+    let id = start_move(&a, json!({"shards": "1", "to": "db3"})).await;
+    wait_backend_state(&urls[0], 1, "frozen").await;
+    sql(
+        &urls[0],
+        "UPDATE mezzanine.shards SET backend = 'db2' WHERE shard = 1",
+    )
+    .await;
+    let job = wait_job(&a, id, LONG, |j| j["state"] != "running").await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["shards"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("expected the map to name db1 (or db3)")
+            && error.contains("found the map naming db2"),
+        "{job}"
+    );
+    assert_eq!(
+        catalog_owner(&urls, 1).await,
+        "db2",
+        "the mover changed the map"
+    );
+}
+
+/// While shard 1's cutover is paused with the source frozen, the target's table loses its
+/// unique constraint, so the target cannot be activated (client writes rely on it). The
+/// activation that changed nothing must stop the cutover: the move fails, saying so, and is
+/// undone (the source serves the shard again, the target's copy is dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_activation_that_changed_nothing_fails_the_move() {
+    let mut cfg = default_config();
+    cfg.failpoints = "after_freeze=3s".into();
+    let (a, urls) = cluster_with(cfg).await;
+    let c = client();
+    let row = key_in_shard(1, SHARDS);
+    let before = write_one(&c, &a, &row, "c", 1).await;
+    let id = start_move(&a, json!({"shards": "1", "to": "db3"})).await;
+    wait_backend_state(&urls[0], 1, "frozen").await;
+    sql(
+        &urls[2],
+        "ALTER TABLE cells_0001 DROP CONSTRAINT cells_0001_cell_key",
+    )
+    .await;
+    let job = wait_job(&a, id, LONG, |j| j["state"] != "running").await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["shards"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("expected the target db3 to go from importing to active")
+            && error.contains("lacks the unique constraint"),
+        "{job}"
+    );
+    assert_eq!(catalog_owner(&urls, 1).await, "db1");
+    assert_eq!(shard_state_in(&urls[0], 1).await.as_deref(), Some("active"));
+    assert_eq!(shard_state_in(&urls[2], 1).await, None);
+    assert!(!table_exists(&urls[2], 1).await, "the target kept its copy");
+    let (s, v) = get_json(&c, &a.url(&format!("/v1/cells/{row}/c"))).await;
+    assert_eq!((s, &v), (200, &before), "{v}");
+    write_one(&c, &a, &row, "c", 2).await;
 }

@@ -353,9 +353,15 @@ async fn schedule(
         }
         match s.state {
             ShardMoveState::Pending if abort => {
-                session
+                let recorded = session
                     .set_state(job.id, s.shard, s.state, ShardMoveState::Aborted, None)
                     .await?;
+                if !recorded {
+                    return Err(MoveError::Protocol(format!(
+                        "shard {} of move {}: expected pending in the catalog, found another state; aborted not recorded",
+                        s.shard, job.id
+                    )));
+                }
             }
             state if state.in_flight() => {
                 if !abort
