@@ -498,3 +498,112 @@ async fn an_activation_that_changed_nothing_fails_the_move() {
     assert_eq!((s, &v), (200, &before), "{v}");
     write_one(&c, &a, &row, "c", 2).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. A vanished peer is noticed within seconds, on both sides
+// ---------------------------------------------------------------------------------------------
+
+/// The socket of this process whose local TCP port is `port`, if any.
+fn own_socket(port: u16) -> Option<std::os::fd::RawFd> {
+    use nix::sys::socket::{getsockname, SockaddrIn};
+    std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&fd| getsockname::<SockaddrIn>(fd).is_ok_and(|a| a.port() == port))
+}
+
+/// The keepalive timer of the server's end of the connection from `client_port` to
+/// `server_port` (both on this machine), as `ss` shows it when the connection is idle (with
+/// data in flight it shows the retransmission timer instead: asked again, a few times).
+async fn server_keepalive_timer(server_port: u16, client_port: u16) -> Option<Duration> {
+    for _ in 0..100 {
+        if let Some(t) = keepalive_timer_now(server_port, client_port) {
+            return Some(t);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn keepalive_timer_now(server_port: u16, client_port: u16) -> Option<Duration> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!(
+            "( sport = :{server_port} and dport = :{client_port} )"
+        ))
+        .output()
+        .expect("the test needs ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let timer = text.split("timer:(keepalive,").nth(1)?.split(',').next()?;
+    let number = |unit: &str| timer.strip_suffix(unit)?.parse::<f64>().ok();
+    if let Some(ms) = number("ms") {
+        Some(Duration::from_secs_f64(ms / 1000.0))
+    } else if let Some(s) = number("sec") {
+        Some(Duration::from_secs_f64(s))
+    } else {
+        number("min").map(|m| Duration::from_secs_f64(m * 60.0))
+    }
+}
+
+/// Every connection a node keeps to the catalog's database (the leader's session, the
+/// listeners, the pools) has TCP keepalives after 5 s of silence, every 2 s, 3 of them, and a
+/// 12 s TCP user timeout; PostgreSQL's end of each has keepalives after 5 s as well (it holds
+/// the leader's lock until it notices the leader is gone). So a silent partition ends the
+/// leader's session on both sides within about 12 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_notice_a_vanished_peer_within_seconds() {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let (a, urls) = cluster_with(default_config()).await;
+    wait_admin(
+        &a,
+        "/admin/v1/status",
+        LONG,
+        Duration::from_millis(50),
+        |s| !s["leader"].is_null(),
+    )
+    .await;
+    let pg_port: u16 = urls[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let c = connect(&urls[0]).await;
+    let rows = c
+        .query(
+            "SELECT application_name, client_port FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND application_name LIKE 'mezzanine%' AND client_port IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sessions: Vec<(String, u16)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i32>(1) as u16))
+        .collect();
+    assert!(
+        sessions.iter().any(|(app, _)| app == "mezzanine-catalog")
+            && sessions.iter().any(|(app, _)| app == "mezzanine"),
+        "the catalog sessions and pools: {sessions:?}"
+    );
+    for (app, port) in &sessions {
+        let fd = own_socket(*port).unwrap_or_else(|| panic!("no socket of {app} on port {port}"));
+        // SAFETY: the descriptor belongs to this process and stays open while the node
+        // runs; it is only read.
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let opts = (
+            getsockopt(&sock, sockopt::KeepAlive).unwrap(),
+            getsockopt(&sock, sockopt::TcpKeepIdle).unwrap(),
+            getsockopt(&sock, sockopt::TcpKeepInterval).unwrap(),
+            getsockopt(&sock, sockopt::TcpKeepCount).unwrap(),
+            getsockopt(&sock, sockopt::TcpUserTimeout).unwrap(),
+        );
+        assert_eq!(opts, (true, 5, 2, 3, 12_000), "{app} on port {port}");
+        let timer = server_keepalive_timer(pg_port, *port).await;
+        assert!(
+            timer.is_some_and(|t| t <= Duration::from_secs(5)),
+            "PostgreSQL's end of {app} (port {port}) has keepalive timer {timer:?}, not 5 s"
+        );
+    }
+}

@@ -37,14 +37,19 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    /// Connects within `timeout`; statements on it are bounded by `timeout` too.
+    /// Connects within `timeout`; statements on it are bounded by `timeout` too. A catalog
+    /// that vanishes without a word (a silent partition) ends the session within
+    /// [`mezzanine_storage::keepalive::DEAD_PEER_BOUND`], on this side and on the catalog's
+    /// (which then releases the session's advisory lock: the mover's leadership).
     pub async fn connect(url: &str, timeout: Duration) -> Result<Dedicated, CatalogError> {
+        use mezzanine_storage::keepalive;
         let lost = |m: String| CatalogError::Session(m);
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
         config.connect_timeout(timeout);
-        config.keepalives(true);
-        config.keepalives_idle(Duration::from_secs(10));
+        keepalive::apply(&mut config);
+        let options = keepalive::with_server_options(config.get_options());
+        config.options(options);
         config.application_name("mezzanine-catalog");
         let (client, mut conn) = tokio::time::timeout(timeout, config.connect(NoTls))
             .await
@@ -68,6 +73,16 @@ impl Dedicated {
             }
             let _ = alive_tx.send(false);
         });
+        // PostgreSQL 12 and later: the catalog's side also gives up on unacknowledged data.
+        // An older server refuses the setting; its keepalives (the options above) remain.
+        if let Ok(Err(e)) = tokio::time::timeout(
+            timeout,
+            client.batch_execute(keepalive::SERVER_USER_TIMEOUT),
+        )
+        .await
+        {
+            tracing::debug!(error = %mezzanine_storage::pg_cause(&e), "the catalog keeps its default tcp_user_timeout");
+        }
         Ok(Dedicated {
             client,
             notifications,
