@@ -607,3 +607,105 @@ async fn connections_notice_a_vanished_peer_within_seconds() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. An abort in any phase leaves no table behind on the target
+// ---------------------------------------------------------------------------------------------
+
+/// The target holds neither a table nor a state row for `shard`; the source serves it with
+/// `cells` (read back in order), and takes a new write.
+async fn nothing_left_on_the_target(
+    srv: &TestServer,
+    urls: &[String],
+    shard: u32,
+    cells: &[Value],
+) {
+    assert_eq!(shard_state_in(&urls[2], shard).await, None, "shard {shard}");
+    assert!(
+        !table_exists(&urls[2], shard).await,
+        "shard {shard}: the target kept a table"
+    );
+    assert_eq!(
+        shard_state_in(&urls[0], shard).await.as_deref(),
+        Some("active")
+    );
+    let c = client();
+    assert_eq!(read_shard(&c, srv, shard).await, cells);
+    let row = key_in_shard(shard, SHARDS);
+    write_one(&c, srv, &row, "after_abort", 1).await;
+    assert!(holds_row(&urls[0], shard, &row).await);
+}
+
+/// Writes `n` cells to `shard` and returns them as stored.
+async fn fill(c: &reqwest::Client, srv: &TestServer, shard: u32, n: i64) -> Vec<Value> {
+    let row = key_in_shard(shard, SHARDS);
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(write_one(c, srv, &row, "fill", i).await);
+    }
+    out
+}
+
+/// The mover pauses right after preparing the target (the shard still `pending`, its table
+/// `importing` on the target); an abort then drops that table and its state row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_of_a_pending_shard_whose_target_was_prepared_drops_the_copy() {
+    let mut cfg = default_config();
+    cfg.failpoints = "after_prepare=30s".into();
+    let (a, urls) = cluster_with(cfg).await;
+    let c = client();
+    let cells = fill(&c, &a, 1, 5).await;
+    let id = start_move(&a, json!({"shards": "1", "to": "db3"})).await;
+    wait_backend_state(&urls[2], 1, "importing").await;
+    let (_, job) = get_json(&c, &a.url(&format!("/admin/v1/moves/{id}"))).await;
+    assert_eq!(job["shards"][0]["state"], "pending", "{job}");
+    assert!(table_exists(&urls[2], 1).await);
+    let (s, v) = admin_post(&c, &a, &format!("/admin/v1/moves/{id}/abort")).await;
+    assert_eq!(s, 202, "{v}");
+    let job = wait_job(&a, id, LONG, |j| j["state"] != "running").await;
+    assert_eq!(job["state"], "aborted", "{job}");
+    nothing_left_on_the_target(&a, &urls, 1, &cells).await;
+}
+
+/// Shard 1 is copying (paused after its first chunk, so it holds rows on the target) and
+/// shard 2 waits for a slot (`parallel` 1), pending, with a target prepared by a leader that
+/// died before it recorded `copying` (here: prepared by hand). An abort drops both copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_while_copying_or_pending_leaves_no_table_on_the_target() {
+    let mut cfg = default_config();
+    cfg.failpoints = "copying=30s".into();
+    let (a, urls) = cluster_with(cfg).await;
+    let c = client();
+    let one = fill(&c, &a, 1, 5).await;
+    let two = fill(&c, &a, 2, 5).await;
+    let id = start_move(&a, json!({"shards": "1-2", "to": "db3", "parallel": 1})).await;
+    wait_job(&a, id, LONG, |j| {
+        j["shards"][0]["state"] == "copying" && j["shards"][0]["rows_copied"].as_i64() >= Some(5)
+    })
+    .await;
+    let target = mezzanine_storage::Backend::new("db3", &urls[2], Default::default()).unwrap();
+    mezzanine_storage::transfer::prepare_import(&target, SHARDS, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        shard_state_in(&urls[2], 2).await.as_deref(),
+        Some("importing")
+    );
+    let (_, job) = get_json(&c, &a.url(&format!("/admin/v1/moves/{id}"))).await;
+    assert_eq!(job["shards"][1]["state"], "pending", "{job}");
+    assert!(
+        holds_row(
+            &urls[2],
+            1,
+            &one[0]["row_key"].as_str().unwrap().parse().unwrap()
+        )
+        .await
+    );
+
+    let (s, v) = admin_post(&c, &a, &format!("/admin/v1/moves/{id}/abort")).await;
+    assert_eq!(s, 202, "{v}");
+    let job = wait_job(&a, id, LONG, |j| j["state"] != "running").await;
+    assert_eq!(job["state"], "aborted", "{job}");
+    nothing_left_on_the_target(&a, &urls, 1, &one).await;
+    nothing_left_on_the_target(&a, &urls, 2, &two).await;
+}

@@ -352,17 +352,8 @@ async fn schedule(
             continue;
         }
         match s.state {
-            ShardMoveState::Pending if abort => {
-                let recorded = session
-                    .set_state(job.id, s.shard, s.state, ShardMoveState::Aborted, None)
-                    .await?;
-                if !recorded {
-                    return Err(MoveError::Protocol(format!(
-                        "shard {} of move {}: expected pending in the catalog, found another state; aborted not recorded",
-                        s.shard, job.id
-                    )));
-                }
-            }
+            // An aborted shard gets a task too, even a pending one: its undo drops what a
+            // leader may have prepared on the target before it died.
             state if state.in_flight() => {
                 if !abort
                     && state == ShardMoveState::Pending

@@ -82,10 +82,13 @@ impl ShardTask {
                 Err(e) => {
                     tracing::error!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "shard move failed; undoing");
                     metrics::counter!("mezzanine_move_shards_failed_total").increment(1);
-                    if let Err(u) = self
-                        .undo(state, ShardMoveState::Failed, Some(&e.to_string()))
-                        .await
-                    {
+                    // An operator's abort met meanwhile is what the shard ends as.
+                    let end = if self.aborted() {
+                        ShardMoveState::Aborted
+                    } else {
+                        ShardMoveState::Failed
+                    };
+                    if let Err(u) = self.undo(state, end, Some(&e.to_string())).await {
                         tracing::error!(shard = self.shard.shard, error = %u, "undo failed; will retry on the next pass");
                     }
                     return;
@@ -111,6 +114,13 @@ impl ShardTask {
             *state = match *state {
                 ShardMoveState::Pending => {
                     transfer::prepare_import(&tgt, self.config.num_shards, shard).await?;
+                    self.config
+                        .failpoints
+                        .pause("after_prepare", &self.abort)
+                        .await;
+                    if self.aborted() {
+                        return Err(MoveError::Aborted);
+                    }
                     self.step(*state, MoveEvent::Start).await?
                 }
                 ShardMoveState::Copying => {
@@ -550,11 +560,16 @@ impl ShardTask {
         Ok(())
     }
 
-    /// Drops the target's copy of a shard whose move stopped in `state`: nothing to do when
-    /// the target has no state row for it; an `active` target is first made `importing` again
-    /// only if the cutover may have activated it (the map still names the source, so no
-    /// client is served there); a target found serving the shard otherwise is left alone (an
-    /// error).
+    /// Drops the target's copy of a shard whose move stopped in `state`, whatever the phase:
+    /// nothing to do when the target has no state row for it; an `importing` copy is dropped
+    /// (a pending shard's too: its target may have been prepared before the move recorded
+    /// `copying`); a `retired` one is dropped once this move prepared it (from `copying` on),
+    /// but kept while the shard is `pending` (it is then another move's old source, kept for a
+    /// revert: a prepare would have made it `importing`); an `active` target is first made
+    /// `importing` again only if the cutover may have activated it (the map still names the
+    /// source, so no client is served there); a target found serving the shard otherwise is
+    /// left alone (an error). The drop itself refuses, in its transaction, a copy that is
+    /// `active` or `frozen` by then.
     async fn clean_target(&self, state: ShardMoveState) -> Result<(), MoveError> {
         let shard = self.shard.shard;
         let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
@@ -576,6 +591,7 @@ impl ShardTask {
                     self.shard.to
                 )))
             }
+            Some(ShardState::Retired) if state == ShardMoveState::Pending => return Ok(()),
             Some(ShardState::Importing | ShardState::Retired) => {}
         }
         transfer::drop_shard(&tgt, shard).await?;
