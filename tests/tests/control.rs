@@ -709,3 +709,57 @@ async fn an_abort_while_copying_or_pending_leaves_no_table_on_the_target() {
     nothing_left_on_the_target(&a, &urls, 1, &one).await;
     nothing_left_on_the_target(&a, &urls, 2, &two).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. The address a node reports
+// ---------------------------------------------------------------------------------------------
+
+/// The port of a test server's base URL.
+fn port_of(srv: &TestServer) -> u16 {
+    srv.base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// With `ADVERTISE_ADDR`, `status` reports it as the node's address and, as it leads the
+/// mover, as the leader's; another node reports the leader's advertised address too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_reports_the_advertised_address() {
+    let mut cfg = default_config();
+    cfg.advertise_addr = Some("mezz-a.example:9000".into());
+    let (a, urls) = cluster_with(cfg).await;
+    let status = wait_admin(
+        &a,
+        "/admin/v1/status",
+        LONG,
+        Duration::from_millis(50),
+        |s| !s["leader"].is_null(),
+    )
+    .await;
+    assert_eq!(status["node"]["addr"], "mezz-a.example:9000", "{status}");
+    assert_eq!(status["leader"]["addr"], "mezz-a.example:9000", "{status}");
+    let b = node(no_mover(), &urls).await;
+    let (s, status) = get_json(&client(), &b.url("/admin/v1/status")).await;
+    assert_eq!(s, 200, "{status}");
+    assert_eq!(status["node"]["addr"], format!("127.0.0.1:{}", port_of(&b)));
+    assert_eq!(status["leader"]["addr"], "mezz-a.example:9000", "{status}");
+}
+
+/// A node listening on every interface (0.0.0.0) without `ADVERTISE_ADDR` reports this
+/// machine's host name with its port, never the unspecified address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_listening_everywhere_reports_its_host_name() {
+    let mut cfg = default_config();
+    cfg.host = "0.0.0.0".into();
+    let (a, _urls) = cluster_with(cfg).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let want = format!("{}:{}", host.trim(), port_of(&a));
+    let status = wait_admin(
+        &a,
+        "/admin/v1/status",
+        LONG,
+        Duration::from_millis(50),
+        |s| !s["leader"].is_null(),
+    )
+    .await;
+    assert_eq!(status["node"]["addr"], want.as_str(), "{status}");
+    assert_eq!(status["leader"]["addr"], want.as_str(), "{status}");
+}

@@ -556,10 +556,20 @@ impl Server {
         Ok(Server { state, startup })
     }
 
-    /// Records the address this node serves on and, unless `--no-mover`, enters the mover's
-    /// leader election. Call once listening.
-    pub fn serving_on(&self, addr: &str) {
+    /// Records the address this node serves on (`listening`; what it reports is
+    /// [`advertised_addr`]) and, unless `--no-mover`, enters the mover's leader election.
+    /// Call once listening.
+    pub fn serving_on(&self, listening: &str) {
         let st = &self.state;
+        let addr = advertised_addr(
+            listening,
+            st.config.advertise_addr.as_deref(),
+            host_name().as_deref(),
+        );
+        if addr != listening {
+            tracing::info!(listening, advertised = %addr, "this node's address for others");
+        }
+        let addr = addr.as_str();
         let _ = st.addr.set(addr.to_owned());
         if !st.config.mover() {
             tracing::info!("mover disabled on this node (--no-mover)");
@@ -597,6 +607,31 @@ impl Server {
     pub fn router(&self) -> Router {
         http::router(self.state.clone())
     }
+}
+
+/// The address a node listening on `listening` reports (in `status`, and as the mover's
+/// leader): `advertise` (`ADVERTISE_ADDR`) when given; else `listening`, unless that is an
+/// unspecified address (`0.0.0.0`, `::`), which nobody can reach: then `host` (this machine's
+/// host name) with the port, when known.
+pub fn advertised_addr(listening: &str, advertise: Option<&str>, host: Option<&str>) -> String {
+    if let Some(a) = advertise {
+        return a.to_owned();
+    }
+    match (listening.parse::<std::net::SocketAddr>(), host) {
+        (Ok(sa), Some(h)) if sa.ip().is_unspecified() && !h.is_empty() => {
+            format!("{h}:{}", sa.port())
+        }
+        _ => listening.to_owned(),
+    }
+}
+
+/// This machine's host name (Linux's, else `$HOSTNAME`).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// The catalog's pool: small.
@@ -667,4 +702,25 @@ fn spawn_prepare_retry(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_addr;
+
+    #[test]
+    fn a_node_reports_an_address_others_can_reach() {
+        let host = Some("mezz-7");
+        assert_eq!(advertised_addr("0.0.0.0:8080", None, host), "mezz-7:8080");
+        assert_eq!(advertised_addr("[::]:8080", None, host), "mezz-7:8080");
+        assert_eq!(
+            advertised_addr("10.1.2.3:8080", None, host),
+            "10.1.2.3:8080"
+        );
+        assert_eq!(advertised_addr("0.0.0.0:8080", None, None), "0.0.0.0:8080");
+        assert_eq!(
+            advertised_addr("0.0.0.0:8080", Some("lb.example:80"), host),
+            "lb.example:80"
+        );
+    }
 }
