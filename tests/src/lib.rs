@@ -141,21 +141,30 @@ impl TestServer {
         map: ShardMap,
     ) -> Result<TestServer, StartError> {
         config.num_shards = map.num_shards();
+        // On the configured interface (the loopback by default; 0.0.0.0 for tests of what a
+        // node listening everywhere reports), an ephemeral port.
+        let host = config.host.clone();
         let (read, idle, write) = (
             config.http_read_timeout,
             config.http_idle_timeout,
             config.http_write_timeout,
         );
         let server = Server::start_with_map(config, map).await?;
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        let listener = match tokio::net::TcpListener::bind((host.as_str(), 0)).await {
             Ok(l) => l,
-            Err(e) => panic!("cannot bind: {e}"),
+            Err(e) => panic!("cannot bind {host}: {e}"),
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        server.serving_on(&addr);
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => panic!("no local address: {e}"),
+        };
+        server.serving_on(&local.to_string());
+        // Tests reach a node listening everywhere through the loopback.
+        let addr = if local.ip().is_unspecified() {
+            format!("127.0.0.1:{}", local.port())
+        } else {
+            local.to_string()
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server.router();
         let task = tokio::spawn(async move {

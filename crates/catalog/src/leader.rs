@@ -37,14 +37,19 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    /// Connects within `timeout`; statements on it are bounded by `timeout` too.
+    /// Connects within `timeout`; statements on it are bounded by `timeout` too. A catalog
+    /// that vanishes without a word (a silent partition) ends the session within
+    /// [`mezzanine_storage::keepalive::DEAD_PEER_BOUND`], on this side and on the catalog's
+    /// (which then releases the session's advisory lock: the mover's leadership).
     pub async fn connect(url: &str, timeout: Duration) -> Result<Dedicated, CatalogError> {
+        use mezzanine_storage::keepalive;
         let lost = |m: String| CatalogError::Session(m);
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
         config.connect_timeout(timeout);
-        config.keepalives(true);
-        config.keepalives_idle(Duration::from_secs(10));
+        keepalive::apply(&mut config);
+        let options = keepalive::with_server_options(config.get_options());
+        config.options(options);
         config.application_name("mezzanine-catalog");
         let (client, mut conn) = tokio::time::timeout(timeout, config.connect(NoTls))
             .await
@@ -68,6 +73,16 @@ impl Dedicated {
             }
             let _ = alive_tx.send(false);
         });
+        // PostgreSQL 12 and later: the catalog's side also gives up on unacknowledged data.
+        // An older server refuses the setting; its keepalives (the options above) remain.
+        if let Ok(Err(e)) = tokio::time::timeout(
+            timeout,
+            client.batch_execute(keepalive::SERVER_USER_TIMEOUT),
+        )
+        .await
+        {
+            tracing::debug!(error = %mezzanine_storage::pg_cause(&e), "the catalog keeps its default tcp_user_timeout");
+        }
         Ok(Dedicated {
             client,
             notifications,
@@ -355,11 +370,14 @@ impl LeaderSession {
     }
 
     /// Switches the map: the shard's owner becomes `to` (only if it is `from`), its epoch is
-    /// bumped, the map version too, the move's shard becomes `switched` (and the job's
-    /// `updated_at` its `switched_at`); all in one statement, with an audit row and a
-    /// notification. Idempotent: when the map names `to` already it
-    /// only marks the shard switched. The pause is measured by the catalog's clock from
-    /// [`LeaderSession::mark_frozen`]. Returns the new map version and the pause in ms.
+    /// bumped, the map version too, the move's shard becomes `switched`; all in one statement,
+    /// with an audit row and a notification (the job's `updated_at` becomes its `switched_at`), and only while the move's shard is `cutover`
+    /// and the map names `from` or `to` (when it names `to` already, it only marks the shard
+    /// switched). Idempotent: a shard switched to `to` already is a success. Anything else is
+    /// refused, nothing changed ([`CatalogError::Conflict`], saying what was expected and
+    /// found): a map that names a third backend, or a move's shard in another state, was
+    /// changed behind the mover's back. The pause is measured by the catalog's clock from
+    /// [`LeaderSession::mark_frozen`]. Returns the map version and the pause in ms.
     pub async fn switch(
         &self,
         move_id: i64,
@@ -372,22 +390,26 @@ impl LeaderSession {
         let rows = self
             .session
             .query(
-                "WITH sh AS (UPDATE mezzanine.shards SET backend = $4, epoch = epoch + 1 \
-                             WHERE shard = $2 AND backend = $3 RETURNING epoch), \
+                "WITH cur AS (SELECT sh.backend AS owner, ms.state AS state FROM mezzanine.shards sh \
+                              LEFT JOIN mezzanine.move_shards ms ON ms.move_id = $1 AND ms.shard = sh.shard \
+                              WHERE sh.shard = $2), \
+                      ok AS (SELECT 1 FROM cur WHERE state = 'cutover' AND owner IN ($3, $4)), \
+                      sh AS (UPDATE mezzanine.shards SET backend = $4, epoch = epoch + 1 \
+                             WHERE shard = $2 AND backend = $3 AND EXISTS (SELECT 1 FROM ok) RETURNING epoch), \
                       v AS (UPDATE mezzanine.meta SET map_version = map_version + 1 \
                             WHERE EXISTS (SELECT 1 FROM sh) RETURNING map_version), \
                       ms AS (UPDATE mezzanine.move_shards SET state = 'switched', switched_at = clock_timestamp(), \
                                     pause_ms = extract(epoch FROM clock_timestamp() - frozen_at)::float8 * 1000, \
                                     updated_at = now() \
-                             WHERE move_id = $1 AND shard = $2 AND state = 'cutover' \
-                               AND EXISTS (SELECT 1 FROM mezzanine.shards WHERE shard = $2 AND backend IN ($3, $4)) \
+                             WHERE move_id = $1 AND shard = $2 AND state = 'cutover' AND EXISTS (SELECT 1 FROM ok) \
                              RETURNING pause_ms, switched_at), \
                       j AS (UPDATE mezzanine.moves SET updated_at = greatest(updated_at, (SELECT switched_at FROM ms)) \
                             WHERE id = $1 AND EXISTS (SELECT 1 FROM ms)), \
                       a AS (INSERT INTO mezzanine.audit (node, kind, detail) \
                             SELECT $5, 'switch', $6 || jsonb_build_object('pause_ms', (SELECT pause_ms FROM ms)) FROM v) \
                  SELECT coalesce((SELECT map_version FROM v), (SELECT map_version FROM mezzanine.meta)), \
-                        (SELECT pause_ms FROM ms), pg_notify($7, 'map')::text",
+                        (SELECT pause_ms FROM ms), EXISTS (SELECT 1 FROM ms), \
+                        (SELECT owner FROM cur), (SELECT state FROM cur), pg_notify($7, 'map')::text",
                 &[
                     (&move_id, Type::INT8),
                     (&s, Type::INT4),
@@ -402,10 +424,20 @@ impl LeaderSession {
         let row = rows
             .first()
             .ok_or_else(|| CatalogError::Corrupt("no row".into()))?;
-        Ok((
-            row.try_get(0).map_err(corrupt)?,
-            row.try_get(1).map_err(corrupt)?,
-        ))
+        let version: i64 = row.try_get(0).map_err(corrupt)?;
+        let pause_ms: Option<f64> = row.try_get(1).map_err(corrupt)?;
+        let switched: bool = row.try_get(2).map_err(corrupt)?;
+        let owner: Option<String> = row.try_get(3).map_err(corrupt)?;
+        let state: Option<String> = row.try_get(4).map_err(corrupt)?;
+        switch_outcome(switched, owner.as_deref(), state.as_deref(), to)
+            .map(|()| (version, pause_ms))
+            .map_err(|found| {
+                CatalogError::Conflict(format!(
+                    "cannot switch shard {shard} of move {move_id} from {from} to {to}: expected \
+                     the map to name {from} (or {to}) and the move's shard to be cutover, found \
+                     {found}; nothing changed"
+                ))
+            })
     }
 
     /// Who owns `shard` in the catalog now.
@@ -428,5 +460,56 @@ impl LeaderSession {
             )
             .await?;
         notify(&self.session, "moves").await
+    }
+}
+
+/// Whether a switch succeeded: it switched the move's shard now, or the shard was switched
+/// to `to` before (a repeated switch). Otherwise what was found, in words.
+fn switch_outcome(
+    switched: bool,
+    owner: Option<&str>,
+    state: Option<&str>,
+    to: &str,
+) -> Result<(), String> {
+    if switched || (owner == Some(to) && state == Some("switched")) {
+        return Ok(());
+    }
+    let owner = owner.map_or_else(
+        || "no such shard in the map".to_owned(),
+        |o| format!("the map naming {o}"),
+    );
+    let state = state.map_or_else(
+        || "no such shard in the move".to_owned(),
+        |s| format!("the move's shard {s}"),
+    );
+    Err(format!("{owner} and {state}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switch_outcome;
+
+    #[test]
+    fn a_switch_that_changed_nothing_is_refused_unless_done_before() {
+        assert_eq!(
+            switch_outcome(true, Some("db1"), Some("cutover"), "db3"),
+            Ok(())
+        );
+        assert_eq!(
+            switch_outcome(false, Some("db3"), Some("switched"), "db3"),
+            Ok(())
+        );
+        assert_eq!(
+            switch_outcome(false, Some("db2"), Some("cutover"), "db3"),
+            Err("the map naming db2 and the move's shard cutover".to_owned())
+        );
+        assert_eq!(
+            switch_outcome(false, Some("db1"), Some("aborted"), "db3"),
+            Err("the map naming db1 and the move's shard aborted".to_owned())
+        );
+        assert_eq!(
+            switch_outcome(false, Some("db1"), None, "db3"),
+            Err("the map naming db1 and no such shard in the move".to_owned())
+        );
     }
 }

@@ -152,21 +152,21 @@ pub struct Undo {
     /// The source may be `frozen` or `retired`: set it `active` again (after the target stops
     /// being `active`, so two copies are never active at once).
     pub reactivate_source: bool,
-    /// The target may hold rows or even be `active`: drop its copy.
+    /// The target may hold a copy (even a pending shard's: its target may have been
+    /// prepared, `importing`, before the move recorded `copying`), or in a cutover be
+    /// `active`: drop its copy.
     pub clean_target: bool,
 }
 
 /// The undo work for a shard stopped in `state` (only in-flight states can be undone).
 pub fn undo_for(state: ShardMoveState) -> Option<Undo> {
     match state {
-        ShardMoveState::Pending => Some(Undo {
-            reactivate_source: false,
-            clean_target: false,
-        }),
-        ShardMoveState::Copying | ShardMoveState::CatchingUp => Some(Undo {
-            reactivate_source: false,
-            clean_target: true,
-        }),
+        ShardMoveState::Pending | ShardMoveState::Copying | ShardMoveState::CatchingUp => {
+            Some(Undo {
+                reactivate_source: false,
+                clean_target: true,
+            })
+        }
         ShardMoveState::Cutover => Some(Undo {
             reactivate_source: true,
             clean_target: true,
@@ -416,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn undo_reactivates_the_source_only_from_cutover() {
+    fn undo_reactivates_the_source_only_from_cutover_and_always_cleans_the_target() {
         assert_eq!(
             undo_for(S::Copying).map(|u| u.reactivate_source),
             Some(false)
@@ -425,6 +425,7 @@ mod tests {
             undo_for(S::Cutover).map(|u| u.reactivate_source),
             Some(true)
         );
+        assert_eq!(undo_for(S::Pending).map(|u| u.clean_target), Some(true));
         assert_eq!(undo_for(S::Switched), None);
         assert_eq!(undo_for(S::Aborted), None);
     }

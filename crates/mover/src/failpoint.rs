@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use mezzanine_core::duration::parse_duration;
 
-/// The points: `copying` (after each bulk chunk), `catching_up` (after each round),
-/// `after_freeze` (source frozen, nothing else done), `after_switch` (map switched, the task
-/// not yet finished), `cleanup` (before a retired source is dropped).
-pub const POINTS: [&str; 5] = [
+/// The points: `after_prepare` (the target prepared, the shard still `pending`), `copying`
+/// (after each bulk chunk), `catching_up` (after each round), `after_freeze` (source frozen,
+/// nothing else done), `after_switch` (map switched, the task not yet finished), `cleanup`
+/// (before a retired source is dropped).
+pub const POINTS: [&str; 6] = [
+    "after_prepare",
     "copying",
     "catching_up",
     "after_freeze",

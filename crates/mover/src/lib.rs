@@ -352,11 +352,8 @@ async fn schedule(
             continue;
         }
         match s.state {
-            ShardMoveState::Pending if abort => {
-                session
-                    .set_state(job.id, s.shard, s.state, ShardMoveState::Aborted, None)
-                    .await?;
-            }
+            // An aborted shard gets a task too, even a pending one: its undo drops what a
+            // leader may have prepared on the target before it died.
             state if state.in_flight() => {
                 if !abort
                     && state == ShardMoveState::Pending

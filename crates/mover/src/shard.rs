@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
+use mezzanine_catalog::{Catalog, CatalogError, LeaderSession, MoveShard};
 use mezzanine_core::moves::{
     chunk_rows, paced_rate, paces, transition, undo_for, MoveEvent, ShardMoveState,
     CALIBRATION_ROWS, PACED_CHUNK_ROWS,
@@ -82,10 +82,13 @@ impl ShardTask {
                 Err(e) => {
                     tracing::error!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "shard move failed; undoing");
                     metrics::counter!("mezzanine_move_shards_failed_total").increment(1);
-                    if let Err(u) = self
-                        .undo(state, ShardMoveState::Failed, Some(&e.to_string()))
-                        .await
-                    {
+                    // An operator's abort met meanwhile is what the shard ends as.
+                    let end = if self.aborted() {
+                        ShardMoveState::Aborted
+                    } else {
+                        ShardMoveState::Failed
+                    };
+                    if let Err(u) = self.undo(state, end, Some(&e.to_string())).await {
                         tracing::error!(shard = self.shard.shard, error = %u, "undo failed; will retry on the next pass");
                     }
                     return;
@@ -111,6 +114,13 @@ impl ShardTask {
             *state = match *state {
                 ShardMoveState::Pending => {
                     transfer::prepare_import(&tgt, self.config.num_shards, shard).await?;
+                    self.config
+                        .failpoints
+                        .pause("after_prepare", &self.abort)
+                        .await;
+                    if self.aborted() {
+                        return Err(MoveError::Aborted);
+                    }
                     self.step(*state, MoveEvent::Start).await?
                 }
                 ShardMoveState::Copying => {
@@ -142,18 +152,56 @@ impl ShardTask {
         from: ShardMoveState,
         event: MoveEvent,
     ) -> Result<ShardMoveState, MoveError> {
+        self.step_with(from, event, None).await
+    }
+
+    /// [`ShardTask::step`] with the error message of a failure. A catalog that does not hold
+    /// the shard in `from` is a protocol error: nothing was recorded.
+    async fn step_with(
+        &self,
+        from: ShardMoveState,
+        event: MoveEvent,
+        error: Option<&str>,
+    ) -> Result<ShardMoveState, MoveError> {
         let to = transition(from, event).map_err(|e| MoveError::Protocol(e.to_string()))?;
         if !self
             .session
-            .set_state(self.move_id, self.shard.shard, from, to, None)
+            .set_state(self.move_id, self.shard.shard, from, to, error)
             .await?
         {
             return Err(MoveError::Protocol(format!(
-                "shard {} is no longer {from} in the catalog",
-                self.shard.shard
+                "shard {} of move {}: expected {from} in the catalog, found another state; {to} not recorded",
+                self.shard.shard, self.move_id
             )));
         }
         Ok(to)
+    }
+
+    /// Sets the shard's state on `backend` (the move's `role`: `source` or `target`) to `to`
+    /// from one of `from` (with `epoch`, when given). A change that changed nothing is a
+    /// protocol error saying what was expected and what was found: the cutover's order of
+    /// state changes is what keeps invariant I2, so none of them may be skipped silently.
+    async fn change_state(
+        &self,
+        backend: &Backend,
+        role: &str,
+        from: &[ShardState],
+        to: ShardState,
+        epoch: Option<i64>,
+    ) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        if transfer::set_state(backend, shard, from, to, epoch).await? {
+            return Ok(());
+        }
+        let found = transfer::shard_state(backend, shard).await?;
+        Err(MoveError::Protocol(unchanged(
+            shard,
+            &format!("{role} {}", backend.name()),
+            from,
+            to,
+            epoch,
+            found,
+        )))
     }
 
     /// Copies every row the target lacks, in chunks (each its own transaction on the target),
@@ -411,26 +459,37 @@ impl ShardTask {
         // retired: no client read or write is served there from now on. Both must precede
         // the activation; they are independent, so they run together.
         futures::future::try_join(
-            transfer::advance_sequence(tgt, shard, max_s),
-            transfer::set_state(src, shard, &[ShardState::Frozen], ShardState::Retired, None),
+            async { Ok(transfer::advance_sequence(tgt, shard, max_s).await?) },
+            self.change_state(
+                src,
+                "source",
+                &[ShardState::Frozen],
+                ShardState::Retired,
+                None,
+            ),
         )
         .await?;
         mark("sequence+retire");
         // 6. Activate the target with the shard's next epoch.
-        transfer::set_state(
+        self.change_state(
             tgt,
-            shard,
+            "target",
             &[ShardState::Importing],
             ShardState::Active,
             Some(epoch),
         )
         .await?;
         mark("activate");
-        // 7. Switch the map and notify every node.
+        // 7. Switch the map and notify every node (refused, nothing changed, when the map
+        // names neither the source nor the target: it was changed behind the mover's back).
         let (version, pause_ms) = self
             .session
             .switch(self.move_id, shard, &self.shard.from, &self.shard.to)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                CatalogError::Conflict(m) => MoveError::Protocol(m),
+                e => MoveError::Catalog(e),
+            })?;
         mark("switch");
         metrics::counter!("mezzanine_move_shards_switched_total").increment(1);
         if let Some(ms) = pause_ms {
@@ -448,7 +507,9 @@ impl ShardTask {
     /// Undoes what a shard's move did before the switch and records `end` (`aborted` or
     /// `failed`): the target stops being active and its copy is dropped (best effort: a target
     /// that is down keeps an `importing` copy, which no client reads and a retry reuses), then
-    /// the source is made active again.
+    /// the source is made active again. A shard that the catalog's map gives to another
+    /// backend than the move's source (changed behind the mover's back) is recorded `failed`
+    /// with nothing undone: the backends are left as they are for an operator.
     async fn undo(
         &self,
         state: ShardMoveState,
@@ -461,65 +522,120 @@ impl ShardTask {
         };
         let owner = self.session.owner(shard).await?;
         if owner != self.shard.from {
-            return Err(MoveError::Protocol(format!(
-                "shard {shard} is owned by {owner:?} in the catalog, not by the move's source {:?}: nothing undone",
+            let why = format!(
+                "the catalog gives shard {shard} to {owner:?}, not to the move's source {:?}: \
+                 nothing undone, the backends are left as they are (`mezzanine verify --shards {shard}`)",
                 self.shard.from
-            )));
+            );
+            let error = error.map_or_else(|| why.clone(), |e| format!("{e}; {why}"));
+            self.step_with(state, MoveEvent::Fail, Some(&error)).await?;
+            return Err(MoveError::Protocol(why));
         }
         if u.clean_target {
-            let cleaned = async {
-                let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
-                transfer::set_state(
-                    &tgt,
-                    shard,
-                    &[ShardState::Active],
-                    ShardState::Importing,
-                    None,
-                )
-                .await?;
-                transfer::drop_shard(&tgt, shard).await?;
-                Ok::<(), MoveError>(())
-            }
-            .await;
-            if let Err(e) = cleaned {
-                if u.reactivate_source {
+            if let Err(e) = self.clean_target(state).await {
+                if u.reactivate_source && !self.target_unserved().await {
                     // The target might still be active: never make the source active too.
-                    let tgt_state = match self.pools.get(&self.catalog, &self.shard.to).await {
-                        Ok(t) => transfer::shard_state(&t, shard).await.ok().flatten(),
-                        Err(_) => None,
-                    };
-                    if tgt_state.map(|(s, _)| s) != Some(ShardState::Importing) {
-                        return Err(e);
-                    }
+                    return Err(e);
                 }
                 tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and a retry reuses it");
             }
         }
         if u.reactivate_source {
             let src = self.pools.get(&self.catalog, &self.shard.from).await?;
-            transfer::set_state(
+            self.change_state(
                 &src,
-                shard,
+                "source",
                 &[ShardState::Frozen, ShardState::Retired],
                 ShardState::Active,
                 None,
             )
             .await?;
         }
-        transition(
-            state,
-            if end == ShardMoveState::Aborted {
-                MoveEvent::Abort
-            } else {
-                MoveEvent::Fail
-            },
-        )
-        .map_err(|e| MoveError::Protocol(e.to_string()))?;
-        self.session
-            .set_state(self.move_id, shard, state, end, error)
-            .await?;
+        let event = if end == ShardMoveState::Aborted {
+            MoveEvent::Abort
+        } else {
+            MoveEvent::Fail
+        };
+        self.step_with(state, event, error).await?;
         Ok(())
     }
+
+    /// Drops the target's copy of a shard whose move stopped in `state`, whatever the phase:
+    /// nothing to do when the target has no state row for it; an `importing` copy is dropped
+    /// (a pending shard's too: its target may have been prepared before the move recorded
+    /// `copying`); a `retired` one is dropped once this move prepared it (from `copying` on),
+    /// but kept while the shard is `pending` (it is then another move's old source, kept for a
+    /// revert: a prepare would have made it `importing`); an `active` target is first made
+    /// `importing` again only if the cutover may have activated it (the map still names the
+    /// source, so no client is served there); a target found serving the shard otherwise is
+    /// left alone (an error). The drop itself refuses, in its transaction, a copy that is
+    /// `active` or `frozen` by then.
+    async fn clean_target(&self, state: ShardMoveState) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
+        match transfer::shard_state(&tgt, shard).await?.map(|(s, _)| s) {
+            None => return Ok(()),
+            Some(ShardState::Active) if state == ShardMoveState::Cutover => {
+                self.change_state(
+                    &tgt,
+                    "target",
+                    &[ShardState::Active],
+                    ShardState::Importing,
+                    None,
+                )
+                .await?;
+            }
+            Some(s @ (ShardState::Active | ShardState::Frozen)) => {
+                return Err(MoveError::Protocol(format!(
+                    "shard {shard}: the target {} is {s} although the move is {state}: its copy is not dropped",
+                    self.shard.to
+                )))
+            }
+            Some(ShardState::Retired) if state == ShardMoveState::Pending => return Ok(()),
+            Some(ShardState::Importing | ShardState::Retired) => {}
+        }
+        transfer::drop_shard(&tgt, shard).await?;
+        Ok(())
+    }
+
+    /// Whether the target is known not to serve the shard (no state row, or `importing` or
+    /// `retired`); `false` when it cannot be asked.
+    async fn target_unserved(&self) -> bool {
+        let Ok(tgt) = self.pools.get(&self.catalog, &self.shard.to).await else {
+            return false;
+        };
+        matches!(
+            transfer::shard_state(&tgt, self.shard.shard).await,
+            Ok(None | Some((ShardState::Importing | ShardState::Retired, _)))
+        )
+    }
+}
+
+/// What a state change that changed nothing expected and found, in words.
+fn unchanged(
+    shard: u32,
+    whom: &str,
+    from: &[ShardState],
+    to: ShardState,
+    epoch: Option<i64>,
+    found: Option<(ShardState, i64)>,
+) -> String {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let to = match epoch {
+        Some(e) => format!("{to} with epoch {e}"),
+        None => to.to_string(),
+    };
+    let found = match found {
+        None => "no state row".to_owned(),
+        Some((s, e)) if from.contains(&s.as_str()) && to.starts_with("active") => format!(
+            "{s} (epoch {e}) with a table that lacks the unique constraint on (row_key, column_name, ref_key)"
+        ),
+        Some((s, e)) => format!("{s} (epoch {e})"),
+    };
+    format!(
+        "shard {shard}: expected the {whom} to go from {} to {to}, found {found}; nothing changed",
+        from.join(" or ")
+    )
 }
 
 /// Drops the retired source of a switched shard (after `complete` or the retention period)
@@ -544,7 +660,7 @@ pub async fn clean(
     if owner != s.from && transfer::drop_retired(&src, s.shard).await? {
         tracing::info!(move_id, shard = s.shard, backend = %s.from, "retired source dropped");
     }
-    session
+    if !session
         .set_state(
             move_id,
             s.shard,
@@ -552,6 +668,34 @@ pub async fn clean(
             ShardMoveState::Cleaned,
             None,
         )
-        .await?;
+        .await?
+    {
+        return Err(MoveError::Protocol(format!(
+            "shard {} of move {move_id}: expected switched in the catalog, found another state; cleaned not recorded",
+            s.shard
+        )));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_that_changed_nothing_says_what_was_expected_and_found() {
+        use ShardState as S;
+        assert_eq!(
+            unchanged(1, "source db1", &[S::Frozen], S::Retired, None, Some((S::Active, 2))),
+            "shard 1: expected the source db1 to go from frozen to retired, found active (epoch 2); nothing changed"
+        );
+        assert_eq!(
+            unchanged(1, "target db3", &[S::Importing], S::Active, Some(3), Some((S::Importing, 1))),
+            "shard 1: expected the target db3 to go from importing to active with epoch 3, found importing (epoch 1) with a table that lacks the unique constraint on (row_key, column_name, ref_key); nothing changed"
+        );
+        assert_eq!(
+            unchanged(1, "source db1", &[S::Frozen, S::Retired], S::Active, None, None),
+            "shard 1: expected the source db1 to go from frozen or retired to active, found no state row; nothing changed"
+        );
+    }
 }

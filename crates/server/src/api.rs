@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
 use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
-use mezzanine_storage::StorageError;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -233,11 +232,13 @@ pub async fn write_cell(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    // What the request weighs while it is held (`MOVE_HOLD_MAX_BYTES`).
+    let size = body.as_ref().map_or(0, |b| b.len());
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let cell = NewCell::from_json(v, "body").map_err(Problem::invalid)?;
     let shard = shard_for_row_key(&cell.key.row_key, st.num_shards());
     let outcome = st
-        .on_shard(shard, |b| {
+        .on_shard_sized(shard, size, |b| {
             let cell = &cell;
             async move { cells::write_cells(&b, shard, &[cell]).await }
         })
@@ -248,10 +249,7 @@ pub async fn write_cell(
         Some(WriteOutcome::Created(c)) => Ok(cell_response(StatusCode::CREATED, c)),
         Some(WriteOutcome::Existing(c)) => Ok(cell_response(StatusCode::OK, c)),
         Some(WriteOutcome::Conflict(c)) => Err(conflict(&c)),
-        None => Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no result for the cell",
-        )),
+        None => Err(Problem::internal("a single write got no result")),
     }
 }
 
@@ -279,6 +277,8 @@ pub async fn write_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    // What the request weighs while it is held (`MOVE_HOLD_MAX_BYTES`).
+    let size = body.as_ref().map_or(0, |b| b.len());
     let v = read_json(&headers, body, st.config.max_body_bytes)?;
     let Value::Object(mut obj) = v else {
         return Err(Problem::field(FieldError::new(
@@ -362,11 +362,12 @@ pub async fn write_batch(
                         cells::write_shard_groups(backend, &inputs)
                             .await
                             .into_iter()
-                            .map(|r| match r {
-                                Err(e @ StorageError::NotServed { .. }) => {
-                                    Err(GroupError::Moved(e))
-                                }
-                                r => r.map_err(|e| GroupError::Failed(Problem::from(e))),
+                            .zip(&groups)
+                            .map(|(r, (shard, _))| {
+                                r.map_err(|e| match crate::moved_away(&e, *shard) {
+                                    Some(why) => GroupError::Moved(why),
+                                    None => GroupError::Failed(Problem::from(e)),
+                                })
                             })
                             .collect()
                     }
@@ -379,7 +380,7 @@ pub async fn write_batch(
             }
         });
         let mut moved: Vec<(usize, &NewCell)> = Vec::new();
-        let mut last_moved: Option<StorageError> = None;
+        let mut last_moved: Option<String> = None;
         for (groups, outcomes) in futures::future::join_all(work).await {
             for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
                 match outcome {
@@ -416,7 +417,7 @@ pub async fn write_batch(
         }
         drop(topo);
         if let Some(e) = last_moved {
-            if let Err(p) = st.wait_out_move(&mut hold, version, &e.to_string()).await {
+            if let Err(p) = st.wait_out_move(&mut hold, version, &e, size).await {
                 fill_error(&mut results, &moved, &p);
                 break;
             }
@@ -429,7 +430,7 @@ pub async fn write_batch(
             r.unwrap_or(BatchResult {
                 status: 500,
                 cell: None,
-                error: Some(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no result")),
+                error: Some(Problem::internal("a cell of a batch got no result")),
             })
         })
         .collect();
@@ -437,9 +438,10 @@ pub async fn write_batch(
 }
 
 /// Why a batch's shard group was not written: its backend no longer serves the shard (the
-/// group is held and retried at the new place), or anything else (reported in its slots).
+/// group is held and retried at the new place; why, in a client's words), or anything else
+/// (reported in its slots).
 enum GroupError {
-    Moved(StorageError),
+    Moved(String),
     Failed(Problem),
 }
 

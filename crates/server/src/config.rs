@@ -15,6 +15,28 @@ fn copy_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A `host:port` others can reach (a host name or address, and a port).
+fn host_port(s: &str) -> Result<String, String> {
+    let bad =
+        || format!("{s:?} is not host:port (e.g. mezz-1.internal:8080 or [2001:db8::1]:8080)");
+    let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    if bare.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad());
+    }
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        if ip.is_unspecified() {
+            return Err(format!(
+                "{s:?}: an unspecified address cannot be reached; give this node's host name or address"
+            ));
+        }
+    }
+    Ok(s.trim().to_owned())
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -34,6 +56,12 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: String,
+    /// The `host:port` at which other nodes and operators reach this node: reported by
+    /// `status` as this node's address (and the leader's, when it leads). Default: the
+    /// address it listens on or, when that is unspecified (0.0.0.0, ::), this machine's host
+    /// name with the port.
+    #[arg(long, env = "ADVERTISE_ADDR", value_parser = host_port)]
+    pub advertise_addr: Option<String>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -96,6 +124,10 @@ pub struct ServeConfig {
     /// Most requests held at once (beyond, 503 at once).
     #[arg(long, env = "MOVE_HOLD_MAX", default_value_t = 10_000)]
     pub move_hold_max: usize,
+    /// Most request bytes held at once: the bodies of the writes and batches held while their
+    /// shard is in cutover (beyond, 503 at once).
+    #[arg(long, env = "MOVE_HOLD_MAX_BYTES", default_value_t = 64 << 20)]
+    pub move_hold_max_bytes: usize,
     /// Retired sources of switched shards are dropped this long after the switch, unless
     /// `move complete` dropped them before.
     #[arg(long, env = "MOVE_RETENTION", default_value = "168h", value_parser = duration)]
@@ -246,6 +278,45 @@ mod tests {
             .unwrap()
             .config;
         assert!(!c.mover());
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_by_flag_or_variable() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(c.move_hold_max_bytes, 64 << 20);
+        let c = Cli::try_parse_from(["mezzanine", "--move-hold-max-bytes=1000"])
+            .unwrap()
+            .config;
+        assert_eq!(c.move_hold_max_bytes, 1000);
+    }
+
+    #[test]
+    fn the_advertised_address_is_a_reachable_host_and_port() {
+        let parse = |v: &str| Cli::try_parse_from(["mezzanine", &format!("--advertise-addr={v}")]);
+        for good in ["mezz-1.internal:8080", "10.0.0.7:80", "[2001:db8::1]:8080"] {
+            assert_eq!(
+                parse(good).unwrap().config.advertise_addr.as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "mezz-1",
+            ":8080",
+            "host:0",
+            "host:99999",
+            "2001:db8::1:80",
+            "0.0.0.0:8080",
+            "[::]:80",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            Cli::try_parse_from(["mezzanine"])
+                .unwrap()
+                .config
+                .advertise_addr,
+            None
+        );
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The edge of every request, as one middleware (each layer costs a boxed future per
 /// request): refuses at once a request whose declared `Content-Length` exceeds the body
 /// limit, before any of its body is read (a client must not hold a handler by announcing a
-/// huge body); turns every error answer into a problem ([`problems_everywhere`]); counts the
-/// request in the metrics.
+/// huge body); makes the request's id known to the problems its handler makes
+/// ([`crate::problem::in_request`]); turns every error answer into a problem
+/// ([`problems_everywhere`]); counts the request in the metrics.
 async fn edge(
     axum::extract::State(limit): axum::extract::State<usize>,
     req: Request,
@@ -70,9 +71,18 @@ async fn edge(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let ctx = crate::problem::RequestContext {
+        id: req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        public: !req.uri().path().starts_with("/admin/"),
+    };
     let resp = match declared {
         Some(n) if n > limit as u64 => crate::api::too_large(limit).into_response(),
-        _ => problems_everywhere(next.run(req).await).await,
+        _ => problems_everywhere(crate::problem::in_request(ctx, next.run(req)).await).await,
     };
     track.finish(resp.status());
     resp

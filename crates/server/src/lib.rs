@@ -27,12 +27,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use axum::http::StatusCode;
 use axum::Router;
 use mezzanine_catalog::{Catalog, CatalogError, MapSnapshot};
 use mezzanine_core::ShardMap;
 use mezzanine_storage::schema::prepare_backend;
-use mezzanine_storage::{Backend, PoolSettings, StorageError};
+use mezzanine_storage::{Backend, PoolSettings, SqlState, StorageError};
 use tokio::sync::{watch, Notify, Semaphore};
 
 pub use config::ServeConfig;
@@ -79,23 +78,19 @@ pub struct Topology {
 impl Topology {
     /// The backend serving `shard`, or a 503 problem if it cannot take traffic yet.
     pub fn backend_for(&self, shard: u32) -> Result<&Arc<Backend>, Problem> {
-        let index = self.map.owner(shard).ok_or_else(|| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("shard {shard} has no backend"),
-            )
-        })?;
+        let index = self
+            .map
+            .owner(shard)
+            .ok_or_else(|| Problem::internal(format!("shard {shard} has no backend")))?;
         self.backend_at(index)
     }
 
     /// The backend at `index` of the map, or a 503 problem if it cannot take traffic yet.
     pub fn backend_at(&self, index: usize) -> Result<&Arc<Backend>, Problem> {
-        let slot = self.backends.get(index).ok_or_else(|| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("no backend #{index}"),
-            )
-        })?;
+        let slot = self
+            .backends
+            .get(index)
+            .ok_or_else(|| Problem::internal(format!("no backend #{index} in the map")))?;
         if !slot.is_ready() {
             return Err(Problem::unavailable(format!(
                 "backend {} is not prepared yet (unreachable since start)",
@@ -121,6 +116,8 @@ pub struct AppState {
     /// make a node's map stale on purpose); on-demand reloads still happen.
     pub hold_refresh: AtomicBool,
     held: Arc<Semaphore>,
+    /// The request bytes that may still be held (`MOVE_HOLD_MAX_BYTES` when none is).
+    held_bytes: Arc<Semaphore>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -251,11 +248,28 @@ impl AppState {
     }
 
     /// Runs `op` against the backend that owns `shard`. If that backend answers that it does
-    /// not serve the shard (it moved, or is in cutover), the request is held: the map is
-    /// re-read and the operation retried at the owner, until the hold bound
-    /// (`MOVE_HOLD_TIMEOUT`, and at most `MOVE_HOLD_MAX` held requests); only then is the
-    /// answer a 503 with `Retry-After`.
+    /// not serve the shard (it moved, or is in cutover), or has no table for it any more (a
+    /// move's cleanup dropped it while this node's map was stale: [`moved_away`]), the request
+    /// is held: the map is re-read and the operation retried at the owner, until the hold
+    /// bound (`MOVE_HOLD_TIMEOUT`, and at most `MOVE_HOLD_MAX` held requests); only then is
+    /// the answer a 503 with `Retry-After`. For requests without a body (reads); writes use
+    /// [`AppState::on_shard_sized`].
     pub async fn on_shard<T, F, Fut>(&self, shard: u32, op: F) -> Result<T, Problem>
+    where
+        F: Fn(Arc<Backend>) -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        self.on_shard_sized(shard, 0, op).await
+    }
+
+    /// [`AppState::on_shard`] for a request of `bytes` bytes, which count against
+    /// `MOVE_HOLD_MAX_BYTES` while it is held.
+    pub async fn on_shard_sized<T, F, Fut>(
+        &self,
+        shard: u32,
+        bytes: usize,
+        op: F,
+    ) -> Result<T, Problem>
     where
         F: Fn(Arc<Backend>) -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
@@ -267,31 +281,33 @@ impl AppState {
                 (topo.backend_for(shard)?.clone(), topo.version)
             };
             match op(backend).await {
-                Err(e @ StorageError::NotServed { .. }) => {
-                    self.wait_out_move(&mut hold, version, &e.to_string())
-                        .await?;
-                }
-                other => return other.map_err(Problem::from),
+                Err(e) => match moved_away(&e, shard) {
+                    Some(why) => self.wait_out_move(&mut hold, version, &why, bytes).await?,
+                    None => return Err(Problem::from(e)),
+                },
+                Ok(v) => return Ok(v),
             }
         }
     }
 
-    /// A request met a shard its backend no longer serves (moved, or in cutover) under map
-    /// `version`: holds it (counted once per request, bounded by `MOVE_HOLD_MAX`) until the
-    /// map is newer or a short while passed, so that the caller retries at the new place. A
-    /// 503 once the hold's deadline passed; `why` says what was met.
+    /// A request of `bytes` bytes met a shard its backend no longer serves (moved, or in
+    /// cutover) under map `version`: holds it (counted once per request, bounded by
+    /// `MOVE_HOLD_MAX` and `MOVE_HOLD_MAX_BYTES`) until the map is newer or a short while
+    /// passed, so that the caller retries at the new place. A 503 once the hold's deadline
+    /// passed; `why` says what was met.
     pub async fn wait_out_move(
         &self,
         hold: &mut Option<Hold>,
         version: i64,
         why: &str,
+        bytes: usize,
     ) -> Result<(), Problem> {
         if hold.is_none() {
             ::metrics::counter!("mezzanine_held_requests_total").increment(1);
         }
         let h = match hold {
             Some(h) => h,
-            None => hold.insert(self.hold()?),
+            None => hold.insert(self.hold(bytes)?),
         };
         if self.wait_for_map(version, h.deadline).await {
             Ok(())
@@ -300,18 +316,48 @@ impl AppState {
         }
     }
 
-    /// Starts holding a request (a 503 at once when too many are held).
-    pub fn hold(&self) -> Result<Hold, Problem> {
+    /// Starts holding a request of `bytes` bytes (a 503 at once when too many requests, or
+    /// too many bytes, are held, or when this request alone exceeds `MOVE_HOLD_MAX_BYTES`).
+    pub fn hold(&self, bytes: usize) -> Result<Hold, Problem> {
         let permit = self.held.clone().try_acquire_owned().map_err(|_| {
             Problem::unavailable(format!(
                 "too many requests are waiting for shards in cutover (MOVE_HOLD_MAX={})",
                 self.config.move_hold_max
             ))
         })?;
+        let max = self.config.move_hold_max_bytes;
+        let bytes_permit = match u32::try_from(bytes) {
+            Ok(0) => None,
+            Ok(n) if bytes <= max => Some(
+                self.held_bytes
+                    .clone()
+                    .try_acquire_many_owned(n)
+                    .map_err(|_| {
+                        Problem::unavailable(format!(
+                            "too many request bytes are waiting for shards in cutover \
+                             (MOVE_HOLD_MAX_BYTES={max}; this request has {bytes})"
+                        ))
+                    })?,
+            ),
+            _ => {
+                return Err(Problem::unavailable(format!(
+                    "this request's {bytes} bytes exceed MOVE_HOLD_MAX_BYTES={max}: it cannot \
+                     wait for its shard's cutover"
+                )))
+            }
+        };
         Ok(Hold {
             deadline: tokio::time::Instant::now() + self.config.move_hold_timeout,
             _permit: permit,
+            _bytes: bytes_permit,
         })
+    }
+
+    /// The requests held now, and their bytes.
+    pub fn held_now(&self) -> (usize, usize) {
+        let count = self.config.move_hold_max.max(1) - self.held.available_permits();
+        let bytes = held_bytes_bound(&self.config) - self.held_bytes.available_permits();
+        (count, bytes)
     }
 
     /// Waits until the map is newer than `version`, or a short while (a cutover in progress
@@ -348,13 +394,34 @@ impl AppState {
     }
 }
 
+/// Whether a request that failed with `e` on `shard` must be held and retried at the shard's
+/// owner, and if so why, in words fit for a client: the backend does not serve the shard
+/// (its state row: moved, or in cutover), or it has no table for it (a source that a move's
+/// cleanup dropped, met by a node whose map is stale: drains drop their sources at once).
+/// `None` for any other error.
+pub fn moved_away(e: &StorageError, shard: u32) -> Option<String> {
+    match e {
+        StorageError::NotServed { .. } => Some(e.to_string()),
+        StorageError::Database { backend, .. } if e.is(&SqlState::UNDEFINED_TABLE) => Some(
+            format!("shard {shard} is not served by {backend} (its table was dropped there)"),
+        ),
+        _ => None,
+    }
+}
+
 /// How often a held request retries while its shard is in cutover.
 const HOLD_RETRY: Duration = Duration::from_millis(100);
 
-/// A held request: its deadline, and its place among the held ones.
+/// A held request: its deadline, its place among the held ones, and its bytes.
 pub struct Hold {
     pub deadline: tokio::time::Instant,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _bytes: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// `MOVE_HOLD_MAX_BYTES` as a semaphore's permits (at most it holds).
+fn held_bytes_bound(config: &ServeConfig) -> usize {
+    config.move_hold_max_bytes.min(Semaphore::MAX_PERMITS)
 }
 
 fn held_too_long(why: &str, bound: Duration) -> Problem {
@@ -457,6 +524,7 @@ impl Server {
         }
         let (version_tx, _) = watch::channel(snap.version);
         let held = Arc::new(Semaphore::new(config.move_hold_max.max(1)));
+        let held_bytes = Arc::new(Semaphore::new(held_bytes_bound(&config)));
         let state = Arc::new(AppState {
             topology: ArcSwap::from_pointee(Topology {
                 version: snap.version,
@@ -472,6 +540,7 @@ impl Server {
             reload_requested: Notify::new(),
             hold_refresh: AtomicBool::new(false),
             held,
+            held_bytes,
             tasks: Mutex::new(Vec::new()),
         });
         state.spawn(tokio::spawn(refresh::run(state.clone())));
@@ -487,10 +556,20 @@ impl Server {
         Ok(Server { state, startup })
     }
 
-    /// Records the address this node serves on and, unless `--no-mover`, enters the mover's
-    /// leader election. Call once listening.
-    pub fn serving_on(&self, addr: &str) {
+    /// Records the address this node serves on (`listening`; what it reports is
+    /// [`advertised_addr`]) and, unless `--no-mover`, enters the mover's leader election.
+    /// Call once listening.
+    pub fn serving_on(&self, listening: &str) {
         let st = &self.state;
+        let addr = advertised_addr(
+            listening,
+            st.config.advertise_addr.as_deref(),
+            host_name().as_deref(),
+        );
+        if addr != listening {
+            tracing::info!(listening, advertised = %addr, "this node's address for others");
+        }
+        let addr = addr.as_str();
         let _ = st.addr.set(addr.to_owned());
         if !st.config.mover() {
             tracing::info!("mover disabled on this node (--no-mover)");
@@ -528,6 +607,31 @@ impl Server {
     pub fn router(&self) -> Router {
         http::router(self.state.clone())
     }
+}
+
+/// The address a node listening on `listening` reports (in `status`, and as the mover's
+/// leader): `advertise` (`ADVERTISE_ADDR`) when given; else `listening`, unless that is an
+/// unspecified address (`0.0.0.0`, `::`), which nobody can reach: then `host` (this machine's
+/// host name) with the port, when known.
+pub fn advertised_addr(listening: &str, advertise: Option<&str>, host: Option<&str>) -> String {
+    if let Some(a) = advertise {
+        return a.to_owned();
+    }
+    match (listening.parse::<std::net::SocketAddr>(), host) {
+        (Ok(sa), Some(h)) if sa.ip().is_unspecified() && !h.is_empty() => {
+            format!("{h}:{}", sa.port())
+        }
+        _ => listening.to_owned(),
+    }
+}
+
+/// This machine's host name (Linux's, else `$HOSTNAME`).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// The catalog's pool: small.
@@ -598,4 +702,25 @@ fn spawn_prepare_retry(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_addr;
+
+    #[test]
+    fn a_node_reports_an_address_others_can_reach() {
+        let host = Some("mezz-7");
+        assert_eq!(advertised_addr("0.0.0.0:8080", None, host), "mezz-7:8080");
+        assert_eq!(advertised_addr("[::]:8080", None, host), "mezz-7:8080");
+        assert_eq!(
+            advertised_addr("10.1.2.3:8080", None, host),
+            "10.1.2.3:8080"
+        );
+        assert_eq!(advertised_addr("0.0.0.0:8080", None, None), "0.0.0.0:8080");
+        assert_eq!(
+            advertised_addr("0.0.0.0:8080", Some("lb.example:80"), host),
+            "lb.example:80"
+        );
+    }
 }

@@ -1,5 +1,11 @@
 //! RFC 9457 problem details (`application/problem+json`).
+//!
+//! A fault of the server or of its databases is a 500 whose cause is logged once with the
+//! request's id ([`Problem::internal`]); a `/v1` client is told only that and the id to
+//! quote, never PostgreSQL's words (which may quote SQL) nor another internal message.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -39,7 +45,44 @@ pub struct ErrorDetail {
     pub value: Option<serde_json::Value>,
 }
 
+tokio::task_local! {
+    /// The request being answered (set by the HTTP edge for the whole handler).
+    static REQUEST: RequestContext;
+}
+
+/// What a problem needs to know about the request it answers.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Its `X-Request-ID`.
+    pub id: String,
+    /// Whether it is a client's (everything but `/admin/`): its 5xx problems carry no
+    /// internal message.
+    pub public: bool,
+}
+
+/// Runs `f` (a request's handling) with `ctx` as the request that problems answer.
+pub async fn in_request<F: Future>(ctx: RequestContext, f: F) -> F::Output {
+    REQUEST.scope(ctx, f).await
+}
+
 impl Problem {
+    /// 500 for a fault of the server or of a database: `cause` is logged with the request id;
+    /// a client of `/v1` gets a generic detail with that id, an operator (`/admin/v1`, or a
+    /// caller outside any request) the cause itself.
+    pub fn internal(cause: impl Display) -> Problem {
+        let ctx = REQUEST.try_with(|c| c.clone()).ok();
+        let id = ctx.as_ref().map_or("", |c| c.id.as_str());
+        tracing::error!(request_id = id, error = %cause, "internal error");
+        let detail = match &ctx {
+            Some(c) if c.public => format!(
+                "internal error; its cause is in the server's log under request id {:?}",
+                c.id
+            ),
+            _ => cause.to_string(),
+        };
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
         Problem {
             type_: "about:blank".into(),
@@ -87,22 +130,15 @@ impl Problem {
 
 impl From<StorageError> for Problem {
     fn from(e: StorageError) -> Problem {
-        let retry_after = e.retry_after();
-        let status = match &e {
-            StorageError::Unavailable { .. } | StorageError::NotServed { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+        match &e {
+            StorageError::Unavailable { .. } | StorageError::NotServed { .. } => Problem {
+                retry_after: e.retry_after(),
+                ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            },
             StorageError::Database { .. }
             | StorageError::Layout { .. }
             | StorageError::Refused { .. }
-            | StorageError::BadUrl { .. } => {
-                tracing::error!(error = %e, "storage error");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        Problem {
-            retry_after,
-            ..Problem::new(status, e.to_string())
+            | StorageError::BadUrl { .. } => Problem::internal(e),
         }
     }
 }
@@ -116,10 +152,7 @@ impl From<mezzanine_catalog::CatalogError> for Problem {
             E::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Storage(s) => return Problem::from(s.clone()),
             E::Session(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::NumShards { .. } | E::Corrupt(_) => {
-                tracing::error!(error = %e, "catalog error");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            E::NumShards { .. } | E::Corrupt(_) => return Problem::internal(e),
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
             return Problem::unavailable(e.to_string());

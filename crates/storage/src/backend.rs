@@ -219,17 +219,18 @@ impl Backend {
         let connect_timeout =
             (settings.query_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
         config.connect_timeout(connect_timeout);
-        config.keepalives(true);
-        config.keepalives_idle(Duration::from_secs(30));
+        // A peer gone without a word is noticed within seconds, on both sides
+        // (`crate::keepalive`).
+        crate::keepalive::apply(&mut config);
         // A session that leaves a transaction open (its client gone) must not hold shard
         // locks for long.
         let idle_tx = (settings.query_timeout + Duration::from_secs(5)).as_millis();
         // Added to the URL's own `options` (a search_path, say), never replacing them.
         let idle = format!("-c idle_in_transaction_session_timeout={idle_tx}");
-        let options = match config.get_options() {
+        let options = crate::keepalive::with_server_options(Some(&match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} {idle}"),
             _ => idle,
-        };
+        }));
         config.options(options);
         if config.get_application_name().is_none() {
             config.application_name("mezzanine");

@@ -9,12 +9,15 @@
 //!   the connections of a healthy one.
 //! - [`cells`]: the statements that write and read cells of one shard, including the shard
 //!   lock that makes the change stream ordered (invariant I1).
+//! - [`keepalive`]: TCP keepalives and user timeouts on every connection, both sides, so a
+//!   silent partition is noticed within seconds.
 //! - [`transfer`]: the storage steps of live shard moves: per-backend shard state, preparing a
 //!   target, binary `COPY` between backends, checksums, precise diffs and self-checks.
 
 pub mod backend;
 pub mod cells;
 pub mod error;
+pub mod keepalive;
 pub mod schema;
 pub mod transfer;
 
