@@ -390,3 +390,64 @@ pub async fn timed(
     let body = resp.json().await.unwrap_or(serde_json::Value::Null);
     (status, retry, body, t.elapsed())
 }
+
+/// A port nothing listens on now (for a server a test starts, or one that must refuse).
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("no free port on 127.0.0.1: {e}"),
+    }
+}
+
+/// A cluster of three fresh databases: db1 and db2 hold `num_shards` shards evenly, db3 is
+/// registered as an empty backend (a move's target); the node runs with `config`. Returns the
+/// node and the databases' URLs.
+pub async fn cluster_with_spare(config: ServeConfig, num_shards: u32) -> (TestServer, Vec<String>) {
+    let urls = fresh_databases(3).await;
+    let srv = TestServer::start(config, even_map(&urls[..2], num_shards)).await;
+    let (s, b) = post_json(
+        &client(),
+        &srv.url("/admin/v1/backends"),
+        &serde_json::json!({"name": "db3", "url": urls[2]}),
+    )
+    .await;
+    assert_eq!(s, 201, "spare db3 not registered: {b}");
+    (srv, urls)
+}
+
+/// Writes one cell (`{"col", "ref"}` as its body) and returns it as stored (asserting 201).
+pub async fn write_one(
+    c: &reqwest::Client,
+    srv: &TestServer,
+    row: &uuid::Uuid,
+    col: &str,
+    r: i64,
+) -> serde_json::Value {
+    let body = serde_json::json!({"col": col, "ref": r});
+    let (s, v) = post_json(c, &srv.url("/v1/cells"), &cell(row, col, r, body)).await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+/// Every cell of a shard through the API, in `added_id` order (pages of 1000).
+pub async fn read_shard(
+    c: &reqwest::Client,
+    srv: &TestServer,
+    shard: u32,
+) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let path = format!(
+            "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id={after}&limit=1000"
+        );
+        let (s, page) = get_json(c, &srv.url(&path)).await;
+        assert_eq!(s, 200, "{page}");
+        let page = page.as_array().cloned().unwrap_or_default();
+        let Some(last) = page.last() else {
+            return all;
+        };
+        after = last["added_id"].as_i64().unwrap_or(after);
+        all.extend(page);
+    }
+}

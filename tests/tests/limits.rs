@@ -11,15 +11,7 @@ const SHARDS: u32 = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moves_limit_bounds_all_its_parallel_copies_together() {
-    let urls = fresh_databases(3).await;
-    let srv = TestServer::start(default_config(), even_map(&urls[..2], SHARDS)).await;
-    let (s, b) = post_json(
-        &client(),
-        &srv.url("/admin/v1/backends"),
-        &json!({"name": "db3", "url": urls[2]}),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
+    let (srv, urls) = cluster_with_spare(default_config(), SHARDS).await;
     // db1 holds shards 0-3: 3 000 rows each, 12 000 in all.
     const PER_SHARD: i64 = 3_000;
     const RATE: i64 = 1_000;

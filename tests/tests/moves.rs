@@ -28,16 +28,7 @@ const LONG: Duration = Duration::from_secs(60);
 /// Two backends with the shards, plus a spare registered as an empty backend (db3); node A
 /// runs with `config`.
 async fn cluster_with(config: ServeConfig) -> (TestServer, Vec<String>) {
-    let urls = fresh_databases(3).await;
-    let srv = TestServer::start(config, even_map(&urls[..2], SHARDS)).await;
-    let (s, b) = post_json(
-        &client(),
-        &srv.url("/admin/v1/backends"),
-        &json!({"name": "db3", "url": urls[2]}),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (srv, urls)
+    cluster_with_spare(config, SHARDS).await
 }
 
 async fn cluster() -> (TestServer, Vec<String>) {
@@ -83,40 +74,6 @@ async fn fill(srv: &TestServer, shard: u32, n: usize) -> Vec<Value> {
         })
         .collect();
     write_batch(&client(), srv, cells).await
-}
-
-/// Writes one cell and returns it as stored (asserting 201).
-async fn write_one(c: &reqwest::Client, srv: &TestServer, row: &Uuid, col: &str, r: i64) -> Value {
-    let (s, v) = post_json(
-        c,
-        &srv.url("/v1/cells"),
-        &cell(row, col, r, json!({"col": col, "ref": r})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    v
-}
-
-/// Every cell of a shard through the API, in `added_id` order (pages of 1000).
-async fn read_shard(c: &reqwest::Client, srv: &TestServer, shard: u32) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut after = 0i64;
-    loop {
-        let (s, page) = get_json(
-            c,
-            &srv.url(&format!(
-                "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id={after}&limit=1000"
-            )),
-        )
-        .await;
-        assert_eq!(s, 200, "{page}");
-        let page = page.as_array().cloned().unwrap_or_default();
-        if page.is_empty() {
-            return all;
-        }
-        after = page.last().unwrap()["added_id"].as_i64().unwrap();
-        all.extend(page);
-    }
 }
 
 fn added_ids(cells: &[Value]) -> Vec<i64> {

@@ -16,16 +16,7 @@ const SHARDS: u32 = 8;
 const LONG: Duration = Duration::from_secs(60);
 
 async fn cluster() -> (TestServer, Vec<String>) {
-    let urls = fresh_databases(3).await;
-    let srv = TestServer::start(default_config(), even_map(&urls[..2], SHARDS)).await;
-    let (s, b) = post_json(
-        &client(),
-        &srv.url("/admin/v1/backends"),
-        &json!({"name": "db3", "url": urls[2]}),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (srv, urls)
+    cluster_with_spare(default_config(), SHARDS).await
 }
 
 fn time(v: &Value) -> DateTime<Utc> {

@@ -18,16 +18,7 @@ const LONG: Duration = Duration::from_secs(180);
 
 /// db1 and db2 hold the shards; db3 is registered empty. Node A runs the mover.
 async fn cluster() -> (TestServer, Vec<String>) {
-    let urls = fresh_databases(3).await;
-    let srv = TestServer::start(default_config(), even_map(&urls[..2], SHARDS)).await;
-    let (s, b) = post_json(
-        &client(),
-        &srv.url("/admin/v1/backends"),
-        &json!({"name": "db3", "url": urls[2]}),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (srv, urls)
+    cluster_with_spare(default_config(), SHARDS).await
 }
 
 fn no_mover() -> ServeConfig {

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mezzanine_e2e::{
-    client, connect, create_database, get_json, key_in_shard, post_json, shard_state_in, shared_pg,
+    client, connect, create_database, free_port, get_json, key_in_shard, post_json, shard_state_in,
+    shared_pg,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -61,14 +62,6 @@ async fn cells_in(url: &str, shard: u32) -> Option<i64> {
 
 // ---------------------------------------------------------------------------------------
 // mezzanine nodes
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `mezzanine serve` process; SIGKILLed when dropped (and its log tail printed if the
 /// test is failing).

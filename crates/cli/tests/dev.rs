@@ -5,19 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mezzanine_e2e::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(args: &[&str], envs: &[(String, String)], log: &Path) -> Child {
     let out = std::fs::File::create(log).unwrap();

@@ -5,18 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mezzanine_e2e::{connect, create_database, shared_pg, TestServer};
+use mezzanine_e2e::{connect, create_database, free_port, shared_pg, TestServer};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs `mezzanine serve` over a one-backend shards.json naming `url`, to its end.
 fn serve_over(dir: &Path, url: &str, num_shards: u32, extra: &[(&str, &str)]) -> Output {

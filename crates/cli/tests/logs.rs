@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mezzanine_e2e::{create_database, shared_pg, sql};
+use mezzanine_e2e::{create_database, free_port, shared_pg, sql};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
 const NUM_SHARDS: u32 = 4;
@@ -59,14 +59,6 @@ fn no_colour_codes_in_logs_written_to_a_pipe() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(" INFO "), "no log line: {stderr}");
     assert!(!stderr.contains("\x1b["), "ANSI codes in: {stderr:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `mezzanine serve` over `shards_json` at `level` until it serves, stops it with
