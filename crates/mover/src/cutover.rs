@@ -177,6 +177,21 @@ impl ShardTask {
         clock.run("activation", activate).await?;
         mark("activate");
         self.point("after_activate").await?;
+        // The target still answers, and serves the shard: switching the map to a target that
+        // died since its activation would leave the shard unserved, and undoing instead gives
+        // it back to the source.
+        let confirm = async {
+            match transfer::shard_state(tgt, shard).await? {
+                Some((ShardState::Active, e)) if e == epoch => Ok(()),
+                other => Err(MoveError::Protocol(format!(
+                    "shard {shard}: the target {} is {} after its activation; the map is not switched",
+                    self.shard.to,
+                    other.map_or_else(|| "absent".to_owned(), |(s, e)| format!("{s} (epoch {e})"))
+                ))),
+            }
+        };
+        clock.run("confirmation of the activation", confirm).await?;
+        mark("confirm");
         // 7. Switch the map and notify every node (refused, nothing changed, when the map
         // names neither the source nor the target: it was changed behind the mover's back).
         let (version, pause_ms) = self
