@@ -135,6 +135,7 @@ ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS rebalance_id BIGINT REFEREN
 ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS auto_complete BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
 ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS fence_target BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS move_shards_fence ON mezzanine.move_shards (shard) WHERE fence_target;
 UPDATE mezzanine.meta SET schema_version = 2 WHERE schema_version < 2;";
 
 /// The version of the catalog's layout; an older catalog is migrated at start-up.

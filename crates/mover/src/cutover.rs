@@ -438,7 +438,15 @@ pub async fn fence_targets(
                 session.set_fence(f.move_id, f.shard, false).await?;
                 continue;
             }
-            let tgt = pools.get(catalog, &f.target).await?;
+            let tgt = match pools.get(catalog, &f.target).await {
+                Ok(t) => t,
+                // Removed from the catalog (only an empty backend can be): nothing to fence.
+                Err(MoveError::UnknownBackend(_)) => {
+                    session.set_fence(f.move_id, f.shard, false).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if !tgt.is_up() {
                 continue;
             }

@@ -441,9 +441,16 @@ impl ShardTask {
         if owner != self.shard.from {
             return self.leave_alone(state, &owner, error).await;
         }
-        if let Err(e) = self.clean_target(state).await {
-            tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and is dropped once the target answers");
-            self.session.set_fence(self.move_id, shard, true).await?;
+        match self.clean_target(state).await {
+            Ok(()) => {}
+            // Unreachable: its copy (importing, never served) is dropped once it answers.
+            Err(e) if retryable(&e) => {
+                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and is dropped once the target answers");
+                self.session.set_fence(self.move_id, shard, true).await?;
+            }
+            Err(e) => {
+                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; left for an operator");
+            }
         }
         let event = if end == ShardMoveState::Aborted {
             MoveEvent::Abort

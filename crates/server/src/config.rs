@@ -297,6 +297,16 @@ mod tests {
     }
 
     #[test]
+    fn the_cutover_pause_is_bounded_by_flag() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(c.move_max_pause, Duration::from_millis(500));
+        let c = Cli::try_parse_from(["mezzanine", "--move-max-pause=2s"])
+            .unwrap()
+            .config;
+        assert_eq!(c.move_max_pause, Duration::from_secs(2));
+    }
+
+    #[test]
     fn the_advertised_address_is_a_reachable_host_and_port() {
         let parse = |v: &str| Cli::try_parse_from(["mezzanine", &format!("--advertise-addr={v}")]);
         for good in ["mezz-1.internal:8080", "10.0.0.7:80", "[2001:db8::1]:8080"] {
