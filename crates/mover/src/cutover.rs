@@ -116,14 +116,18 @@ impl ShardTask {
         };
         // 1. Freeze (one statement; a source found neither active nor frozen is read again to
         // tell a resumed cutover, retired at step 5 already, from a protocol error).
+        self.freezing.store(true, Ordering::Release);
         let retired = clock.run("freeze", self.freeze(src)).await?;
         mark("freeze");
         self.point("after_freeze").await?;
         // 2. The tail, within `MOVE_MAX_PAUSE`: nothing is written to the source any more.
         let max_pause = self.config.policy.max_pause;
+        // The deadline cancels a copy still running at `max_pause`; a copy that finished but
+        // took longer (the timer's granularity) is over the bound all the same.
         let tail = clock.run("tail copy", async {
+            let started = Instant::now();
             match tokio::time::timeout(max_pause, self.tail(src, tgt, fresh)).await {
-                Ok(r) => r.map(Some),
+                Ok(r) => r.map(|m| (started.elapsed() <= max_pause).then_some(m)),
                 Err(_) => Ok(None),
             }
         });
@@ -280,6 +284,7 @@ impl ShardTask {
             None,
         )
         .await?;
+        self.freezing.store(false, Ordering::Release);
         self.session.thawed(self.move_id, shard).await?;
         metrics::counter!("mezzanine_move_freezes_given_up_total").increment(1);
         tracing::warn!(move_id = self.move_id, shard, ?max_pause, "the tail did not fit MOVE_MAX_PAUSE: freeze given up, the source is active again; catching up resumes");

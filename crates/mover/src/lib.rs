@@ -390,6 +390,7 @@ async fn schedule(
                     limit: pools.limit(job),
                     abort: flag.clone(),
                     activation_sent: AtomicBool::new(false),
+                    freezing: AtomicBool::new(false),
                 };
                 *active += 1;
                 running.insert(

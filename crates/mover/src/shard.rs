@@ -48,6 +48,9 @@ pub struct ShardTask {
     /// Set once this task sent the target's activation: an undo must then reckon with an
     /// active target (`crate::cutover`).
     pub activation_sent: AtomicBool,
+    /// Set while this task's cutover may hold the source frozen (from the freeze statement
+    /// to a thaw): errors are then not retried but undone at once.
+    pub freezing: AtomicBool,
 }
 
 fn retryable(e: &MoveError) -> bool {
@@ -79,13 +82,13 @@ impl ShardTask {
                     tracing::warn!(shard = self.shard.shard, error = %e, "mover session lost; the next leader resumes");
                     return;
                 }
-                // Not in a cutover: its source may be frozen, and a retry would keep client
-                // writes waiting; the undo gives the shard back at once, and the move can be
-                // retried.
+                // Not once a cutover froze the source (or resumed one that may have): a retry
+                // would keep client writes waiting; the undo gives the shard back at once, and
+                // the move can be retried.
                 Err(e)
                     if retryable(&e)
                         && attempt + 1 < self.config.attempts
-                        && state != ShardMoveState::Cutover =>
+                        && !self.may_be_frozen(state) =>
                 {
                     attempt += 1;
                     tracing::warn!(move_id = self.move_id, shard = self.shard.shard, state = %state, attempt, error = %e, "move step failed; retrying");
@@ -170,6 +173,14 @@ impl ShardTask {
                 _ => return Ok(()),
             };
         }
+    }
+
+    /// Whether the source may be frozen by this move in `state`: a cutover this task froze,
+    /// or one it resumed.
+    fn may_be_frozen(&self, state: ShardMoveState) -> bool {
+        state == ShardMoveState::Cutover
+            && (self.freezing.load(Ordering::Acquire)
+                || self.shard.state == ShardMoveState::Cutover)
     }
 
     pub(crate) fn aborted(&self) -> bool {
