@@ -11,13 +11,18 @@
 //! 4. the target's sequence is advanced past the highest `added_id` (I4);
 //! 5. the source is set `retired`: from here no read is served there either, so a node whose
 //!    map is stale can never read a copy that is about to miss new writes (I2);
-//! 6. the target is set `active` with the shard's next epoch;
+//! 6. the target is set `active` with the shard's next epoch, and read back (it must still
+//!    answer, active with that epoch, before the map names it);
 //! 7. the catalog map is switched (with the move's shard state, one statement) and every node
 //!    is notified; requests held meanwhile complete at the target.
 //!
 //! DESIGN §5 lists "activate target, switch the map, retire the source"; retiring before
 //! activating closes the window in which a stale node could read the frozen source while the
 //! target already takes writes.
+//!
+//! The cutover, its bounds (`MOVE_MAX_PAUSE` on the tail, the freeze's hang bound on the rest)
+//! and its undo are in [`crate::cutover`]: a cutover that fails before the switch gives the
+//! shard back to its source at once, whatever state the target is in or whether it answers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
