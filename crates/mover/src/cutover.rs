@@ -472,3 +472,41 @@ pub async fn fence_targets(
         Err(_) => Ok(()), // the rest on the next pass
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_steps_inside_a_freeze_share_one_bound() {
+        let mut clock = FreezeClock::new(Duration::from_secs(1));
+        let quick = clock
+            .run("tail copy", async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(1)
+            })
+            .await;
+        assert!(matches!(quick, Ok(1)));
+        // The next step has what is left, not the whole bound again: it stalls.
+        let slow = clock
+            .run("verification", async {
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                Ok(2)
+            })
+            .await;
+        match slow {
+            Err(MoveError::Stalled(m)) => {
+                assert!(m.contains("verification") && m.contains("1s"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A step that hangs ends with the bound.
+        let hung = clock
+            .run(
+                "activation",
+                std::future::pending::<Result<(), MoveError>>(),
+            )
+            .await;
+        assert!(matches!(hung, Err(MoveError::Stalled(_))));
+    }
+}
