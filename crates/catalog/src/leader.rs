@@ -237,6 +237,17 @@ pub async fn current_leader(catalog: &crate::Catalog) -> Result<Option<LeaderInf
 }
 
 /// The leader's session: it holds the lock, and carries every catalog change of the mover.
+/// A target copy to fence: what [`LeaderSession::pending_fences`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub move_id: i64,
+    pub shard: u32,
+    /// The move's target backend.
+    pub target: String,
+    /// The map names the target now (another move brought the shard there): nothing to do.
+    pub owned_by_target: bool,
+}
+
 pub struct LeaderSession {
     session: Dedicated,
     node: String,
@@ -449,6 +460,64 @@ impl LeaderSession {
             &[(&s, Type::INT4)],
         )
         .await
+    }
+
+    /// Records (or clears) that the shard's target copy of this move must be fenced, demoted
+    /// from `active` and dropped, once the target answers: set by the undo of a cutover that
+    /// gave the shard back to its source without reaching the target.
+    pub async fn set_fence(&self, move_id: i64, shard: u32, on: bool) -> Result<(), CatalogError> {
+        let s = shard as i32;
+        self.session
+            .query(
+                "UPDATE mezzanine.move_shards SET fence_target = $3 WHERE move_id = $1 AND shard = $2",
+                &[(&move_id, Type::INT8), (&s, Type::INT4), (&on, Type::BOOL)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The target copies still to fence, of moves that ended (`failed` or `aborted`), for
+    /// shards that no move is moving now (a move in flight handles its own target), with
+    /// whether the map names the target now.
+    pub async fn pending_fences(&self) -> Result<Vec<Fence>, CatalogError> {
+        let rows = self
+            .session
+            .query(
+                "SELECT ms.move_id, ms.shard, ms.to_backend, sh.backend = ms.to_backend \
+                 FROM mezzanine.move_shards ms JOIN mezzanine.shards sh ON sh.shard = ms.shard \
+                 WHERE ms.fence_target AND ms.state IN ('failed', 'aborted') \
+                   AND NOT EXISTS (SELECT 1 FROM mezzanine.move_shards o WHERE o.shard = ms.shard \
+                                   AND o.state IN ('pending', 'copying', 'catching_up', 'cutover')) \
+                 ORDER BY ms.move_id, ms.shard",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let shard: i32 = r.try_get(1).map_err(corrupt)?;
+                Ok(Fence {
+                    move_id: r.try_get(0).map_err(corrupt)?,
+                    shard: u32::try_from(shard).map_err(|_| {
+                        CatalogError::Corrupt(format!("shard {shard} in move_shards"))
+                    })?,
+                    target: r.try_get(2).map_err(corrupt)?,
+                    owned_by_target: r.try_get(3).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets when the source was frozen: the freeze was given up (the source is `active`
+    /// again), and the next freeze's pause counts from its own start.
+    pub async fn thawed(&self, move_id: i64, shard: u32) -> Result<(), CatalogError> {
+        let s = shard as i32;
+        self.session
+            .query(
+                "UPDATE mezzanine.move_shards SET frozen_at = NULL WHERE move_id = $1 AND shard = $2",
+                &[(&move_id, Type::INT8), (&s, Type::INT4)],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Clears a job's handled request.

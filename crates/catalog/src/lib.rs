@@ -26,7 +26,7 @@ use mezzanine_storage::{Backend, PoolSettings, SqlState, StorageError};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::Row;
 
-pub use leader::{current_leader, Dedicated, Leader, LeaderInfo, LeaderSession};
+pub use leader::{current_leader, Dedicated, Fence, Leader, LeaderInfo, LeaderSession};
 pub use moves::{MoveJob, MoveShard, NewMove, Request};
 pub use rebalance::{NewRebalance, Progress, Rebalance};
 
@@ -134,6 +134,8 @@ CREATE TABLE IF NOT EXISTS mezzanine.rebalances (
 ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS rebalance_id BIGINT REFERENCES mezzanine.rebalances (id);
 ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS auto_complete BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
+ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS fence_target BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS move_shards_fence ON mezzanine.move_shards (shard) WHERE fence_target;
 UPDATE mezzanine.meta SET schema_version = 2 WHERE schema_version < 2;";
 
 /// The version of the catalog's layout; an older catalog is migrated at start-up.

@@ -12,6 +12,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+mod cutover;
+pub use cutover::*;
+
 /// Where one shard of a move stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShardMoveState {
@@ -105,6 +108,9 @@ pub enum MoveEvent {
     Abort,
     /// A step failed for good.
     Fail,
+    /// The cutover was given up with the source made `active` again (its tail would not fit
+    /// the pause bound): back to catching up.
+    Thaw,
 }
 
 /// A transition the protocol forbids.
@@ -128,6 +134,7 @@ pub fn transition(
         (S::Copying, E::Copied) => S::CatchingUp,
         (S::CatchingUp, E::CaughtUp) => S::Cutover,
         (S::Cutover, E::Switched) => S::Switched,
+        (S::Cutover, E::Thaw) => S::CatchingUp,
         (S::Switched, E::Cleaned) => S::Cleaned,
         (s, E::Abort) if s.in_flight() => S::Aborted,
         (s, E::Fail) if s.in_flight() => S::Failed,
@@ -217,13 +224,20 @@ pub fn job_state(shards: &[ShardMoveState], reverted: bool) -> JobState {
     }
 }
 
-/// When catching up stops and the cutover starts.
+/// When catching up stops and the cutover starts, and how long the cutover's pause may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatchUpPolicy {
     /// Freeze once at most this many rows remain to copy: they are copied inside the pause.
     pub max_lag_rows: u64,
-    /// Freeze anyway after this many rounds (writes outrun the copy; the pause grows).
+    /// Freeze after this many rounds even if the tail is estimated not to fit the pause
+    /// (the freeze's deadline then decides: the tail fits, or the freeze is given up).
     pub max_rounds: u32,
+    /// `MOVE_MAX_PAUSE`: the tail copied inside the freeze must fit in it. Estimated before
+    /// freezing ([`estimate_tail`]), enforced by a deadline on the tail copy.
+    pub max_pause: Duration,
+    /// Freezes given up because the tail did not fit, after which the shard's move fails
+    /// ([`after_too_long_tail`]).
+    pub max_freezes: u32,
 }
 
 impl Default for CatchUpPolicy {
@@ -231,15 +245,19 @@ impl Default for CatchUpPolicy {
         CatchUpPolicy {
             max_lag_rows: 500,
             max_rounds: 50,
+            max_pause: Duration::from_millis(500),
+            max_freezes: 3,
         }
     }
 }
 
 impl CatchUpPolicy {
-    /// After a catch-up round that left `lag` rows behind, as the `round`-th round (from 1):
-    /// is it time to freeze?
-    pub fn ready(&self, lag: u64, round: u32) -> bool {
-        lag <= self.max_lag_rows || round >= self.max_rounds
+    /// After the `round`-th catch-up round (from 1), `last`: is it time to freeze? When the
+    /// rows it copied (the next tail, about) are few and are estimated to copy within half
+    /// the pause bound, or after `max_rounds` rounds.
+    pub fn ready(&self, last: CatchUpRound, round: u32) -> bool {
+        let fits = estimate_tail(last.rows, last) <= self.max_pause / 2;
+        last.rows <= self.max_lag_rows && fits || round >= self.max_rounds
     }
 }
 
@@ -333,7 +351,7 @@ mod tests {
     use MoveEvent as E;
     use ShardMoveState as S;
 
-    const EVENTS: [MoveEvent; 7] = [
+    const EVENTS: [MoveEvent; 8] = [
         E::Start,
         E::Copied,
         E::CaughtUp,
@@ -341,6 +359,7 @@ mod tests {
         E::Cleaned,
         E::Abort,
         E::Fail,
+        E::Thaw,
     ];
 
     #[test]
@@ -367,6 +386,7 @@ mod tests {
                 (S::Copying, E::Copied) => Some(S::CatchingUp),
                 (S::CatchingUp, E::CaughtUp) => Some(S::Cutover),
                 (S::Cutover, E::Switched) => Some(S::Switched),
+                (S::Cutover, E::Thaw) => Some(S::CatchingUp),
                 (S::Switched, E::Cleaned) => Some(S::Cleaned),
                 (S::Pending | S::Copying | S::CatchingUp | S::Cutover, E::Abort) => {
                     Some(S::Aborted)
@@ -388,7 +408,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(illegal, 8 * 7 - 13);
+        assert_eq!(illegal, 8 * 8 - 14);
     }
 
     #[test]
@@ -459,9 +479,16 @@ mod tests {
     #[test]
     fn catch_up_policy() {
         let p = CatchUpPolicy::default();
-        assert!(!p.ready(10_000, 1));
-        assert!(p.ready(100, 1));
-        assert!(p.ready(10_000, 50));
+        let round = |rows, ms| CatchUpRound {
+            rows,
+            took: Duration::from_millis(ms),
+        };
+        assert!(!p.ready(round(10_000, 100), 1));
+        assert!(p.ready(round(100, 10), 1));
+        // Few rows, but copied slowly: the tail would not fit half the pause.
+        assert!(!p.ready(round(100, 400), 1));
+        assert!(p.ready(round(10_000, 100), 50));
+        assert!(p.ready(round(0, 0), 1));
     }
 
     #[test]
@@ -553,7 +580,7 @@ mod tests {
         /// Whatever events arrive, a shard never leaves a final state, never reaches
         /// `switched` without passing `cutover`, and is never aborted after the switch.
         #[test]
-        fn random_event_sequences_keep_the_protocol(events in proptest::collection::vec(0usize..7, 0..40)) {
+        fn random_event_sequences_keep_the_protocol(events in proptest::collection::vec(0usize..8, 0..40)) {
             let mut s = S::Pending;
             let mut saw_cutover = false;
             for i in events {

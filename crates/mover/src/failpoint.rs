@@ -11,13 +11,19 @@ use mezzanine_core::duration::parse_duration;
 
 /// The points: `after_prepare` (the target prepared, the shard still `pending`), `copying`
 /// (after each bulk chunk), `catching_up` (after each round), `after_freeze` (source frozen,
-/// nothing else done), `after_switch` (map switched, the task not yet finished), `cleanup`
-/// (before a retired source is dropped).
-pub const POINTS: [&str; 6] = [
+/// nothing else done), `after_tail` (the tail copied), `after_verify` (the tail verified),
+/// `after_retire` (the target's sequence advanced, the source retired), `after_activate` (the
+/// target active, the map not switched yet), `after_switch` (map switched, the task not yet
+/// finished), `cleanup` (before a retired source is dropped).
+pub const POINTS: [&str; 10] = [
     "after_prepare",
     "copying",
     "catching_up",
     "after_freeze",
+    "after_tail",
+    "after_verify",
+    "after_retire",
+    "after_activate",
     "after_switch",
     "cleanup",
 ];

@@ -10,6 +10,7 @@
 //! The per-shard work is in [`shard`]; this module elects, schedules and carries out
 //! operators' requests (abort, complete) and the retention period.
 
+pub mod cutover;
 pub mod failpoint;
 pub mod shard;
 
@@ -40,6 +41,12 @@ pub enum MoveError {
     Protocol(String),
     #[error("aborted by an operator")]
     Aborted,
+    /// A step inside the cutover's freeze did not finish within its bound.
+    #[error("{0}")]
+    Stalled(String),
+    /// The tail never fitted `MOVE_MAX_PAUSE`.
+    #[error("{0}")]
+    TailTooLong(String),
 }
 
 /// Settings of the mover.
@@ -53,7 +60,14 @@ pub struct MoverConfig {
     pub poll: Duration,
     /// Retired sources are dropped this long after their switch, if not completed before.
     pub retention: Duration,
+    /// When to freeze, and the cutover's pause bound (`MOVE_MAX_PAUSE`, the tail copy's
+    /// deadline) with the freezes given up before a shard's move fails.
     pub policy: CatchUpPolicy,
+    /// The bound of the steps inside a freeze together (tail, verification, sequence,
+    /// retirement, activation), against a backend that hangs: beyond, the cutover is undone
+    /// and the source is `active` again. Below `MOVE_HOLD_TIMEOUT`, so that held client
+    /// requests complete.
+    pub freeze_bound: Duration,
     /// The share of its full speed a bulk copy runs at when its move sets no
     /// `max_rows_per_sec` (1: full speed; see `mezzanine_core::moves::paced_rate`). A move's
     /// `max_rows_per_sec` is the limit of all its bulk copies together (of all a rebalance's
@@ -250,6 +264,10 @@ async fn lead(
         }
         running.retain(|_, r| !r.handle.is_finished());
         metrics::gauge!("mezzanine_move_shards_running").set(running.len() as f64);
+        // Before any new task starts: no prepare of a later move races a fence.
+        if let Err(e) = cutover::fence_targets(catalog, pools, &session).await {
+            tracing::warn!(error = %e, "cannot fence target copies of undone cutovers; will retry");
+        }
         match catalog.open_moves().await {
             Ok(jobs) => {
                 pools.keep_limits(&jobs);
@@ -371,6 +389,8 @@ async fn schedule(
                     shard: s.clone(),
                     limit: pools.limit(job),
                     abort: flag.clone(),
+                    activation_sent: AtomicBool::new(false),
+                    freezing: AtomicBool::new(false),
                 };
                 *active += 1;
                 running.insert(

@@ -11,26 +11,32 @@
 //! 4. the target's sequence is advanced past the highest `added_id` (I4);
 //! 5. the source is set `retired`: from here no read is served there either, so a node whose
 //!    map is stale can never read a copy that is about to miss new writes (I2);
-//! 6. the target is set `active` with the shard's next epoch;
+//! 6. the target is set `active` with the shard's next epoch, and read back (it must still
+//!    answer, active with that epoch, before the map names it);
 //! 7. the catalog map is switched (with the move's shard state, one statement) and every node
 //!    is notified; requests held meanwhile complete at the target.
 //!
 //! DESIGN §5 lists "activate target, switch the map, retire the source"; retiring before
 //! activating closes the window in which a stale node could read the frozen source while the
 //! target already takes writes.
+//!
+//! The cutover, its bounds (`MOVE_MAX_PAUSE` on the tail, the freeze's hang bound on the rest)
+//! and its undo are in [`crate::cutover`]: a cutover that fails before the switch gives the
+//! shard back to its source at once, whatever state the target is in or whether it answers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mezzanine_catalog::{Catalog, CatalogError, LeaderSession, MoveShard};
+use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
 use mezzanine_core::moves::{
-    chunk_rows, paced_rate, paces, transition, undo_for, MoveEvent, ShardMoveState,
-    CALIBRATION_ROWS, PACED_CHUNK_ROWS,
+    after_too_long_tail, chunk_rows, paced_rate, paces, transition, undo_for, CatchUpRound,
+    MoveEvent, ShardMoveState, TooLongTail, CALIBRATION_ROWS, PACED_CHUNK_ROWS,
 };
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{Backend, StorageError};
 
+use crate::cutover::CutoverEnd;
 use crate::{MoveError, MoverConfig, Pools, RowLimit};
 
 /// The work of one shard of one job.
@@ -44,6 +50,12 @@ pub struct ShardTask {
     /// The move's (or its rebalance's) `max_rows_per_sec`, shared with its other copies.
     pub limit: Option<Arc<RowLimit>>,
     pub abort: Arc<AtomicBool>,
+    /// Set once this task sent the target's activation: an undo must then reckon with an
+    /// active target (`crate::cutover`).
+    pub activation_sent: AtomicBool,
+    /// Set while this task's cutover may hold the source frozen (from the freeze statement
+    /// to a thaw): errors are then not retried but undone at once.
+    pub freezing: AtomicBool,
 }
 
 fn retryable(e: &MoveError) -> bool {
@@ -61,8 +73,9 @@ impl ShardTask {
         let mut state = self.shard.state;
         let mut verified = self.shard.verified;
         let mut attempt = 0u32;
+        let mut freezes = 0u32;
         loop {
-            match self.drive(&mut state, &mut verified).await {
+            match self.drive(&mut state, &mut verified, &mut freezes).await {
                 Ok(()) => return,
                 Err(MoveError::Aborted) => {
                     if let Err(u) = self.undo(state, ShardMoveState::Aborted, None).await {
@@ -74,7 +87,14 @@ impl ShardTask {
                     tracing::warn!(shard = self.shard.shard, error = %e, "mover session lost; the next leader resumes");
                     return;
                 }
-                Err(e) if retryable(&e) && attempt + 1 < self.config.attempts => {
+                // Not once a cutover froze the source (or resumed one that may have): a retry
+                // would keep client writes waiting; the undo gives the shard back at once, and
+                // the move can be retried.
+                Err(e)
+                    if retryable(&e)
+                        && attempt + 1 < self.config.attempts
+                        && !self.may_be_frozen(state) =>
+                {
                     attempt += 1;
                     tracing::warn!(move_id = self.move_id, shard = self.shard.shard, state = %state, attempt, error = %e, "move step failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(1 << attempt.min(4))).await;
@@ -97,7 +117,12 @@ impl ShardTask {
         }
     }
 
-    async fn drive(&self, state: &mut ShardMoveState, verified: &mut i64) -> Result<(), MoveError> {
+    async fn drive(
+        &self,
+        state: &mut ShardMoveState,
+        verified: &mut i64,
+        freezes: &mut u32,
+    ) -> Result<(), MoveError> {
         let src = self.pools.get(&self.catalog, &self.shard.from).await?;
         let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
         let shard = self.shard.shard;
@@ -128,21 +153,42 @@ impl ShardTask {
                     self.step(*state, MoveEvent::Copied).await?
                 }
                 ShardMoveState::CatchingUp => {
-                    let hw = self.catch_up(&src, &tgt, bulk.take()).await?;
+                    let hw = self.catch_up(&src, &tgt, bulk.take(), *verified).await?;
                     *verified = hw;
                     fresh = Some(hw);
                     self.step(*state, MoveEvent::CaughtUp).await?
                 }
                 ShardMoveState::Cutover => {
-                    self.cutover(&src, &tgt, *verified, fresh.take()).await?;
-                    ShardMoveState::Switched
+                    match self.cutover(&src, &tgt, *verified, fresh.take()).await? {
+                        CutoverEnd::Switched => ShardMoveState::Switched,
+                        CutoverEnd::Thawed => {
+                            *freezes += 1;
+                            let max = self.config.policy.max_freezes;
+                            if after_too_long_tail(*freezes, max) == TooLongTail::Fail {
+                                return Err(MoveError::TailTooLong(format!(
+                                    "the tail to copy inside the freeze did not fit MOVE_MAX_PAUSE ({:?}) in {max} freezes: \
+                                     writes to the shard outrun the copy (the source stayed active)",
+                                    self.config.policy.max_pause
+                                )));
+                            }
+                            self.step(*state, MoveEvent::Thaw).await?
+                        }
+                    }
                 }
                 _ => return Ok(()),
             };
         }
     }
 
-    fn aborted(&self) -> bool {
+    /// Whether the source may be frozen by this move in `state`: a cutover this task froze,
+    /// or one it resumed.
+    fn may_be_frozen(&self, state: ShardMoveState) -> bool {
+        state == ShardMoveState::Cutover
+            && (self.freezing.load(Ordering::Acquire)
+                || self.shard.state == ShardMoveState::Cutover)
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
         self.abort.load(Ordering::Acquire)
     }
 
@@ -157,7 +203,7 @@ impl ShardTask {
 
     /// [`ShardTask::step`] with the error message of a failure. A catalog that does not hold
     /// the shard in `from` is a protocol error: nothing was recorded.
-    async fn step_with(
+    pub(crate) async fn step_with(
         &self,
         from: ShardMoveState,
         event: MoveEvent,
@@ -181,7 +227,7 @@ impl ShardTask {
     /// from one of `from` (with `epoch`, when given). A change that changed nothing is a
     /// protocol error saying what was expected and what was found: the cutover's order of
     /// state changes is what keeps invariant I2, so none of them may be skipped silently.
-    async fn change_state(
+    pub(crate) async fn change_state(
         &self,
         backend: &Backend,
         role: &str,
@@ -292,6 +338,7 @@ impl ShardTask {
         src: &Backend,
         tgt: &Backend,
         bulk: Option<(i64, i64)>,
+        verified: i64,
     ) -> Result<i64, MoveError> {
         let shard = self.shard.shard;
         self.build_indexes(tgt).await?;
@@ -306,6 +353,7 @@ impl ShardTask {
         };
         for round in 1u32.. {
             let mut lag = 0u64;
+            let started = Instant::now();
             loop {
                 let (r, _) = self.copy_chunk(src, tgt, hw, chunk, None, None).await?;
                 hw = r.max_added_id; // `after` itself when nothing was copied
@@ -314,6 +362,10 @@ impl ShardTask {
                     break;
                 }
             }
+            let last = CatchUpRound {
+                rows: lag,
+                took: started.elapsed(),
+            };
             copied += lag as i64;
             let total = copied.max(self.shard.rows_total);
             self.session
@@ -323,14 +375,15 @@ impl ShardTask {
                 .failpoints
                 .pause("catching_up", &self.abort)
                 .await;
-            if self.config.policy.ready(lag, round) {
+            if self.config.policy.ready(last, round) {
                 break;
             }
         }
-        // Cells are immutable: the prefix verified now stays verified.
+        // Cells are immutable: the prefix verified now stays verified (after a freeze given
+        // up, only what was copied since is verified).
         {
             let _bulk = self.pools.quiet.read().await;
-            self.verify(src, tgt, 0, hw).await?;
+            self.verify(src, tgt, verified.min(hw), hw).await?;
         }
         self.session.set_verified(self.move_id, shard, hw).await?;
         Ok(hw)
@@ -339,7 +392,7 @@ impl ShardTask {
     /// Builds what the import deferred: the target table's unique constraint and secondary
     /// indexes (bulk work, like a copy chunk). Idempotent; a no-op after a resume that finds
     /// them built.
-    async fn build_indexes(&self, tgt: &Backend) -> Result<(), MoveError> {
+    pub(crate) async fn build_indexes(&self, tgt: &Backend) -> Result<(), MoveError> {
         let started = Instant::now();
         let built = {
             let _bulk = self.pools.quiet.read().await;
@@ -357,7 +410,7 @@ impl ShardTask {
         Ok(())
     }
 
-    async fn verify(
+    pub(crate) async fn verify(
         &self,
         src: &Backend,
         tgt: &Backend,
@@ -379,137 +432,14 @@ impl ShardTask {
         Ok(())
     }
 
-    /// The fenced cutover (see the module documentation for the order and why).
-    async fn cutover(
-        &self,
-        src: &Backend,
-        tgt: &Backend,
-        verified: i64,
-        fresh: Option<i64>,
-    ) -> Result<(), MoveError> {
-        let shard = self.shard.shard;
-        // Read before the freeze: nothing in the pause that need not be there. The target
-        // must have its unique constraint before it is activated (catching up built it; this
-        // checks, and builds it after a resume that skipped catching up).
-        self.build_indexes(tgt).await?;
-        let epoch = self.session.next_epoch(shard).await?;
-        // No bulk copy of this leader runs during the pause (see `Pools::quiet`).
-        let _quiet = self.pools.quiet.write().await;
-        self.session.mark_frozen(self.move_id, shard).await?;
-        let mut steps: Vec<(&'static str, f64)> = Vec::with_capacity(8);
-        let mut lap = Instant::now();
-        let mut mark = |name: &'static str| {
-            steps.push((name, lap.elapsed().as_secs_f64() * 1000.0));
-            lap = Instant::now();
-        };
-        // 1. Freeze (one statement; a source found neither active nor frozen is read again to
-        // tell a resumed cutover, retired at step 5 already, from a protocol error).
-        if !transfer::set_state(src, shard, &[ShardState::Active], ShardState::Frozen, None).await?
-        {
-            match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
-                Some(ShardState::Retired) => {}
-                other => {
-                    return Err(MoveError::Protocol(format!(
-                        "shard {shard}: the source {:?} is {} instead of active",
-                        self.shard.from,
-                        other.map_or("absent", |s| s.as_str())
-                    )))
-                }
-            }
-        }
-        mark("freeze");
-        self.config
-            .failpoints
-            .pause("after_freeze", &self.abort)
-            .await;
-        if self.aborted() {
-            return Err(MoveError::Aborted);
-        }
-        // 2. The tail: nothing is written to the source any more. (A target that is active
-        // already was activated by a leader that died before the switch: nothing to copy.)
-        let max_s = match fresh {
-            // Straight from catching up: the target holds exactly up to `hw`; the copy of
-            // everything above it ends at the source's highest added_id.
-            Some(hw) => transfer::copy_tail(src, tgt, shard, hw).await?.max_added_id,
-            None => {
-                let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
-                if target_state != Some(ShardState::Active) {
-                    let hw = transfer::max_added_id(tgt, shard).await?;
-                    transfer::copy_tail(src, tgt, shard, hw).await?;
-                }
-                // 3. The highest added_id must be the same on both sides.
-                let (max_s, max_t) = futures::future::try_join(
-                    transfer::max_added_id(src, shard),
-                    transfer::max_added_id(tgt, shard),
-                )
-                .await?;
-                if max_s != max_t {
-                    return Err(MoveError::Verify(format!(
-                        "shard {shard}: highest added_id is {max_s} on the source but {max_t} on the target"
-                    )));
-                }
-                max_s
-            }
-        };
-        mark("tail");
-        // 3. Verify the tail (count and checksum over every column on both sides).
-        self.verify(src, tgt, verified.min(max_s), max_s).await?;
-        mark("verify");
-        // 4. New writes on the target continue the sequence (I4), and 5. the source is
-        // retired: no client read or write is served there from now on. Both must precede
-        // the activation; they are independent, so they run together.
-        futures::future::try_join(
-            async { Ok(transfer::advance_sequence(tgt, shard, max_s).await?) },
-            self.change_state(
-                src,
-                "source",
-                &[ShardState::Frozen],
-                ShardState::Retired,
-                None,
-            ),
-        )
-        .await?;
-        mark("sequence+retire");
-        // 6. Activate the target with the shard's next epoch.
-        self.change_state(
-            tgt,
-            "target",
-            &[ShardState::Importing],
-            ShardState::Active,
-            Some(epoch),
-        )
-        .await?;
-        mark("activate");
-        // 7. Switch the map and notify every node (refused, nothing changed, when the map
-        // names neither the source nor the target: it was changed behind the mover's back).
-        let (version, pause_ms) = self
-            .session
-            .switch(self.move_id, shard, &self.shard.from, &self.shard.to)
-            .await
-            .map_err(|e| match e {
-                CatalogError::Conflict(m) => MoveError::Protocol(m),
-                e => MoveError::Catalog(e),
-            })?;
-        mark("switch");
-        metrics::counter!("mezzanine_move_shards_switched_total").increment(1);
-        if let Some(ms) = pause_ms {
-            metrics::histogram!("mezzanine_move_cutover_pause_seconds").record(ms / 1000.0);
-        }
-        let steps: Vec<String> = steps.iter().map(|(n, ms)| format!("{n}={ms:.1}")).collect();
-        tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, steps_ms = %steps.join(" "), "shard switched");
-        self.config
-            .failpoints
-            .pause("after_switch", &self.abort)
-            .await;
-        Ok(())
-    }
-
     /// Undoes what a shard's move did before the switch and records `end` (`aborted` or
-    /// `failed`): the target stops being active and its copy is dropped (best effort: a target
-    /// that is down keeps an `importing` copy, which no client reads and a retry reuses), then
-    /// the source is made active again. A shard that the catalog's map gives to another
-    /// backend than the move's source (changed behind the mover's back) is recorded `failed`
-    /// with nothing undone: the backends are left as they are for an operator.
+    /// `failed`). A cutover's undo is `crate::cutover`'s (the source made `active` again at
+    /// once). Before the cutover the source was never frozen: the target's copy is dropped, or,
+    /// when the target cannot be reached, recorded to be fenced (dropped) once it answers; it
+    /// stays `importing` meanwhile, which no client reads. A shard that the catalog's map gives
+    /// to another backend than the move's source (changed behind the mover's back) is
+    /// recorded `failed` with nothing undone: the backends are left as they are for an
+    /// operator.
     async fn undo(
         &self,
         state: ShardMoveState,
@@ -517,39 +447,26 @@ impl ShardTask {
         error: Option<&str>,
     ) -> Result<(), MoveError> {
         let shard = self.shard.shard;
-        let Some(u) = undo_for(state) else {
+        if state == ShardMoveState::Cutover {
+            return self.undo_cutover(end, error).await;
+        }
+        if undo_for(state).is_none() {
             return Ok(());
-        };
+        }
         let owner = self.session.owner(shard).await?;
         if owner != self.shard.from {
-            let why = format!(
-                "the catalog gives shard {shard} to {owner:?}, not to the move's source {:?}: \
-                 nothing undone, the backends are left as they are (`mezzanine verify --shards {shard}`)",
-                self.shard.from
-            );
-            let error = error.map_or_else(|| why.clone(), |e| format!("{e}; {why}"));
-            self.step_with(state, MoveEvent::Fail, Some(&error)).await?;
-            return Err(MoveError::Protocol(why));
+            return self.leave_alone(state, &owner, error).await;
         }
-        if u.clean_target {
-            if let Err(e) = self.clean_target(state).await {
-                if u.reactivate_source && !self.target_unserved().await {
-                    // The target might still be active: never make the source active too.
-                    return Err(e);
-                }
-                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and a retry reuses it");
+        match self.clean_target(state).await {
+            Ok(()) => {}
+            // Unreachable: its copy (importing, never served) is dropped once it answers.
+            Err(e) if retryable(&e) => {
+                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and is dropped once the target answers");
+                self.session.set_fence(self.move_id, shard, true).await?;
             }
-        }
-        if u.reactivate_source {
-            let src = self.pools.get(&self.catalog, &self.shard.from).await?;
-            self.change_state(
-                &src,
-                "source",
-                &[ShardState::Frozen, ShardState::Retired],
-                ShardState::Active,
-                None,
-            )
-            .await?;
+            Err(e) => {
+                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; left for an operator");
+            }
         }
         let event = if end == ShardMoveState::Aborted {
             MoveEvent::Abort
@@ -560,31 +477,38 @@ impl ShardTask {
         Ok(())
     }
 
-    /// Drops the target's copy of a shard whose move stopped in `state`, whatever the phase:
-    /// nothing to do when the target has no state row for it; an `importing` copy is dropped
-    /// (a pending shard's too: its target may have been prepared before the move recorded
-    /// `copying`); a `retired` one is dropped once this move prepared it (from `copying` on),
-    /// but kept while the shard is `pending` (it is then another move's old source, kept for a
-    /// revert: a prepare would have made it `importing`); an `active` target is first made
-    /// `importing` again only if the cutover may have activated it (the map still names the
-    /// source, so no client is served there); a target found serving the shard otherwise is
-    /// left alone (an error). The drop itself refuses, in its transaction, a copy that is
-    /// `active` or `frozen` by then.
+    /// Records the shard `failed` with nothing undone: the catalog's map gives it to `owner`,
+    /// not to the move's source.
+    pub(crate) async fn leave_alone(
+        &self,
+        state: ShardMoveState,
+        owner: &str,
+        error: Option<&str>,
+    ) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        let why = format!(
+            "the catalog gives shard {shard} to {owner:?}, not to the move's source {:?}: \
+             nothing undone, the backends are left as they are (`mezzanine verify --shards {shard}`)",
+            self.shard.from
+        );
+        let error = error.map_or_else(|| why.clone(), |e| format!("{e}; {why}"));
+        self.step_with(state, MoveEvent::Fail, Some(&error)).await?;
+        Err(MoveError::Protocol(why))
+    }
+
+    /// Drops the target's copy of a shard whose move stopped in `state` (before the
+    /// cutover): nothing to do when the target has no state row for it; an `importing` copy
+    /// is dropped (a pending shard's too: its target may have been prepared before the move
+    /// recorded `copying`); a `retired` one is dropped once this move prepared it (from
+    /// `copying` on), but kept while the shard is `pending` (it is then another move's old
+    /// source, kept for a revert: a prepare would have made it `importing`); a target found
+    /// serving the shard is left alone (an error). The drop itself refuses, in its
+    /// transaction, a copy that is `active` or `frozen` by then.
     async fn clean_target(&self, state: ShardMoveState) -> Result<(), MoveError> {
         let shard = self.shard.shard;
         let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
         match transfer::shard_state(&tgt, shard).await?.map(|(s, _)| s) {
             None => return Ok(()),
-            Some(ShardState::Active) if state == ShardMoveState::Cutover => {
-                self.change_state(
-                    &tgt,
-                    "target",
-                    &[ShardState::Active],
-                    ShardState::Importing,
-                    None,
-                )
-                .await?;
-            }
             Some(s @ (ShardState::Active | ShardState::Frozen)) => {
                 return Err(MoveError::Protocol(format!(
                     "shard {shard}: the target {} is {s} although the move is {state}: its copy is not dropped",
@@ -596,18 +520,6 @@ impl ShardTask {
         }
         transfer::drop_shard(&tgt, shard).await?;
         Ok(())
-    }
-
-    /// Whether the target is known not to serve the shard (no state row, or `importing` or
-    /// `retired`); `false` when it cannot be asked.
-    async fn target_unserved(&self) -> bool {
-        let Ok(tgt) = self.pools.get(&self.catalog, &self.shard.to).await else {
-            return false;
-        };
-        matches!(
-            transfer::shard_state(&tgt, self.shard.shard).await,
-            Ok(None | Some((ShardState::Importing | ShardState::Retired, _)))
-        )
     }
 }
 

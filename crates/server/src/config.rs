@@ -128,6 +128,12 @@ pub struct ServeConfig {
     /// shard is in cutover (beyond, 503 at once).
     #[arg(long, env = "MOVE_HOLD_MAX_BYTES", default_value_t = 64 << 20)]
     pub move_hold_max_bytes: usize,
+    /// Longest the cutover may take to copy the tail (the rows written since the last
+    /// catch-up round) while the source is frozen: estimated before freezing, enforced by a
+    /// deadline. A tail that does not fit gives the freeze up (the source is active again) and
+    /// catching up resumes; after 3 such freezes the shard's move fails.
+    #[arg(long, env = "MOVE_MAX_PAUSE", default_value = "500ms", value_parser = duration)]
+    pub move_max_pause: Duration,
     /// Retired sources of switched shards are dropped this long after the switch, unless
     /// `move complete` dropped them before.
     #[arg(long, env = "MOVE_RETENTION", default_value = "168h", value_parser = duration)]
@@ -288,6 +294,16 @@ mod tests {
             .unwrap()
             .config;
         assert_eq!(c.move_hold_max_bytes, 1000);
+    }
+
+    #[test]
+    fn the_cutover_pause_is_bounded_by_flag() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(c.move_max_pause, Duration::from_millis(500));
+        let c = Cli::try_parse_from(["mezzanine", "--move-max-pause=2s"])
+            .unwrap()
+            .config;
+        assert_eq!(c.move_max_pause, Duration::from_secs(2));
     }
 
     #[test]

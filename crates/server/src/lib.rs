@@ -584,7 +584,11 @@ impl Server {
             pool: mover_settings(&st.config.pool_settings()),
             poll: Duration::from_millis(500),
             retention: st.config.move_retention,
-            policy: Default::default(),
+            policy: mezzanine_core::moves::CatchUpPolicy {
+                max_pause: st.config.move_max_pause,
+                ..Default::default()
+            },
+            freeze_bound: freeze_bound(&st.config),
             copy_share: st.config.move_copy_share,
             attempts: 3,
             failpoints: match mezzanine_mover::failpoint::Failpoints::parse(&st.config.failpoints) {
@@ -641,6 +645,13 @@ fn catalog_settings(s: &PoolSettings) -> PoolSettings {
         min_conns: 0,
         ..s.clone()
     }
+}
+
+/// The bound of a cutover's steps inside the freeze together: half the hold bound (requests
+/// held meanwhile then complete, at the target or at the source made active again), and at
+/// least `MOVE_MAX_PAUSE`.
+fn freeze_bound(config: &ServeConfig) -> Duration {
+    (config.move_hold_timeout / 2).max(config.move_max_pause)
 }
 
 /// The mover's own pools: separate from client traffic.
