@@ -108,28 +108,6 @@ impl Writer {
     }
 }
 
-/// Every cell of a shard through the API, in `added_id` order.
-async fn read_shard(c: &reqwest::Client, srv: &TestServer, shard: u32) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut after = 0i64;
-    loop {
-        let (s, page) = get_json(
-            c,
-            &srv.url(&format!(
-                "/v1/cells/partitionRead?partition_number={shard}&read_type=2&added_id={after}&limit=1000"
-            )),
-        )
-        .await;
-        assert_eq!(s, 200, "{page}");
-        let page = page.as_array().cloned().unwrap_or_default();
-        let Some(last) = page.last() else {
-            return all;
-        };
-        after = last["added_id"].as_i64().unwrap();
-        all.extend(page);
-    }
-}
-
 /// Polls `check` until it holds, panicking with `what` after `within`.
 async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
 where
