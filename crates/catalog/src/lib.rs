@@ -3,7 +3,8 @@
 //! It lives in the schema `mezzanine` of a PostgreSQL database (`CATALOG_URL`, or by default
 //! the first backend of `shards.json`) and holds:
 //!
-//! - `meta`: `num_shards` (recorded once) and the map version, bumped by every map change;
+//! - `meta`: `num_shards` (recorded once), the cluster id (made with the catalog, recorded in
+//!   every backend: [`cluster`]) and the map version, bumped by every map change;
 //! - `backends` and `shards` (shard → backend, with an epoch bumped by every move);
 //! - `moves` and `move_shards`: move jobs and each shard's state in them (a partial unique
 //!   index allows one in-flight move per shard);
@@ -13,6 +14,7 @@
 //! Every change is committed with `pg_notify('mezzanine_catalog', kind)`; [`listen`] delivers
 //! those notifications to server nodes, which reload the map.
 
+pub mod cluster;
 pub mod leader;
 pub mod moves;
 pub mod rebalance;
@@ -55,6 +57,10 @@ pub enum CatalogError {
     Invalid(String),
     #[error("catalog: {0}")]
     Corrupt(String),
+    /// The catalog and the backends do not belong to one cluster (the message names the ids
+    /// and what to do).
+    #[error("{0}")]
+    Cluster(String),
     /// A dedicated catalog session (a listener's, or the mover leader's) failed or was lost.
     #[error("catalog session: {0}")]
     Session(String),
@@ -134,10 +140,11 @@ CREATE TABLE IF NOT EXISTS mezzanine.rebalances (
 ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS rebalance_id BIGINT REFERENCES mezzanine.rebalances (id);
 ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS auto_complete BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
-UPDATE mezzanine.meta SET schema_version = 2 WHERE schema_version < 2;";
+ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS cluster_id UUID;
+UPDATE mezzanine.meta SET schema_version = 3 WHERE schema_version < 3 AND cluster_id IS NOT NULL;";
 
 /// The version of the catalog's layout; an older catalog is migrated at start-up.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// The map as the catalog holds it.
 #[derive(Debug, Clone)]
@@ -156,6 +163,8 @@ pub struct EnsureReport {
     pub seeded: bool,
     /// Where `shards.json` disagrees with the catalog (which wins).
     pub differences: Vec<String>,
+    /// The cluster's id (made with the catalog).
+    pub cluster_id: String,
 }
 
 /// A backend as registered.
@@ -225,6 +234,8 @@ pub struct Catalog {
     db: Arc<Backend>,
     url: String,
     node: String,
+    /// The cluster's id, once [`Catalog::ensure`] read it.
+    cluster_id: std::sync::OnceLock<String>,
 }
 
 impl Catalog {
@@ -240,6 +251,7 @@ impl Catalog {
             db: Backend::with_label("catalog", label, url, settings)?,
             url: url.to_owned(),
             node: node.to_owned(),
+            cluster_id: std::sync::OnceLock::new(),
         })
     }
 
@@ -259,38 +271,71 @@ impl Catalog {
         num_shards: u32,
         seed: &ShardMap,
     ) -> Result<(EnsureReport, MapSnapshot), CatalogError> {
+        self.ensure_member(num_shards, seed, &cluster::Membership::default())
+            .await
+    }
+
+    /// [`Catalog::ensure`] for a node whose backends say `members` (which cluster they
+    /// belong to): a catalog is seeded only when none belongs to one and every one answered,
+    /// and the catalog's cluster id must be theirs ([`CatalogError::Cluster`] otherwise).
+    pub async fn ensure_member(
+        &self,
+        num_shards: u32,
+        seed: &ShardMap,
+        members: &cluster::Membership,
+    ) -> Result<(EnsureReport, MapSnapshot), CatalogError> {
+        let (report, snap) = self.ensure_inner(num_shards, seed, members).await?;
+        members.check_catalog(&report.cluster_id, self)?;
+        let _ = self.cluster_id.set(report.cluster_id.clone());
+        Ok((report, snap))
+    }
+
+    async fn ensure_inner(
+        &self,
+        num_shards: u32,
+        seed: &ShardMap,
+        members: &cluster::Membership,
+    ) -> Result<(EnsureReport, MapSnapshot), CatalogError> {
         let mut lease = self.lease().await?;
         match self.load_on(&lease).await {
-            Ok(Some((snap, schema))) if schema >= SCHEMA_VERSION => {
+            Ok(Some((snap, schema, Some(cluster_id)))) if schema >= SCHEMA_VERSION => {
                 check_num_shards(&snap.map, num_shards)?;
                 let report = EnsureReport {
                     seeded: false,
                     differences: differences(seed, &snap.map),
+                    cluster_id,
                 };
                 return Ok((report, snap));
             }
-            Ok(_) => {} // set up and never seeded, or of an older layout
-            // None yet (no table, no schema), or an older layout (a missing column).
+            Ok(Some(_)) => {} // of an older layout
+            // Set up and never seeded, or none yet (no table, no schema): refused before any
+            // DDL when it may not be seeded here.
+            Ok(None) => members.may_seed(self)?,
             Err(CatalogError::Storage(e))
-                if e.is(&SqlState::UNDEFINED_TABLE)
-                    || e.is(&SqlState::INVALID_SCHEMA_NAME)
-                    || e.is(&SqlState::UNDEFINED_COLUMN) => {}
+                if e.is(&SqlState::UNDEFINED_TABLE) || e.is(&SqlState::INVALID_SCHEMA_NAME) =>
+            {
+                members.may_seed(self)?
+            }
+            // An older layout (a missing column).
+            Err(CatalogError::Storage(e)) if e.is(&SqlState::UNDEFINED_COLUMN) => {}
             Err(e) => return Err(e),
         }
         lease.extend(Duration::from_secs(60));
         lease
             .query("SELECT pg_advisory_lock($1)", &[(&SETUP_LOCK, Type::INT8)])
             .await?;
-        let result = self.ensure_locked(&lease, num_shards, seed).await;
+        let result = self.ensure_locked(&lease, num_shards, seed, members).await;
         let unlock = lease
             .query(
                 "SELECT pg_advisory_unlock($1)",
                 &[(&SETUP_LOCK, Type::INT8)],
             )
             .await;
-        let report = result?;
+        let mut report = result?;
         unlock?;
-        let (snap, _) = self.load_on(&lease).await?.ok_or_else(no_meta)?;
+        let (snap, _, cluster_id) = self.load_on(&lease).await?.ok_or_else(no_meta)?;
+        report.cluster_id =
+            cluster_id.ok_or_else(|| CatalogError::Corrupt("no cluster id".into()))?;
         Ok((report, snap))
     }
 
@@ -299,16 +344,28 @@ impl Catalog {
         lease: &Lease<'_>,
         num_shards: u32,
         seed: &ShardMap,
+        members: &cluster::Membership,
     ) -> Result<EnsureReport, CatalogError> {
         lease.batch_execute(DDL).await?;
+        // A catalog laid out before cluster ids gets one now.
+        let new_id = uuid::Uuid::new_v4().to_string();
+        lease
+            .query(
+                "UPDATE mezzanine.meta SET cluster_id = $1::text::uuid, schema_version = $2 \
+                 WHERE cluster_id IS NULL",
+                &[(&new_id, Type::TEXT), (&SCHEMA_VERSION, Type::INT4)],
+            )
+            .await?;
         // Another node may have seeded it while this one waited for the lock.
-        if let Some((current, _)) = self.load_on(lease).await? {
+        if let Some((current, _, _)) = self.load_on(lease).await? {
             check_num_shards(&current.map, num_shards)?;
             return Ok(EnsureReport {
                 seeded: false,
                 differences: differences(seed, &current.map),
+                cluster_id: String::new(),
             });
         }
+        members.may_seed(self)?;
         let names: Vec<&str> = seed.backends().iter().map(|b| b.name.as_str()).collect();
         let urls: Vec<&str> = seed
             .backends()
@@ -338,8 +395,9 @@ impl Catalog {
                 .await?;
             lease
                 .query(
-                    "INSERT INTO mezzanine.meta (num_shards, map_version, schema_version) VALUES ($1, 1, $2)",
-                    &[(&n, Type::INT4), (&SCHEMA_VERSION, Type::INT4)],
+                    "INSERT INTO mezzanine.meta (num_shards, map_version, schema_version, cluster_id) \
+                     VALUES ($1, 1, $2, $3::text::uuid)",
+                    &[(&n, Type::INT4), (&SCHEMA_VERSION, Type::INT4), (&new_id, Type::TEXT)],
                 )
                 .await?;
             audit(lease, &self.node, "seed", &detail).await?;
@@ -356,6 +414,7 @@ impl Catalog {
         Ok(EnsureReport {
             seeded: true,
             differences: Vec::new(),
+            cluster_id: String::new(),
         })
     }
 
@@ -365,9 +424,17 @@ impl Catalog {
         Ok(self.load_on(&lease).await?.ok_or_else(no_meta)?.0)
     }
 
-    /// The map and the catalog's layout version, or `None` when the catalog's tables exist
-    /// but were never seeded.
-    async fn load_on(&self, lease: &Lease<'_>) -> Result<Option<(MapSnapshot, i32)>, CatalogError> {
+    /// The cluster's id, once [`Catalog::ensure`] ran.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.get().map(String::as_str)
+    }
+
+    /// The map, the catalog's layout version and its cluster id, or `None` when the catalog's
+    /// tables exist but were never seeded.
+    async fn load_on(
+        &self,
+        lease: &Lease<'_>,
+    ) -> Result<Option<(MapSnapshot, i32, Option<String>)>, CatalogError> {
         let rows = lease
             .query(
                 "SELECT m.map_version, \
@@ -376,7 +443,8 @@ impl Catalog {
                         ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard), \
                         m.schema_version, \
                         ARRAY(SELECT weight FROM mezzanine.backends ORDER BY added_at, name), \
-                        ARRAY(SELECT draining FROM mezzanine.backends ORDER BY added_at, name) \
+                        ARRAY(SELECT draining FROM mezzanine.backends ORDER BY added_at, name), \
+                        to_jsonb(m)->>'cluster_id' \
                  FROM mezzanine.meta m",
                 &[],
             )
@@ -391,6 +459,7 @@ impl Catalog {
         let schema: i32 = row.try_get(4).map_err(corrupt)?;
         let weights: Vec<f64> = row.try_get(5).map_err(corrupt)?;
         let draining: Vec<bool> = row.try_get(6).map_err(corrupt)?;
+        let cluster_id: Option<String> = row.try_get(7).map_err(corrupt)?;
         let records: Vec<BackendRecord> = names
             .into_iter()
             .zip(urls)
@@ -419,6 +488,7 @@ impl Catalog {
                 backends: records,
             },
             schema,
+            cluster_id,
         )))
     }
 
