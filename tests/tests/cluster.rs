@@ -289,3 +289,50 @@ async fn go_mezzanine_databases_are_adopted_and_seeded() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Upgrading a cluster made before cluster ids, whose catalog is not in the first backend of
+/// the shards.json a node is given (an export after a move): the node finds the catalog in
+/// the backend that holds it, gives it a cluster id and records it in every backend, and
+/// seeds nothing.
+#[tokio::test]
+async fn a_catalog_made_before_cluster_ids_is_found_and_upgraded() {
+    let urls = fresh_databases(2).await;
+    let a = TestServer::start(
+        default_config(),
+        named_map(&[("db2", &urls[1]), ("db1", &urls[0])]),
+    )
+    .await;
+    let version = status(&a).await["map_version"].clone();
+    a.stop().await;
+    // As the previous version left them: no cluster id anywhere.
+    sql(
+        &urls[1],
+        "ALTER TABLE mezzanine.meta DROP COLUMN cluster_id; \
+         UPDATE mezzanine.meta SET schema_version = 2;",
+    )
+    .await;
+    for url in &urls {
+        sql(
+            url,
+            "ALTER TABLE mezzanine_schema DROP COLUMN cluster_id, DROP COLUMN catalog_url; \
+             UPDATE mezzanine_schema SET version = 1;",
+        )
+        .await;
+    }
+    let b = TestServer::start(
+        default_config(),
+        named_map(&[("db1", &urls[0]), ("db2", &urls[1])]),
+    )
+    .await;
+    let st = status(&b).await;
+    assert_eq!(st["map_version"], version, "{st}");
+    let id = st["cluster_id"].as_str().unwrap().to_owned();
+    assert!(!holds_catalog(&urls[0]).await, "a second catalog in db1");
+    for url in &urls {
+        assert_eq!(
+            recorded(url).await,
+            (Some(id.clone()), Some(urls[1].clone()))
+        );
+    }
+    b.stop().await;
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use mezzanine_core::ShardMap;
 use mezzanine_storage::schema::{recorded_cluster, ClusterTag};
-use mezzanine_storage::{mask_url, Backend, PoolSettings, SqlState, StorageError};
+use mezzanine_storage::{mask_url, Backend, PoolSettings, SqlState};
 
 use crate::{Catalog, CatalogError, CatalogLocation};
 
@@ -22,37 +22,54 @@ use crate::{Catalog, CatalogError, CatalogLocation};
 pub struct Membership {
     /// Each backend that answered, with the cluster it records (if any), in shards.json order.
     pub recorded: Vec<(String, Option<ClusterTag>)>,
-    /// The backends that did not answer, with why.
+    /// The backends that could not be asked (down, refusing this node, a bad URL), with why.
     pub unreachable: Vec<(String, String)>,
-    /// The pools opened to ask them (a server reuses them).
-    pub opened: Vec<Arc<Backend>>,
+    /// The pools opened to ask them, with the URL each was opened with (a server reuses them).
+    pub opened: Vec<(String, Arc<Backend>)>,
+    /// When no backend records a cluster: the backends whose database holds a catalog made
+    /// before cluster ids (name, URL), the one to upgrade rather than seeding another.
+    pub holders: Vec<(String, String)>,
 }
 
 /// Asks every backend of `seed` (in parallel, each bounded by `settings`' timeouts) which
-/// cluster it belongs to. A backend that cannot be reached is noted, not an error.
-pub async fn survey(seed: &ShardMap, settings: PoolSettings) -> Result<Membership, CatalogError> {
-    let opened = seed
-        .backends()
-        .iter()
-        .map(|b| Backend::new(&b.name, &b.database_url, settings.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let answers = futures::future::join_all(opened.iter().map(|b| recorded_cluster(b))).await;
-    let mut members = Membership {
-        opened: Vec::new(),
-        ..Default::default()
-    };
-    for (b, answer) in opened.iter().zip(answers) {
+/// cluster it belongs to. A backend that cannot be asked is noted, not an error: what is
+/// wrong with it is said by whatever needs it next (the catalog, or its preparation).
+pub async fn survey(seed: &ShardMap, settings: PoolSettings) -> Membership {
+    let mut members = Membership::default();
+    for b in seed.backends() {
+        match Backend::new(&b.name, &b.database_url, settings.clone()) {
+            Ok(pool) => members.opened.push((b.database_url.clone(), pool)),
+            Err(e) => members.unreachable.push((b.name.clone(), e.to_string())),
+        }
+    }
+    let answers =
+        futures::future::join_all(members.opened.iter().map(|(_, b)| recorded_cluster(b))).await;
+    for ((_, b), answer) in members.opened.iter().zip(answers) {
         let name = b.name().to_owned();
         match answer {
             Ok(tag) => members.recorded.push((name, tag)),
-            Err(e @ StorageError::Unavailable { .. }) => {
-                members.unreachable.push((name, e.to_string()))
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => members.unreachable.push((name, e.to_string())),
         }
     }
-    members.opened = opened;
-    Ok(members)
+    if members.recorded.iter().all(|(_, tag)| tag.is_none()) {
+        // No cluster recorded (new, go-mezzanine's, or a catalog made before cluster ids):
+        // where is a catalog already? One more round trip, on this path only.
+        let asked = members.opened.iter().map(|(url, b)| async move {
+            let lease = b.lease().await.ok()?;
+            let rows = lease
+                .query("SELECT to_regclass('mezzanine.meta') IS NOT NULL", &[])
+                .await
+                .ok()?;
+            let holds: bool = rows.first()?.try_get(0).ok()?;
+            holds.then(|| (b.name().to_owned(), url.clone()))
+        });
+        members.holders = futures::future::join_all(asked)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    }
+    members
 }
 
 impl Membership {
@@ -83,7 +100,8 @@ impl Membership {
     }
 
     /// Where the catalog is: `catalog_url` (`CATALOG_URL`) if given; else where the backends
-    /// record it; else (no backend belongs to a cluster yet) the first backend of `seed`.
+    /// record it; else (no backend belongs to a cluster yet) the backend whose database holds
+    /// a catalog made before cluster ids; else the first backend of `seed` (a new catalog).
     pub fn locate(
         &self,
         catalog_url: Option<&str>,
@@ -99,6 +117,24 @@ impl Membership {
                     tag.cluster_id
                 ),
             }),
+            (None, None) => match self.holders.as_slice() {
+                [] => Ok(crate::locate(None, seed)),
+                [(_, url)] if seed.backends().first().map(|b| &b.database_url) == Some(url) => {
+                    Ok(crate::locate(None, seed))
+                }
+                [(name, url)] => Ok(CatalogLocation {
+                    url: url.clone(),
+                    label: format!(
+                        "the catalog database (backend {name}'s, where the catalog is; \
+                         CATALOG_URL overrides)"
+                    ),
+                }),
+                [(a, _), (b, _), ..] => Err(CatalogError::Cluster(format!(
+                    "the databases of backends {a} and {b} both hold a catalog (schema \
+                     mezzanine) and no backend records which cluster it belongs to; start with \
+                     CATALOG_URL set to the catalog to keep (the backends then record it)"
+                ))),
+            },
             _ => Ok(crate::locate(catalog_url, seed)),
         }
     }

@@ -484,7 +484,7 @@ impl Server {
         });
         let num_shards = seed.num_shards();
         // Which cluster the backends of shards.json belong to says where the catalog is.
-        let members = mezzanine_catalog::cluster::survey(&seed, settings.clone()).await?;
+        let members = mezzanine_catalog::cluster::survey(&seed, settings.clone()).await;
         let at = members.locate(config.catalog_url.as_deref(), &seed)?;
         let catalog = Arc::new(Catalog::open(
             &at.url,
@@ -503,11 +503,10 @@ impl Server {
         for d in &ensured.differences {
             tracing::warn!(difference = %d, "shards.json disagrees with the catalog; the catalog wins");
         }
-        let mut asked: HashMap<(&str, &str), Arc<Backend>> = seed
-            .backends()
+        let mut asked: HashMap<(&str, &str), Arc<Backend>> = members
+            .opened
             .iter()
-            .zip(&members.opened)
-            .map(|(b, pool)| ((b.name.as_str(), b.database_url.as_str()), pool.clone()))
+            .map(|(url, pool)| ((pool.name(), url.as_str()), pool.clone()))
             .collect();
         let mut slots = Vec::new();
         for spec in snap.map.backends() {

@@ -56,7 +56,7 @@ impl Direct {
             .with_context(|| format!("cannot read the shard config {}", path.display()))?;
         let seed = ShardMap::parse(&text, num_shards)
             .with_context(|| format!("{} is not a valid shard map", path.display()))?;
-        let members = mezzanine_catalog::cluster::survey(&seed, PoolSettings::default()).await?;
+        let members = mezzanine_catalog::cluster::survey(&seed, PoolSettings::default()).await;
         let at = members.locate(catalog_url, &seed)?;
         drop(members);
         let catalog = Catalog::open(&at.url, &at.label, PoolSettings::default(), "bench")?;
