@@ -243,10 +243,38 @@ async fn the_catalogs_home_is_neither_removed_nor_drained() {
             .all(|b| b["draining"] == false),
         "{list}"
     );
-    // db2 does not hold it: its drain is accepted.
-    let (s, p) = post_json(&c, &a.url("/admin/v1/backends/db2/drain"), &json!({})).await;
-    assert!(s == 200 || s == 202, "{p}");
+    // Emptied of its shards, db1 still holds the catalog: its removal is refused.
+    let id = start_move(&a, json!({"shards": "0-3", "to": "db2"})).await;
+    wait_job_state(&a, id, "switched", Duration::from_secs(60)).await;
+    let (s, p) = post_json(
+        &c,
+        &a.url(&format!("/admin/v1/moves/{id}/complete")),
+        &json!(null),
+    )
+    .await;
+    assert_eq!(s, 202, "{p}");
+    wait_job_state(&a, id, "completed", Duration::from_secs(60)).await;
+    let resp = c
+        .delete(a.url("/admin/v1/backends/db1"))
+        .send()
+        .await
+        .unwrap();
+    let s = resp.status().as_u16();
+    let p: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(s, 409, "{p}");
+    assert!(p.to_string().contains("holds the catalog"), "{p}");
+    let (_, list) = get_json(&c, &a.url("/admin/v1/backends")).await;
+    assert_eq!(list["backends"].as_array().unwrap().len(), 2, "{list}");
     a.stop().await;
+
+    // With the catalog in a database of its own (CATALOG_URL), db1 can be drained.
+    let urls = fresh_databases(3).await;
+    let mut config = default_config();
+    config.catalog_url = Some(urls[2].clone());
+    let b = TestServer::start(config, named_map(&[("db1", &urls[0]), ("db2", &urls[1])])).await;
+    let (s, p) = post_json(&c, &b.url("/admin/v1/backends/db1/drain"), &json!({})).await;
+    assert!(s == 200 || s == 202, "{p}");
+    b.stop().await;
 }
 
 /// go-mezzanine's databases (cells tables only) are adopted and a catalog seeded in the first

@@ -229,14 +229,15 @@ impl Catalog {
     }
 }
 
-/// Why the catalog's home may not be removed or drained, and how to move the catalog.
-pub fn home_refusal(name: &str, what: &str) -> String {
+/// Why the catalog's home may not be removed or drained (`verb`: `remove`, `drain`), and how
+/// to move the catalog.
+pub fn home_refusal(name: &str, verb: &str) -> String {
     format!(
-        "backend {name} holds the catalog (the schema mezzanine of its database): {what} it \
-         would take the catalog with it. Move the catalog first: stop every node; copy the \
-         schema to a dedicated database (pg_dump --schema=mezzanine BACKEND_URL | psql \
-         CATALOG_DB_URL); drop it from backend {name}'s database (DROP SCHEMA mezzanine \
-         CASCADE); start the nodes with CATALOG_URL=CATALOG_DB_URL (every backend then records \
-         the new location); then {what} backend {name}"
+        "backend {name} holds the catalog (the schema mezzanine of its database), so it cannot \
+         be {verb}ed. Move the catalog first: stop every node; copy the schema to a database of \
+         its own (pg_dump --schema=mezzanine BACKEND_URL | psql CATALOG_DB_URL); drop it from \
+         backend {name}'s database (DROP SCHEMA mezzanine CASCADE); start the nodes with \
+         CATALOG_URL=CATALOG_DB_URL (every backend then records the new location); then \
+         {verb} backend {name}"
     )
 }

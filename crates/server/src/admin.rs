@@ -273,7 +273,7 @@ async fn update_backend(
         )));
     }
     if draining == Some(true) {
-        st.refuse_catalog_home(&name, "draining").await?;
+        st.refuse_catalog_home(&name, "drain").await?;
     }
     st.catalog.update_backend(&name, weight, draining).await?;
     let view = backend_views(&st)
@@ -289,7 +289,7 @@ async fn remove_backend(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(name) = path.map_err(path_problem)?;
-    st.refuse_catalog_home(&name, "removing").await?;
+    st.refuse_catalog_home(&name, "remove").await?;
     st.catalog.remove_backend(&name).await?;
     let _ = st.reload().await;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -248,7 +248,7 @@ impl AppState {
         Ok(())
     }
 
-    /// Refuses (409) to `what` (remove, drain) backend `name` when its database holds the
+    /// Refuses (409) to `what` (`remove`, `drain`) backend `name` when its database holds the
     /// catalog, saying how to move the catalog first.
     pub async fn refuse_catalog_home(&self, name: &str, what: &str) -> Result<(), Problem> {
         let topo = self.topology.load_full();
