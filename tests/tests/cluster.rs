@@ -364,3 +364,69 @@ async fn a_catalog_made_before_cluster_ids_is_found_and_upgraded() {
     }
     b.stop().await;
 }
+
+/// The supported way to move the catalog out of a backend (what the 409 of a remove or drain
+/// says): stop the nodes, copy the schema `mezzanine` with pg_dump into a database of its own,
+/// drop it from the backend, start with CATALOG_URL. The cluster stays the same, every
+/// backend records the new location (a node without CATALOG_URL finds it), and the old home
+/// can then be drained.
+#[tokio::test]
+async fn the_catalog_moves_to_a_database_of_its_own() {
+    let urls = fresh_databases(3).await;
+    let map = named_map(&[("db1", &urls[0]), ("db2", &urls[1])]);
+    let a = TestServer::start(default_config(), map.clone()).await;
+    let before = status(&a).await;
+    a.stop().await;
+
+    let (from, to) = (urls[0].clone(), urls[2].clone());
+    let copied = tokio::task::spawn_blocking(move || {
+        let install = mezzanine_pgcluster::PgInstall::locate().unwrap();
+        let dump = std::process::Command::new(install.bin("pg_dump"))
+            .args(["--schema=mezzanine", "--no-owner", &from])
+            .output()
+            .unwrap();
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        let mut psql = std::process::Command::new(install.bin("psql"))
+            .args(["-q", "-v", "ON_ERROR_STOP=1", &to])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        psql.stdin.take().unwrap().write_all(&dump.stdout).unwrap();
+        psql.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(copied.success());
+    sql(&urls[0], "DROP SCHEMA mezzanine CASCADE").await;
+
+    let mut config = default_config();
+    config.catalog_url = Some(urls[2].clone());
+    let b = TestServer::start(config, map.clone()).await;
+    let after = status(&b).await;
+    assert_eq!(after["cluster_id"], before["cluster_id"], "{after}");
+    assert_eq!(after["map_version"], before["map_version"], "{after}");
+    for url in &urls[..2] {
+        let (id, at) = recorded(url).await;
+        assert_eq!(id.as_deref(), before["cluster_id"].as_str());
+        assert_eq!(at.as_deref(), Some(urls[2].as_str()));
+    }
+    // A node without CATALOG_URL finds it there.
+    let c2 = TestServer::start(default_config(), map).await;
+    assert_eq!(status(&c2).await["cluster_id"], before["cluster_id"]);
+    assert!(!holds_catalog(&urls[0]).await);
+    let (s, p) = post_json(
+        &client(),
+        &b.url("/admin/v1/backends/db1/drain"),
+        &json!({}),
+    )
+    .await;
+    assert!(s == 200 || s == 202, "{p}");
+    c2.stop().await;
+    b.stop().await;
+}
