@@ -210,8 +210,7 @@ impl Catalog {
             .map(|s| seed.owner_name(s).unwrap_or_default())
             .collect();
         let n = num_shards as i32;
-        let detail =
-            serde_json::json!({"from": "shards.json", "num_shards": num_shards, "backends": names});
+        let detail = serde_json::json!({"from": "shards.json", "num_shards": num_shards, "backends": names, "cluster_id": new_id});
         lease.batch_execute("BEGIN").await?;
         let seeded = async {
             lease
