@@ -1,9 +1,11 @@
 //! mezzanine's catalog (DESIGN §4): the source of truth for the topology once seeded.
 //!
-//! It lives in the schema `mezzanine` of a PostgreSQL database (`CATALOG_URL`, or by default
-//! the first backend of `shards.json`) and holds:
+//! It lives in the schema `mezzanine` of a PostgreSQL database (`CATALOG_URL`, or where the
+//! backends of `shards.json` record it, or for a new cluster the first backend of
+//! `shards.json`: [`cluster`]) and holds:
 //!
-//! - `meta`: `num_shards` (recorded once) and the map version, bumped by every map change;
+//! - `meta`: `num_shards` (recorded once), the cluster id (made with the catalog, recorded in
+//!   every backend: [`cluster`]) and the map version, bumped by every map change;
 //! - `backends` and `shards` (shard → backend, with an epoch bumped by every move);
 //! - `moves` and `move_shards`: move jobs and each shard's state in them (a partial unique
 //!   index allows one in-flight move per shard);
@@ -13,16 +15,17 @@
 //! Every change is committed with `pg_notify('mezzanine_catalog', kind)`; [`listen`] delivers
 //! those notifications to server nodes, which reload the map.
 
+pub mod cluster;
+mod ensure;
 pub mod leader;
 pub mod moves;
 pub mod rebalance;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mezzanine_core::{MapBackend, ShardMap};
 use mezzanine_storage::backend::Lease;
-use mezzanine_storage::{Backend, PoolSettings, SqlState, StorageError};
+use mezzanine_storage::{Backend, PoolSettings, StorageError};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::Row;
 
@@ -32,9 +35,6 @@ pub use rebalance::{NewRebalance, Progress, Rebalance};
 
 /// The notification channel of catalog changes.
 pub const CHANNEL: &str = "mezzanine_catalog";
-
-/// Key of the advisory lock that serialises catalog set-up.
-const SETUP_LOCK: i64 = 0x6d65_7a7a_0002;
 
 /// What can go wrong with the catalog.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,91 +55,14 @@ pub enum CatalogError {
     Invalid(String),
     #[error("catalog: {0}")]
     Corrupt(String),
+    /// The catalog and the backends do not belong to one cluster (the message names the ids
+    /// and what to do).
+    #[error("{0}")]
+    Cluster(String),
     /// A dedicated catalog session (a listener's, or the mover leader's) failed or was lost.
     #[error("catalog session: {0}")]
     Session(String),
 }
-
-const DDL: &str = "\
-CREATE SCHEMA IF NOT EXISTS mezzanine;
-CREATE TABLE IF NOT EXISTS mezzanine.meta (
-    id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    num_shards INT NOT NULL,
-    map_version BIGINT NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now());
-CREATE TABLE IF NOT EXISTS mezzanine.backends (
-    name TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    added_at TIMESTAMPTZ NOT NULL DEFAULT now());
-CREATE TABLE IF NOT EXISTS mezzanine.shards (
-    shard INT PRIMARY KEY,
-    backend TEXT NOT NULL REFERENCES mezzanine.backends (name),
-    epoch BIGINT NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS mezzanine.moves (
-    id BIGSERIAL PRIMARY KEY,
-    to_backend TEXT NOT NULL,
-    shards_spec TEXT NOT NULL,
-    parallel INT NOT NULL,
-    max_rows_per_sec BIGINT,
-    requested TEXT CHECK (requested IN ('abort', 'complete')),
-    reverts BIGINT REFERENCES mezzanine.moves (id),
-    reverted_by BIGINT REFERENCES mezzanine.moves (id),
-    error TEXT,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
-CREATE TABLE IF NOT EXISTS mezzanine.move_shards (
-    move_id BIGINT NOT NULL REFERENCES mezzanine.moves (id),
-    shard INT NOT NULL,
-    from_backend TEXT NOT NULL,
-    to_backend TEXT NOT NULL,
-    state TEXT NOT NULL,
-    high_water BIGINT NOT NULL DEFAULT 0,
-    rows_copied BIGINT NOT NULL DEFAULT 0,
-    rows_total BIGINT NOT NULL DEFAULT 0,
-    lag BIGINT,
-    pause_ms DOUBLE PRECISION,
-    verified BIGINT NOT NULL DEFAULT 0,
-    frozen_at TIMESTAMPTZ,
-    error TEXT,
-    switched_at TIMESTAMPTZ,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (move_id, shard));
-CREATE UNIQUE INDEX IF NOT EXISTS move_shards_one_in_flight ON mezzanine.move_shards (shard)
-    WHERE state IN ('pending', 'copying', 'catching_up', 'cutover');
-CREATE TABLE IF NOT EXISTS mezzanine.audit (
-    id BIGSERIAL PRIMARY KEY,
-    at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    node TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    detail JSONB NOT NULL);
-CREATE TABLE IF NOT EXISTS mezzanine.leader (
-    id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    node_id TEXT NOT NULL,
-    addr TEXT NOT NULL,
-    pid INT NOT NULL,
-    since TIMESTAMPTZ NOT NULL DEFAULT now());
-ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS schema_version INT NOT NULL DEFAULT 1;
-ALTER TABLE mezzanine.backends ADD COLUMN IF NOT EXISTS weight DOUBLE PRECISION NOT NULL DEFAULT 1
-    CHECK (weight > 0 AND weight < 'Infinity');
-ALTER TABLE mezzanine.backends ADD COLUMN IF NOT EXISTS draining BOOLEAN NOT NULL DEFAULT false;
-CREATE TABLE IF NOT EXISTS mezzanine.rebalances (
-    id BIGSERIAL PRIMARY KEY,
-    strategy TEXT NOT NULL,
-    drain TEXT,
-    parallel INT NOT NULL,
-    max_rows_per_sec BIGINT,
-    auto_complete BOOLEAN NOT NULL,
-    plan JSONB NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now());
-ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS rebalance_id BIGINT REFERENCES mezzanine.rebalances (id);
-ALTER TABLE mezzanine.moves ADD COLUMN IF NOT EXISTS auto_complete BOOLEAN NOT NULL DEFAULT false;
-ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
-ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS fence_target BOOLEAN NOT NULL DEFAULT false;
-CREATE INDEX IF NOT EXISTS move_shards_fence ON mezzanine.move_shards (shard) WHERE fence_target;
-UPDATE mezzanine.meta SET schema_version = 2 WHERE schema_version < 2;";
-
-/// The version of the catalog's layout; an older catalog is migrated at start-up.
-const SCHEMA_VERSION: i32 = 2;
 
 /// The map as the catalog holds it.
 #[derive(Debug, Clone)]
@@ -158,6 +81,8 @@ pub struct EnsureReport {
     pub seeded: bool,
     /// Where `shards.json` disagrees with the catalog (which wins).
     pub differences: Vec<String>,
+    /// The cluster's id (made with the catalog).
+    pub cluster_id: String,
 }
 
 /// A backend as registered.
@@ -199,8 +124,9 @@ pub struct CatalogLocation {
     pub label: String,
 }
 
-/// The catalog's database: `catalog_url` (`CATALOG_URL`) if given, else the first backend of
-/// `shards.json` (`seed`).
+/// The catalog's database by configuration alone: `catalog_url` (`CATALOG_URL`) if given, else
+/// the first backend of `shards.json` (`seed`). Nodes use [`cluster::Membership::locate`],
+/// which asks the backends first.
 pub fn locate(catalog_url: Option<&str>, seed: &ShardMap) -> CatalogLocation {
     match (catalog_url, seed.backends().first()) {
         (Some(u), _) => CatalogLocation {
@@ -227,6 +153,8 @@ pub struct Catalog {
     db: Arc<Backend>,
     url: String,
     node: String,
+    /// The cluster's id, once [`Catalog::ensure`] read it.
+    cluster_id: std::sync::OnceLock<String>,
 }
 
 impl Catalog {
@@ -242,6 +170,7 @@ impl Catalog {
             db: Backend::with_label("catalog", label, url, settings)?,
             url: url.to_owned(),
             node: node.to_owned(),
+            cluster_id: std::sync::OnceLock::new(),
         })
     }
 
@@ -253,123 +182,23 @@ impl Catalog {
         Ok(self.db.lease().await?)
     }
 
-    /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if
-    /// it exists, checks `num_shards` and reports where `seed` disagrees with it. Returns the
-    /// map too. When the catalog exists this is one statement (no lock, no DDL).
-    pub async fn ensure(
-        &self,
-        num_shards: u32,
-        seed: &ShardMap,
-    ) -> Result<(EnsureReport, MapSnapshot), CatalogError> {
-        let mut lease = self.lease().await?;
-        match self.load_on(&lease).await {
-            Ok(Some((snap, schema))) if schema >= SCHEMA_VERSION => {
-                check_num_shards(&snap.map, num_shards)?;
-                let report = EnsureReport {
-                    seeded: false,
-                    differences: differences(seed, &snap.map),
-                };
-                return Ok((report, snap));
-            }
-            Ok(_) => {} // set up and never seeded, or of an older layout
-            // None yet (no table, no schema), or an older layout (a missing column).
-            Err(CatalogError::Storage(e))
-                if e.is(&SqlState::UNDEFINED_TABLE)
-                    || e.is(&SqlState::INVALID_SCHEMA_NAME)
-                    || e.is(&SqlState::UNDEFINED_COLUMN) => {}
-            Err(e) => return Err(e),
-        }
-        lease.extend(Duration::from_secs(60));
-        lease
-            .query("SELECT pg_advisory_lock($1)", &[(&SETUP_LOCK, Type::INT8)])
-            .await?;
-        let result = self.ensure_locked(&lease, num_shards, seed).await;
-        let unlock = lease
-            .query(
-                "SELECT pg_advisory_unlock($1)",
-                &[(&SETUP_LOCK, Type::INT8)],
-            )
-            .await;
-        let report = result?;
-        unlock?;
-        let (snap, _) = self.load_on(&lease).await?.ok_or_else(no_meta)?;
-        Ok((report, snap))
-    }
-
-    async fn ensure_locked(
-        &self,
-        lease: &Lease<'_>,
-        num_shards: u32,
-        seed: &ShardMap,
-    ) -> Result<EnsureReport, CatalogError> {
-        lease.batch_execute(DDL).await?;
-        // Another node may have seeded it while this one waited for the lock.
-        if let Some((current, _)) = self.load_on(lease).await? {
-            check_num_shards(&current.map, num_shards)?;
-            return Ok(EnsureReport {
-                seeded: false,
-                differences: differences(seed, &current.map),
-            });
-        }
-        let names: Vec<&str> = seed.backends().iter().map(|b| b.name.as_str()).collect();
-        let urls: Vec<&str> = seed
-            .backends()
-            .iter()
-            .map(|b| b.database_url.as_str())
-            .collect();
-        let shards: Vec<i32> = (0..num_shards as i32).collect();
-        let owners: Vec<&str> = (0..num_shards)
-            .map(|s| seed.owner_name(s).unwrap_or_default())
-            .collect();
-        let n = num_shards as i32;
-        let detail =
-            serde_json::json!({"from": "shards.json", "num_shards": num_shards, "backends": names});
-        lease.batch_execute("BEGIN").await?;
-        let seeded = async {
-            lease
-                .query(
-                    "INSERT INTO mezzanine.backends (name, url) SELECT * FROM unnest($1::text[], $2::text[])",
-                    &[(&names, Type::TEXT_ARRAY), (&urls, Type::TEXT_ARRAY)],
-                )
-                .await?;
-            lease
-                .query(
-                    "INSERT INTO mezzanine.shards (shard, backend) SELECT * FROM unnest($1::int4[], $2::text[])",
-                    &[(&shards, Type::INT4_ARRAY), (&owners, Type::TEXT_ARRAY)],
-                )
-                .await?;
-            lease
-                .query(
-                    "INSERT INTO mezzanine.meta (num_shards, map_version, schema_version) VALUES ($1, 1, $2)",
-                    &[(&n, Type::INT4), (&SCHEMA_VERSION, Type::INT4)],
-                )
-                .await?;
-            audit(lease, &self.node, "seed", &detail).await?;
-            Ok::<(), CatalogError>(())
-        }
-        .await;
-        match seeded {
-            Ok(()) => lease.batch_execute("COMMIT").await?,
-            Err(e) => {
-                let _ = lease.batch_execute("ROLLBACK").await;
-                return Err(e);
-            }
-        }
-        Ok(EnsureReport {
-            seeded: true,
-            differences: Vec::new(),
-        })
-    }
-
     /// The current map, read in one statement (one snapshot).
     pub async fn load(&self) -> Result<MapSnapshot, CatalogError> {
         let lease = self.lease().await?;
         Ok(self.load_on(&lease).await?.ok_or_else(no_meta)?.0)
     }
 
-    /// The map and the catalog's layout version, or `None` when the catalog's tables exist
-    /// but were never seeded.
-    async fn load_on(&self, lease: &Lease<'_>) -> Result<Option<(MapSnapshot, i32)>, CatalogError> {
+    /// The cluster's id, once [`Catalog::ensure`] ran.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.get().map(String::as_str)
+    }
+
+    /// The map, the catalog's layout version and its cluster id, or `None` when the catalog's
+    /// tables exist but were never seeded.
+    async fn load_on(
+        &self,
+        lease: &Lease<'_>,
+    ) -> Result<Option<(MapSnapshot, i32, Option<String>)>, CatalogError> {
         let rows = lease
             .query(
                 "SELECT m.map_version, \
@@ -378,7 +207,8 @@ impl Catalog {
                         ARRAY(SELECT backend FROM mezzanine.shards ORDER BY shard), \
                         m.schema_version, \
                         ARRAY(SELECT weight FROM mezzanine.backends ORDER BY added_at, name), \
-                        ARRAY(SELECT draining FROM mezzanine.backends ORDER BY added_at, name) \
+                        ARRAY(SELECT draining FROM mezzanine.backends ORDER BY added_at, name), \
+                        to_jsonb(m)->>'cluster_id' \
                  FROM mezzanine.meta m",
                 &[],
             )
@@ -393,6 +223,7 @@ impl Catalog {
         let schema: i32 = row.try_get(4).map_err(corrupt)?;
         let weights: Vec<f64> = row.try_get(5).map_err(corrupt)?;
         let draining: Vec<bool> = row.try_get(6).map_err(corrupt)?;
+        let cluster_id: Option<String> = row.try_get(7).map_err(corrupt)?;
         let records: Vec<BackendRecord> = names
             .into_iter()
             .zip(urls)
@@ -421,6 +252,7 @@ impl Catalog {
                 backends: records,
             },
             schema,
+            cluster_id,
         )))
     }
 

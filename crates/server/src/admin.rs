@@ -272,6 +272,9 @@ async fn update_backend(
             None,
         )));
     }
+    if draining == Some(true) {
+        st.refuse_catalog_home(&name, "drain").await?;
+    }
     st.catalog.update_backend(&name, weight, draining).await?;
     let view = backend_views(&st)
         .await?
@@ -286,6 +289,7 @@ async fn remove_backend(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(name) = path.map_err(path_problem)?;
+    st.refuse_catalog_home(&name, "remove").await?;
     st.catalog.remove_backend(&name).await?;
     let _ = st.reload().await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -419,6 +423,7 @@ async fn status(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
         "node": {"id": st.node_id, "addr": st.addr(), "mover": st.config.mover()},
         "leader": leader,
         "map_version": st.map_version(),
+        "cluster_id": st.catalog.cluster_id(),
     }))
     .into_response())
 }

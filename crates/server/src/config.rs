@@ -104,8 +104,9 @@ pub struct ServeConfig {
     /// down and its shards answer 503 with Retry-After.
     #[arg(long, env = "DB_QUERY_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub db_query_timeout: Duration,
-    /// The catalog database (shard map, backends, moves, audit log). Default: the schema
-    /// `mezzanine` in the first backend of shards.json.
+    /// The catalog database (shard map, backends, moves, audit log). Default: where the
+    /// backends of shards.json record it (every backend records its cluster's catalog); for a
+    /// new cluster, the schema `mezzanine` in the first backend of shards.json.
     #[arg(long, env = "CATALOG_URL")]
     pub catalog_url: Option<String>,
     /// Whether this node may lead the mover (`--no-mover` or MOVER_ENABLED=false: it serves

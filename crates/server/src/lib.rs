@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use mezzanine_catalog::{Catalog, CatalogError, MapSnapshot};
 use mezzanine_core::ShardMap;
-use mezzanine_storage::schema::prepare_backend;
+use mezzanine_storage::schema::{prepare_member, ClusterTag};
 use mezzanine_storage::{Backend, PoolSettings, SqlState, StorageError};
 use tokio::sync::{watch, Notify, Semaphore};
 
@@ -231,7 +231,8 @@ impl AppState {
                 Some(masked.clone()),
             ))
         })?;
-        prepare_backend(&backend, self.num_shards(), &[], false)
+        let cluster = self.catalog.tag();
+        prepare_member(&backend, self.num_shards(), &[], false, cluster.as_ref())
             .await
             .map_err(|e| {
                 Problem::field(FieldError::new(
@@ -243,6 +244,22 @@ impl AppState {
         self.catalog.add_backend(name, url, weight).await?;
         if let Err(e) = self.reload().await {
             tracing::warn!(error = %e, "backend added, but the map could not be reloaded yet");
+        }
+        Ok(())
+    }
+
+    /// Refuses (409) to `what` (`remove`, `drain`) backend `name` when its database holds the
+    /// catalog, saying how to move the catalog first.
+    pub async fn refuse_catalog_home(&self, name: &str, what: &str) -> Result<(), Problem> {
+        let topo = self.topology.load_full();
+        let Some(slot) = topo.backends.iter().find(|s| s.backend.name() == name) else {
+            return Ok(());
+        };
+        if self.catalog.is_home(&slot.backend, &slot.url).await {
+            return Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                mezzanine_catalog::cluster::home_refusal(name, what),
+            ));
         }
         Ok(())
     }
@@ -466,14 +483,18 @@ impl Server {
             format!("node-{}", &id[..8])
         });
         let num_shards = seed.num_shards();
-        let at = mezzanine_catalog::locate(config.catalog_url.as_deref(), &seed);
+        // Which cluster the backends of shards.json belong to says where the catalog is.
+        let members = mezzanine_catalog::cluster::survey(&seed, settings.clone()).await;
+        let at = members.locate(config.catalog_url.as_deref(), &seed)?;
         let catalog = Arc::new(Catalog::open(
             &at.url,
             &at.label,
             catalog_settings(&settings),
             &node_id,
         )?);
-        let (ensured, snap) = catalog.ensure(num_shards, &seed).await?;
+        let (ensured, snap) = catalog.ensure_member(num_shards, &seed, &members).await?;
+        let cluster = catalog.tag();
+        tracing::info!(cluster = %ensured.cluster_id, catalog = %mezzanine_storage::mask_url(catalog.url()), "cluster");
         if ensured.seeded {
             tracing::info!(
                 "catalog created from shards.json; from now on the catalog is the source of truth"
@@ -482,9 +503,17 @@ impl Server {
         for d in &ensured.differences {
             tracing::warn!(difference = %d, "shards.json disagrees with the catalog; the catalog wins");
         }
+        let mut asked: HashMap<(&str, &str), Arc<Backend>> = members
+            .opened
+            .iter()
+            .map(|(url, pool)| ((pool.name(), url.as_str()), pool.clone()))
+            .collect();
         let mut slots = Vec::new();
         for spec in snap.map.backends() {
-            let backend = Backend::new(&spec.name, &spec.database_url, settings.clone())?;
+            let backend = match asked.remove(&(spec.name.as_str(), spec.database_url.as_str())) {
+                Some(pool) => pool,
+                None => Backend::new(&spec.name, &spec.database_url, settings.clone())?,
+            };
             slots.push(Arc::new(BackendSlot {
                 backend,
                 url: spec.database_url.clone(),
@@ -492,14 +521,15 @@ impl Server {
             }));
         }
         let create_missing = ensured.seeded;
+        drop(asked);
         let preparations = slots.iter().enumerate().map(|(i, slot)| {
             let shards: Vec<u32> = snap.map.shards_of(i).collect();
+            let cluster = cluster.as_ref();
             async move {
-                (
-                    slot,
-                    prepare_backend(&slot.backend, num_shards, &shards, create_missing).await,
-                    shards,
-                )
+                let prepared =
+                    prepare_member(&slot.backend, num_shards, &shards, create_missing, cluster)
+                        .await;
+                (slot, prepared, shards)
             }
         });
         for (slot, result, shards) in futures::future::join_all(preparations).await {
@@ -511,7 +541,13 @@ impl Server {
                 }
                 Err(e @ StorageError::Unavailable { .. }) => {
                     tracing::error!(backend = %name, error = %e, "backend unreachable at start; its shards answer 503 until it is prepared");
-                    spawn_prepare_retry(slot.clone(), num_shards, shards, create_missing);
+                    spawn_prepare_retry(
+                        slot.clone(),
+                        num_shards,
+                        shards,
+                        create_missing,
+                        cluster.clone(),
+                    );
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -695,11 +731,20 @@ fn spawn_prepare_retry(
     num_shards: u32,
     shards: Vec<u32>,
     create_missing: bool,
+    cluster: Option<ClusterTag>,
 ) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            match prepare_backend(&slot.backend, num_shards, &shards, create_missing).await {
+            match prepare_member(
+                &slot.backend,
+                num_shards,
+                &shards,
+                create_missing,
+                cluster.as_ref(),
+            )
+            .await
+            {
                 Ok(report) => {
                     log_report(slot.backend.name(), &report);
                     slot.ready.store(true, Ordering::Release);

@@ -4,7 +4,9 @@
 //! tables of its own and never alters a cells table that exists already:
 //!
 //! - `mezzanine_schema`: one row, the layout version and the `num_shards` the backend was laid
-//!   out for. When it is current, start-up costs one round trip per backend.
+//!   out for, and the cluster it belongs to (`cluster_id`, made with the catalog) with where
+//!   that cluster's catalog is (`catalog_url`). When it is current, start-up costs one round
+//!   trip per backend.
 //! - `mezzanine_shard_state`: one row per shard the backend holds, with its state and epoch.
 //!   Every client write locks its shard's row (invariant I1: commits, and so visibility, follow
 //!   `added_id` order) and checks that the shard is `active` on this backend.
@@ -19,7 +21,7 @@ use crate::error::SqlState;
 use crate::{Backend, StorageError};
 
 /// The version of mezzanine's own layout on a backend.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Shards created per statement batch during a cold start (each batch is one transaction).
 const CREATE_CHUNK: usize = 64;
@@ -99,6 +101,8 @@ CREATE TABLE IF NOT EXISTS mezzanine_schema (
     version INT NOT NULL,
     num_shards INT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+ALTER TABLE mezzanine_schema ADD COLUMN IF NOT EXISTS cluster_id UUID;
+ALTER TABLE mezzanine_schema ADD COLUMN IF NOT EXISTS catalog_url TEXT;
 CREATE TABLE IF NOT EXISTS mezzanine_shard_state (
     shard INT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('active', 'importing', 'frozen', 'retired')),
@@ -136,6 +140,29 @@ pub async fn prepare_backend(
     shards: &[u32],
     create_missing: bool,
 ) -> Result<MigrationReport, StorageError> {
+    prepare_member(backend, num_shards, shards, create_missing, None).await
+}
+
+/// The cluster a backend belongs to, as its `mezzanine_schema` row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTag {
+    /// The cluster's id (a UUID, made with its catalog).
+    pub cluster_id: String,
+    /// The catalog's database URL, as the nodes reach it (never shown unmasked).
+    pub catalog_url: String,
+}
+
+/// [`prepare_backend`] for a member of the cluster `cluster`: a backend that records another
+/// cluster is refused ([`StorageError::Layout`], naming both ids); one that records none (new,
+/// go-mezzanine's, or laid out before cluster ids) is tagged with `cluster`, and so is one
+/// whose recorded catalog location changed. One round trip when all is current.
+pub async fn prepare_member(
+    backend: &Backend,
+    num_shards: u32,
+    shards: &[u32],
+    create_missing: bool,
+    cluster: Option<&ClusterTag>,
+) -> Result<MigrationReport, StorageError> {
     let layout = |message: String| StorageError::Layout {
         backend: backend.label().to_owned(),
         message,
@@ -144,13 +171,15 @@ pub async fn prepare_backend(
     let current = lease
         .query(
             "SELECT version, num_shards, \
-                    ARRAY(SELECT shard FROM mezzanine_shard_state WHERE state = 'active' ORDER BY shard) \
-             FROM mezzanine_schema",
+                    ARRAY(SELECT shard FROM mezzanine_shard_state WHERE state = 'active' ORDER BY shard), \
+                    to_jsonb(s)->>'cluster_id', to_jsonb(s)->>'catalog_url' \
+             FROM mezzanine_schema s",
             &[],
         )
         .await;
     let mut active: BTreeSet<u32> = BTreeSet::new();
     let mut version = None;
+    let mut recorded = None;
     match current {
         Ok(rows) => {
             if let Some(row) = rows.first() {
@@ -158,6 +187,10 @@ pub async fn prepare_backend(
                 let n: i32 = row.try_get(1).map_err(|e| layout(e.to_string()))?;
                 let a: Vec<i32> = row.try_get(2).map_err(|e| layout(e.to_string()))?;
                 check_recorded(backend, v, n, num_shards)?;
+                recorded = tag_from(backend, row, 3)?;
+                if let (Some(want), Some(have)) = (cluster, &recorded) {
+                    check_member(backend, have, want)?;
+                }
                 version = Some(v);
                 active = a.into_iter().map(|s| s as u32).collect();
             }
@@ -169,6 +202,9 @@ pub async fn prepare_backend(
     let foreign_active: Vec<u32> = active.difference(&wanted).copied().collect();
     let not_active: Vec<u32> = wanted.difference(&active).copied().collect();
     if version == Some(SCHEMA_VERSION) && (not_active.is_empty() || !create_missing) {
+        if let Some(want) = cluster.filter(|w| recorded.as_ref() != Some(*w)) {
+            record_member(&lease, backend, want).await?;
+        }
         return Ok(MigrationReport {
             warm: true,
             foreign_active,
@@ -199,6 +235,9 @@ pub async fn prepare_backend(
         .await;
     let (created_tables, adopted_tables) = result?;
     unlock?;
+    if let Some(want) = cluster {
+        record_member(&lease, backend, want).await?;
+    }
     Ok(MigrationReport {
         warm: false,
         created_tables,
@@ -210,6 +249,102 @@ pub async fn prepare_backend(
             not_active
         },
     })
+}
+
+/// The cluster `backend` records (`None`: no mezzanine metadata, or no cluster recorded yet):
+/// one round trip.
+pub async fn recorded_cluster(backend: &Backend) -> Result<Option<ClusterTag>, StorageError> {
+    let rows = match backend
+        .lease()
+        .await?
+        .query(
+            "SELECT to_jsonb(s)->>'cluster_id', to_jsonb(s)->>'catalog_url' FROM mezzanine_schema s",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) if e.is(&SqlState::UNDEFINED_TABLE) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match rows.first() {
+        Some(row) => tag_from(backend, row, 0),
+        None => Ok(None),
+    }
+}
+
+/// The cluster tag in columns `at` and `at + 1` of `row`, if a cluster id is recorded.
+fn tag_from(
+    backend: &Backend,
+    row: &tokio_postgres::Row,
+    at: usize,
+) -> Result<Option<ClusterTag>, StorageError> {
+    let id: Option<String> = row
+        .try_get(at)
+        .map_err(|e| StorageError::shape(backend, e))?;
+    let url: Option<String> = row
+        .try_get(at + 1)
+        .map_err(|e| StorageError::shape(backend, e))?;
+    Ok(id.map(|cluster_id| ClusterTag {
+        cluster_id,
+        catalog_url: url.unwrap_or_default(),
+    }))
+}
+
+/// Refuses a backend that records another cluster than `want`.
+fn check_member(
+    backend: &Backend,
+    have: &ClusterTag,
+    want: &ClusterTag,
+) -> Result<(), StorageError> {
+    if have.cluster_id == want.cluster_id {
+        return Ok(());
+    }
+    Err(StorageError::Layout {
+        backend: backend.label().to_owned(),
+        message: other_cluster(have, want),
+    })
+}
+
+/// Why a backend of cluster `have` is refused by a node of cluster `want`.
+pub fn other_cluster(have: &ClusterTag, want: &ClusterTag) -> String {
+    format!(
+        "this database belongs to cluster {} (its catalog is at {}), not to cluster {} of the \
+         catalog this node uses ({}); a backend belongs to one cluster only: use that cluster's \
+         shards.json or CATALOG_URL, or give this cluster a fresh database",
+        have.cluster_id,
+        crate::mask_url(&have.catalog_url),
+        want.cluster_id,
+        crate::mask_url(&want.catalog_url)
+    )
+}
+
+/// Records `want` as the cluster of `backend` (keeping a cluster id recorded meanwhile by
+/// another node, which is then refused).
+async fn record_member(
+    lease: &crate::backend::Lease<'_>,
+    backend: &Backend,
+    want: &ClusterTag,
+) -> Result<(), StorageError> {
+    let rows = lease
+        .query(
+            "UPDATE mezzanine_schema SET cluster_id = coalesce(cluster_id, $1::text::uuid), \
+                    catalog_url = CASE WHEN cluster_id IS NULL OR cluster_id = $1::text::uuid \
+                                       THEN $2 ELSE catalog_url END, updated_at = now() \
+             WHERE id = 1 RETURNING cluster_id::text, catalog_url",
+            &[
+                (&want.cluster_id, Type::TEXT),
+                (&want.catalog_url, Type::TEXT),
+            ],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => match tag_from(backend, row, 0)? {
+            Some(have) => check_member(backend, &have, want),
+            None => Err(StorageError::shape(backend, "no cluster id recorded")),
+        },
+        None => Err(StorageError::shape(backend, "no mezzanine_schema row")),
+    }
 }
 
 /// Refuses a backend whose recorded layout (`mezzanine_schema`) does not fit `num_shards` or

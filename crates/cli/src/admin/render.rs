@@ -326,13 +326,14 @@ pub fn status(s: &Status) -> String {
         Some(l) => format!("{} at {}", l.id, l.addr),
         None => "none (no node leads moves)".to_owned(),
     };
-    table(
-        &["node", &node],
-        &[
-            vec!["leader".into(), leader],
-            vec!["map".into(), format!("version {}", or_dash(s.map_version))],
-        ],
-    )
+    let mut rows = vec![
+        vec!["leader".into(), leader],
+        vec!["map".into(), format!("version {}", or_dash(s.map_version))],
+    ];
+    if let Some(id) = &s.cluster_id {
+        rows.push(vec!["cluster".into(), id.clone()]);
+    }
+    table(&["node", &node], &rows)
 }
 
 /// `mezzanine reload`.
@@ -495,6 +496,15 @@ mod tests {
             "node    n1 at 127.0.0.1:8080 (mover enabled)\n\
              leader  none (no node leads moves)\n\
              map     version 3\n"
+        );
+        let s: Status = decode(
+            r#"{"node": {"id": "n1", "addr": "h:1", "mover": false}, "leader": null,
+                "map_version": 3, "cluster_id": "5f0c6f3e-7a51-4c55-9d43-8f5c1f1b2a9e"}"#,
+        );
+        assert!(
+            status(&s).ends_with("cluster  5f0c6f3e-7a51-4c55-9d43-8f5c1f1b2a9e\n"),
+            "{}",
+            status(&s)
         );
     }
 }

@@ -161,6 +161,8 @@ pub struct Status {
     pub node: Option<Node>,
     pub leader: Option<Node>,
     pub map_version: Option<u64>,
+    /// The cluster's id (made with the catalog, recorded in every backend).
+    pub cluster_id: Option<String>,
 }
 
 /// A server node; `mover` is only in `node`.

@@ -45,7 +45,7 @@ fn bench_url(url: &str) -> String {
 
 impl Direct {
     /// Reads the current map from the catalog (found as the server finds it: `catalog_url`,
-    /// else the first backend of shards.json) and checks that every backend answers.
+    /// else where the backends of shards.json record it, else the first of them) and checks that every backend answers.
     pub async fn open(
         path: &Path,
         catalog_url: Option<&str>,
@@ -56,7 +56,9 @@ impl Direct {
             .with_context(|| format!("cannot read the shard config {}", path.display()))?;
         let seed = ShardMap::parse(&text, num_shards)
             .with_context(|| format!("{} is not a valid shard map", path.display()))?;
-        let at = mezzanine_catalog::locate(catalog_url, &seed);
+        let members = mezzanine_catalog::cluster::survey(&seed, PoolSettings::default()).await;
+        let at = members.locate(catalog_url, &seed)?;
+        drop(members);
         let catalog = Catalog::open(&at.url, &at.label, PoolSettings::default(), "bench")?;
         let map = catalog
             .load()

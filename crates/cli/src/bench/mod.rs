@@ -59,8 +59,8 @@ pub struct HttpArgs {
     /// side routes by (shards.json only seeded it: shards may have moved since).
     #[arg(long, env = "SHARD_CONFIG_PATH")]
     pub shard_config_path: Option<PathBuf>,
-    /// The server's catalog database (default: the first backend of shards.json, as the
-    /// server).
+    /// The server's catalog database (default: found as the server finds it, where the
+    /// backends of shards.json record it).
     #[arg(long, env = "CATALOG_URL")]
     pub catalog_url: Option<String>,
     /// Number of shards (default: asked from the server); must match the server's.

@@ -564,6 +564,7 @@ pub async fn drain_endpoint(
     let v = optional_body(&st, &headers, body, PLAN_FIELDS)?;
     // Bad input is refused before the mark.
     let req = start_request(&v, Some(name.clone()), max_window(&st))?;
+    st.refuse_catalog_home(&name, "drain").await?;
     let backend = st.catalog.update_backend(&name, None, Some(true)).await?;
     let (plan, rebalance) = start(&st, &req).await?;
     let status = if rebalance.is_some() {
