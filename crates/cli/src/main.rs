@@ -43,21 +43,25 @@ where
 }
 
 /// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// signal sent as soon as the node says it serves is never missed.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(int.take()) => tracing::info!("SIGINT received"),
+            _ = wait(term.take()) => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -96,6 +100,9 @@ pub async fn run_server_with_spares(
             anyhow::anyhow!("cannot listen on {addr}: {e}; is another server running? Stop it, or set PORT (--port)")
         })?,
     };
+    // SIGINT and SIGTERM are caught from here on (the default action would kill the node
+    // before it says it serves; a signal sent right after must stop it gracefully).
+    let stop = shutdown_signal();
     let server = Server::start(config).await?;
     let known = server.state.topology().map.backends().to_vec();
     for (name, url) in spares {
@@ -117,15 +124,7 @@ pub async fn run_server_with_spares(
         .unwrap_or_else(|_| addr.clone());
     server.serving_on(&local);
     tracing::info!(addr = %addr, startup_ms = server.startup.as_millis() as u64, "serving");
-    http::serve(
-        listener,
-        server.router(),
-        read,
-        idle,
-        write,
-        shutdown_signal(),
-    )
-    .await?;
+    http::serve(listener, server.router(), read, idle, write, stop).await?;
     server.state.stop_background();
     tracing::info!("stopped");
     Ok(())
