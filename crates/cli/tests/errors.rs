@@ -142,6 +142,22 @@ async fn serve_says_when_shards_json_is_for_another_num_shards() {
         .output()
         .unwrap();
     says_once(&fatal_line(&out), "shard 31 is not owned by any backend");
+    // A missing file is said in plain words, with where the path comes from.
+    let absent = dir.path().join("absent.json");
+    let out = Command::new(BIN)
+        .args(["serve", "--num-shards", "64", "--port", "0"])
+        .arg("--shard-config-path")
+        .arg(&absent)
+        .env("LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    says_once(
+        &fatal_line(&out),
+        &format!(
+            "cannot read the shard map {}: no such file (set SHARD_CONFIG_PATH or --shard-config-path)",
+            absent.display()
+        ),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

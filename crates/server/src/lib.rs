@@ -40,8 +40,9 @@ pub use problem::Problem;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `cause` in plain words (`no such file`), without the OS error number.
     #[error("cannot read the shard map {path}: {cause}")]
-    ReadMap { path: String, cause: std::io::Error },
+    ReadMap { path: String, cause: String },
     #[error("invalid shard map {path}: {cause}")]
     Map {
         path: String,
@@ -460,9 +461,15 @@ impl Server {
         let path = config.shard_config_path.display().to_string();
         let text = tokio::fs::read_to_string(&config.shard_config_path)
             .await
-            .map_err(|cause| StartError::ReadMap {
+            .map_err(|e| StartError::ReadMap {
                 path: path.clone(),
-                cause,
+                cause: match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "no such file (set SHARD_CONFIG_PATH or --shard-config-path)".to_owned()
+                    }
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                    _ => e.to_string(),
+                },
             })?;
         let map = ShardMap::parse(&text, config.num_shards)
             .map_err(|cause| StartError::Map { path, cause })?;
