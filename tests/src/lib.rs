@@ -451,3 +451,32 @@ pub async fn read_shard(
         all.extend(page);
     }
 }
+
+/// The owner of `shard` in the catalog's own table, read from the catalog's database.
+pub async fn catalog_owner(catalog_url: &str, shard: u32) -> String {
+    let c = connect(catalog_url).await;
+    match c
+        .query_one(
+            "SELECT backend FROM mezzanine.shards WHERE shard = $1",
+            &[&(shard as i32)],
+        )
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(e) => panic!("no owner of shard {shard} in the catalog: {e}"),
+    }
+}
+
+/// Shards per backend, from the admin API (`GET /admin/v1/backends`).
+pub async fn shard_counts(srv: &TestServer) -> std::collections::HashMap<String, u64> {
+    let (s, list) = get_json(&client(), &srv.url("/admin/v1/backends")).await;
+    assert_eq!(s, 200, "{list}");
+    list["backends"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| Some((b["name"].as_str()?.to_owned(), b["shards"].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}

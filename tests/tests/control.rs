@@ -99,19 +99,6 @@ async fn wait_backend_state(url: &str, shard: u32, state: &str) {
     .await;
 }
 
-/// The owner of `shard` in the catalog's own table (the catalog is in db1's database).
-async fn catalog_owner(urls: &[String], shard: u32) -> String {
-    let c = connect(&urls[0]).await;
-    let rows = c
-        .query(
-            "SELECT backend FROM mezzanine.shards WHERE shard = $1",
-            &[&(shard as i32)],
-        )
-        .await
-        .unwrap();
-    rows[0].get(0)
-}
-
 async fn admin_post(c: &reqwest::Client, srv: &TestServer, path: &str) -> (u16, Value) {
     post_json(c, &srv.url(path), &json!({})).await
 }
@@ -414,7 +401,7 @@ async fn a_switch_whose_map_was_changed_behind_the_movers_back_fails() {
         "{job}"
     );
     assert_eq!(
-        catalog_owner(&urls, 1).await,
+        catalog_owner(&urls[0], 1).await,
         "db2",
         "the mover changed the map"
     );
@@ -447,7 +434,7 @@ async fn an_activation_that_changed_nothing_fails_the_move() {
             && error.contains("lacks the unique constraint"),
         "{job}"
     );
-    assert_eq!(catalog_owner(&urls, 1).await, "db1");
+    assert_eq!(catalog_owner(&urls[0], 1).await, "db1");
     assert_eq!(shard_state_in(&urls[0], 1).await.as_deref(), Some("active"));
     assert_eq!(shard_state_in(&urls[2], 1).await, None);
     assert!(!table_exists(&urls[2], 1).await, "the target kept its copy");

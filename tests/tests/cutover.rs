@@ -121,19 +121,6 @@ where
     }
 }
 
-/// The owner of `shard` in the catalog's own table (the catalog is in db1's database).
-async fn catalog_owner(catalog_url: &str, shard: u32) -> String {
-    let c = connect(catalog_url).await;
-    let rows = c
-        .query(
-            "SELECT backend FROM mezzanine.shards WHERE shard = $1",
-            &[&(shard as i32)],
-        )
-        .await
-        .unwrap();
-    rows[0].get(0)
-}
-
 /// A node over db1 and db2 with `config`, db3 (`target_url`) registered.
 async fn cluster(config: ServeConfig, target_url: &str) -> (Arc<TestServer>, Vec<String>) {
     let urls = fresh_databases(2).await;

@@ -54,23 +54,6 @@ async fn seed(srv: &TestServer, per_shard: usize) -> Vec<Value> {
     stored
 }
 
-/// Shards per backend, from the admin API.
-async fn shard_counts(srv: &TestServer) -> HashMap<String, u64> {
-    let (s, list) = get_json(&client(), &srv.url("/admin/v1/backends")).await;
-    assert_eq!(s, 200, "{list}");
-    list["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["name"].as_str().unwrap().to_owned(),
-                b["shards"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 async fn wait_rebalance(srv: &TestServer, id: i64, done: impl Fn(&Value) -> bool) -> Value {
     let path = format!("/admin/v1/rebalance/{id}");
     wait_admin(srv, &path, LONG, Duration::from_millis(100), done).await
