@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 mod cutover;
+pub mod machine;
 pub use cutover::*;
 
 /// Where one shard of a move stands.
