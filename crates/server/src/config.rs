@@ -41,6 +41,18 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// The cutover's pause bound: no tail copies in no time, so 0 would give every freeze up.
+fn pause_bound(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!(
+            "{s:?} is too short for a cutover's pause: every freeze would be given up and no move \
+             could switch; give at least 10ms (default 500ms)"
+        ));
+    }
+    Ok(d)
+}
+
 /// Settings of `mezzanine serve` (and of the server `mezzanine dev` runs).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
@@ -133,7 +145,7 @@ pub struct ServeConfig {
     /// catch-up round) while the source is frozen: estimated before freezing, enforced by a
     /// deadline. A tail that does not fit gives the freeze up (the source is active again) and
     /// catching up resumes; after 3 such freezes the shard's move fails.
-    #[arg(long, env = "MOVE_MAX_PAUSE", default_value = "500ms", value_parser = duration)]
+    #[arg(long, env = "MOVE_MAX_PAUSE", default_value = "500ms", value_parser = pause_bound)]
     pub move_max_pause: Duration,
     /// Retired sources of switched shards are dropped this long after the switch, unless
     /// `move complete` dropped them before.
@@ -305,6 +317,12 @@ mod tests {
             .unwrap()
             .config;
         assert_eq!(c.move_max_pause, Duration::from_secs(2));
+        for bad in ["0", "0s", "5ms"] {
+            let err = Cli::try_parse_from(["mezzanine", &format!("--move-max-pause={bad}")])
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains("too short"), "{err}");
+        }
     }
 
     #[test]
