@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mezzanine_catalog::{
-    Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob,
+    Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob, Request,
 };
 use mezzanine_core::moves::{chunk_rows, CatchUpPolicy, FullSpeed, ShardMoveState};
 use mezzanine_storage::{Backend, PoolSettings, StorageError};
@@ -356,8 +356,8 @@ async fn schedule(
     running: &mut HashMap<(i64, u32), Running>,
     active: &mut HashMap<Group, usize>,
 ) -> Result<(), MoveError> {
-    let abort = job.requested.as_deref() == Some("abort");
-    let requested_complete = job.requested.as_deref() == Some("complete");
+    let abort = job.requested == Some(Request::Abort);
+    let requested_complete = job.requested == Some(Request::Complete);
     let complete = requested_complete
         || job.auto_complete && !abort && !job.shards.iter().any(|s| s.state.in_flight());
     let active = active.entry(group(job)).or_insert(0);
