@@ -30,7 +30,12 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MoveError {
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
+    /// A backend refused a step: a newer leader took the shard over
+    /// ([`StorageError::Superseded`]). This leader lost its place; it stops the shard's task
+    /// without retrying or undoing anything (the newer leader owns the shard).
+    #[error(transparent)]
+    Superseded(StorageError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("backend {0:?} is not registered")]
@@ -47,6 +52,15 @@ pub enum MoveError {
     /// The tail never fitted `MOVE_MAX_PAUSE`.
     #[error("{0}")]
     TailTooLong(String),
+}
+
+impl From<StorageError> for MoveError {
+    fn from(e: StorageError) -> MoveError {
+        match e {
+            e @ StorageError::Superseded { .. } => MoveError::Superseded(e),
+            e => MoveError::Storage(e),
+        }
+    }
 }
 
 /// Settings of the mover.
@@ -421,4 +435,26 @@ async fn schedule(
         session.clear_request(job.id).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_that_names_a_newer_leader_is_a_superseded_move() {
+        let newer = StorageError::Superseded {
+            shard: 3,
+            backend: "backend db2".into(),
+            term: mezzanine_core::Term(6),
+            newer: mezzanine_core::Term(7),
+        };
+        assert!(matches!(MoveError::from(newer), MoveError::Superseded(_)));
+        let other = StorageError::Refused {
+            shard: 3,
+            backend: "backend db2".into(),
+            message: "no".into(),
+        };
+        assert!(matches!(MoveError::from(other), MoveError::Storage(_)));
+    }
 }

@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use mezzanine_core::moves::throttle_delay;
+use mezzanine_core::Term;
 use tokio_postgres::types::Type;
 
-use super::state::{check_importing, state_on};
+use super::state::{check_importing, check_term, state_on};
 use super::{col, in_transaction, long_lease, parse_state, refused, COPY_STALL};
 use crate::backend::{CopyIn, Lease};
 use crate::cells::CELL_COLUMNS;
@@ -34,8 +35,9 @@ pub struct CopyReport {
 /// the target's state row (`FOR SHARE`), that the shard is `importing` there (client writes
 /// are refused then; COPY does not consult the state) and that the target holds nothing above
 /// `after` (so the copy extends a prefix; pass the target's
-/// [`max_added_id`](super::max_added_id)); otherwise [`StorageError::Refused`]. The source
-/// side is one read-only statement (a snapshot: by I1, a prefix of the shard).
+/// [`max_added_id`](super::max_added_id)); otherwise [`StorageError::Refused`]; and that the
+/// row holds no higher term than the leader's `term` (else [`StorageError::Superseded`]). The
+/// source side is one read-only statement (a snapshot: by I1, a prefix of the shard).
 ///
 /// Bounded by [`long_step_deadline`](super::long_step_deadline) per call and by the COPY
 /// stall timeout (see the module documentation); a source or target that fails or goes away
@@ -47,8 +49,9 @@ pub async fn copy_rows(
     shard: u32,
     after: i64,
     limit: Option<i64>,
+    term: Term,
 ) -> Result<CopyReport, StorageError> {
-    copy_rows_paced(source, target, shard, after, limit, None).await
+    copy_rows_paced(source, target, shard, after, limit, None, term).await
 }
 
 /// [`copy_rows`], with the stream held to `bytes_per_sec` (none: full speed): the relay waits
@@ -62,6 +65,7 @@ pub async fn copy_rows_paced(
     after: i64,
     limit: Option<i64>,
     bytes_per_sec: Option<u64>,
+    term: Term,
 ) -> Result<CopyReport, StorageError> {
     if limit.is_some_and(|l| l < 0) {
         return Err(refused(
@@ -73,10 +77,11 @@ pub async fn copy_rows_paced(
     let tl = &long_lease(target).await?;
     in_transaction(tl, "BEGIN", async {
         let t = cells_table(shard);
-        let state = state_on(tl, target, shard, "FOR SHARE")
-            .await?
-            .map(|(s, _)| s);
-        check_importing(target, shard, state)?;
+        let row = state_on(tl, target, shard, "FOR SHARE").await?;
+        if let Some(r) = row {
+            check_term(target, shard, r.term, term)?;
+        }
+        check_importing(target, shard, row.map(|r| r.state))?;
         let rows = tl
             .query(&format!("SELECT coalesce(max(added_id), 0) FROM {t}"), &[])
             .await?;
@@ -149,8 +154,9 @@ pub const SMALL_TAIL: i64 = 2000;
 /// Copies the rows above `after` like [`copy_rows`] (no limit), for a cutover's tail: the
 /// rows written since the last catch-up round, copied while the source is frozen, so inside
 /// the write pause. A tail of at most [`SMALL_TAIL`] rows goes as one `SELECT` on the source
-/// and one statement on the target that checks the target (importing, nothing above `after`)
-/// and inserts the rows: two round trips instead of COPY's two transactions. The values
+/// and one statement on the target that checks the target (importing, nothing above `after`,
+/// no higher term than the leader's `term` in its row) and inserts the rows: two round trips
+/// instead of COPY's two transactions. The values
 /// keep their types (`body` as JSONB's own text, which parses back to the same JSONB); the
 /// cutover verifies every column afterwards. Longer tails, and values the driver cannot
 /// carry (an infinite `created_at`), go through [`copy_rows`].
@@ -159,6 +165,7 @@ pub async fn copy_tail(
     target: &Backend,
     shard: u32,
     after: i64,
+    term: Term,
 ) -> Result<CopyReport, StorageError> {
     let t = cells_table(shard);
     let rows = {
@@ -173,22 +180,24 @@ pub async fn copy_tail(
     };
     let Some(tail) = TailColumns::of(&rows).filter(|c| c.added_ids.len() as i64 <= SMALL_TAIL)
     else {
-        return copy_rows(source, target, shard, after, None).await;
+        return copy_rows(source, target, shard, after, None, term).await;
     };
     let shard_i = shard as i32;
     let tl = target.lease().await?;
     let row = tl
         .query(
             &format!(
-                "WITH st AS (SELECT state FROM mezzanine_shard_state WHERE shard = $1 FOR SHARE), \
+                "WITH st AS (SELECT state, term FROM mezzanine_shard_state WHERE shard = $1 FOR SHARE), \
                  have AS (SELECT coalesce(max(added_id), 0) AS m FROM {t}), \
                  ins AS (INSERT INTO {t} (added_id, row_key, column_name, ref_key, body, created_at) \
                          SELECT a, r, c, k, b::jsonb, ts \
                          FROM unnest($2::int8[], $3::uuid[], $4::text[], $5::int8[], $6::text[], \
                                      $7::timestamptz[]) AS u(a, r, c, k, b, ts) \
                          WHERE (SELECT state FROM st) = 'importing' AND (SELECT m FROM have) <= $8 \
+                           AND (SELECT term FROM st) <= $9 \
                          RETURNING 1) \
-                 SELECT (SELECT state FROM st), (SELECT m FROM have), (SELECT count(*) FROM ins)"
+                 SELECT (SELECT state FROM st), (SELECT m FROM have), (SELECT count(*) FROM ins), \
+                        (SELECT term FROM st)"
             ),
             &[
                 (&shard_i, Type::INT4),
@@ -199,6 +208,7 @@ pub async fn copy_tail(
                 (&tail.bodies, Type::TEXT_ARRAY),
                 (&tail.created, Type::TIMESTAMPTZ_ARRAY),
                 (&after, Type::INT8),
+                (&term.0, Type::INT8),
             ],
         )
         .await?;
@@ -209,6 +219,10 @@ pub async fn copy_tail(
     let state = state.map(|s| parse_state(target, &s)).transpose()?;
     let have: i64 = col(target, row, 1)?;
     let inserted: i64 = col(target, row, 2)?;
+    let found: Option<i64> = col(target, row, 3)?;
+    if let Some(found) = found {
+        check_term(target, shard, Term(found), term)?;
+    }
     check_importing(target, shard, state)?;
     check_no_overlap(target, shard, have, after)?;
     if inserted as usize != tail.added_ids.len() {
@@ -388,32 +402,53 @@ pub async fn build_indexes(backend: &Backend, shard: u32) -> Result<usize, Stora
 
 /// Sets the shard's `added_id` sequence so that its next value is greater than `past` and than
 /// the table's highest `added_id`; never moves it backwards. Returns the next value. Meant for a
-/// target that takes no client writes yet (`importing`).
+/// target that takes no client writes yet (`importing`). Refused, the sequence left as it is,
+/// when the shard's row holds a higher term than the leader's `term`
+/// ([`StorageError::Superseded`]; the row is read `FOR SHARE` in the same statement, so no
+/// newer leader's claim comes between the check and the change).
 pub async fn advance_sequence(
     backend: &Backend,
     shard: u32,
     past: i64,
+    term: Term,
 ) -> Result<i64, StorageError> {
     let t = cells_table(shard);
+    let shard_i = shard as i32;
     let lease = backend.lease().await?;
     let sql = format!(
-        "WITH s AS (SELECT pg_get_serial_sequence($1, 'added_id')::regclass AS seq), \
+        "WITH st AS (SELECT term FROM mezzanine_shard_state WHERE shard = $3 FOR SHARE), \
+         s AS (SELECT pg_get_serial_sequence($1, 'added_id')::regclass AS seq), \
          cur AS (SELECT s.seq, coalesce(pg_sequence_last_value(s.seq) + p.seqincrement, p.seqstart) AS next \
                  FROM s JOIN pg_sequence p ON p.seqrelid = s.seq), \
          want AS (SELECT greatest($2::int8, (SELECT coalesce(max(added_id), 0) FROM {t})) + 1 AS next) \
-         SELECT CASE WHEN want.next > cur.next THEN setval(cur.seq, want.next - 1, true) + 1 \
-                     ELSE cur.next END \
+         SELECT CASE WHEN (SELECT term FROM st) > $4 THEN NULL \
+                     WHEN want.next > cur.next THEN setval(cur.seq, want.next - 1, true) + 1 \
+                     ELSE cur.next END, \
+                (SELECT term FROM st) \
          FROM cur, want"
     );
     let rows = lease
-        .query(&sql, &[(&t, Type::TEXT), (&past, Type::INT8)])
+        .query(
+            &sql,
+            &[
+                (&t, Type::TEXT),
+                (&past, Type::INT8),
+                (&shard_i, Type::INT4),
+                (&term.0, Type::INT8),
+            ],
+        )
         .await?;
-    match rows.first() {
-        Some(r) => col(backend, r, 0),
-        None => Err(refused(
+    let Some(r) = rows.first() else {
+        return Err(refused(
             backend,
             shard,
             format!("{t}.added_id has no sequence"),
-        )),
+        ));
+    };
+    let found: Option<i64> = col(backend, r, 1)?;
+    if let Some(found) = found {
+        check_term(backend, shard, Term(found), term)?;
     }
+    let next: Option<i64> = col(backend, r, 0)?;
+    next.ok_or_else(|| StorageError::shape(backend, "no next value of the sequence"))
 }

@@ -16,12 +16,19 @@
 //! dies or hangs mid-copy fails the copy promptly instead of after the whole deadline. The
 //! mover bounds each call's size with `limit` so that a chunk fits the deadline.
 //!
+//! Leader terms: every step that changes a backend (`set_state`, `prepare_import`,
+//! `drop_shard`, `drop_retired`, `advance_sequence`, the copies, [`claim`]) takes the
+//! [`Term`](mezzanine_core::Term) of the mover's leader that asks for it, checks it against
+//! the shard's state row inside its own statement or transaction, and refuses, nothing
+//! changed, when the row holds a higher one ([`StorageError::Superseded`]): a leader that lost
+//! its catalog session without noticing cannot change a shard a newer leader has touched.
+//!
 //! The files, by what each owns (every public item is re-exported here):
 //!
 //! - `state.rs`: the shard's state row and the fences on it: reading it, [`set_state`],
-//!   [`prepare_import`], [`drop_shard`], [`drop_retired`], and the check that a copy's target
-//!   is `importing` ([`ShardState`] itself is [`crate::shard_state`]'s, shared with
-//!   [`crate::cells`]);
+//!   [`prepare_import`], [`drop_shard`], [`drop_retired`], [`claim`], the check that a copy's
+//!   target is `importing` and the check of the leader's term ([`ShardState`] itself is
+//!   [`crate::shard_state`]'s, shared with [`crate::cells`]);
 //! - `copy.rs`: moving rows: [`copy_rows`], [`copy_rows_paced`], [`copy_tail`] and the COPY
 //!   pipe, with what a target needs after them: [`build_indexes`] (after the bulk copy) and
 //!   [`advance_sequence`] (before the activation);
@@ -39,7 +46,7 @@ pub use crate::shard_state::{ShardState, UnknownShardState};
 pub use copy::{
     advance_sequence, build_indexes, copy_rows, copy_rows_paced, copy_tail, CopyReport, SMALL_TAIL,
 };
-pub use state::{drop_retired, drop_shard, prepare_import, set_state, shard_state};
+pub use state::{claim, drop_retired, drop_shard, prepare_import, set_state, shard_state};
 pub use stats::{
     count_rows, estimate_rows, max_added_id, shard_stats, ShardStats, EXACT_COUNT_BELOW,
 };

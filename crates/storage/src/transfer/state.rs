@@ -1,8 +1,16 @@
 //! The shard's state row on a backend and the fences on it: reading it, changing it in one
-//! checked statement, preparing an import, dropping a copy.
+//! checked statement, preparing an import, dropping a copy, claiming it for a leader's term.
+//!
+//! Terms: the row holds the highest term of the mover's leadership that changed it
+//! (`mezzanine_shard_state.term`, 0 before any). Every step of a move carries its leader's
+//! [`Term`]; a state change writes it into the row, and every step is refused, nothing
+//! changed, with [`StorageError::Superseded`] when the row holds a higher term: a newer
+//! leader took the shard over. A shard without a row has no term to check (a target not
+//! prepared yet, or a copy dropped).
 
 use std::collections::BTreeSet;
 
+use mezzanine_core::Term;
 use tokio_postgres::types::Type;
 
 use super::{
@@ -21,7 +29,18 @@ pub async fn shard_state(
     shard: u32,
 ) -> Result<Option<(ShardState, i64)>, StorageError> {
     let lease = backend.lease().await?;
-    state_on(&lease, backend, shard, "").await
+    Ok(state_on(&lease, backend, shard, "")
+        .await?
+        .map(|r| (r.state, r.epoch)))
+}
+
+/// A shard's state row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StateRow {
+    pub state: ShardState,
+    pub epoch: i64,
+    /// The highest term of a leader that changed the row.
+    pub term: Term,
 }
 
 /// Reads the state row on `lease`; `lock` is appended to the query (`FOR UPDATE`, …).
@@ -30,11 +49,13 @@ pub(super) async fn state_on(
     backend: &Backend,
     shard: u32,
     lock: &str,
-) -> Result<Option<(ShardState, i64)>, StorageError> {
+) -> Result<Option<StateRow>, StorageError> {
     let shard_i = shard as i32;
     let rows = match lease
         .query(
-            &format!("SELECT state, epoch FROM mezzanine_shard_state WHERE shard = $1 {lock}"),
+            &format!(
+                "SELECT state, epoch, term FROM mezzanine_shard_state WHERE shard = $1 {lock}"
+            ),
             &[(&shard_i, Type::INT4)],
         )
         .await
@@ -46,10 +67,86 @@ pub(super) async fn state_on(
     match rows.first() {
         Some(row) => {
             let state: String = col(backend, row, 0)?;
-            Ok(Some((parse_state(backend, &state)?, col(backend, row, 1)?)))
+            Ok(Some(StateRow {
+                state: parse_state(backend, &state)?,
+                epoch: col(backend, row, 1)?,
+                term: Term(col(backend, row, 2)?),
+            }))
         }
         None => Ok(None),
     }
+}
+
+/// Refuses a step of the leader of `term` on a shard whose row holds the higher term `found`
+/// ([`StorageError::Superseded`]).
+pub(super) fn check_term(
+    backend: &Backend,
+    shard: u32,
+    found: Term,
+    term: Term,
+) -> Result<(), StorageError> {
+    if found > term {
+        return Err(StorageError::Superseded {
+            shard,
+            backend: backend.label().to_owned(),
+            term,
+            newer: found,
+        });
+    }
+    Ok(())
+}
+
+/// After a step refused by its statement's condition: [`StorageError::Superseded`] if the row
+/// holds a higher term than `term` now (terms only grow), else `Ok` (the refusal is the
+/// step's own, or there is no row).
+async fn superseded_now(
+    lease: &Lease<'_>,
+    backend: &Backend,
+    shard: u32,
+    term: Term,
+) -> Result<Option<StateRow>, StorageError> {
+    let row = state_on(lease, backend, shard, "").await?;
+    if let Some(r) = row {
+        check_term(backend, shard, r.term, term)?;
+    }
+    Ok(row)
+}
+
+/// Claims the shard on `backend` for the leader of `term`: stamps `term` on its state row
+/// unless the row holds a higher one, which is refused ([`StorageError::Superseded`],
+/// nothing changed). A shard without a row here (or a backend without mezzanine's metadata)
+/// has nothing to claim: `Ok`. A leader claims each shard on its source and target before it
+/// drives its move, so that from then on no older leader can change it there.
+///
+/// The stamp waits for the row's lock (an `active` shard's writers hold it while they
+/// write), bounded like [`set_state`]'s lock wait; a row that holds `term` already is not
+/// written again.
+pub async fn claim(backend: &Backend, shard: u32, term: Term) -> Result<(), StorageError> {
+    let shard_i = shard as i32;
+    let lock_ms = lock_wait_bound(backend);
+    let lease = backend.lease().await?;
+    let stamped = match lease
+        .query(
+            "UPDATE mezzanine_shard_state SET term = $2 \
+             WHERE shard = $1 AND term < $2 \
+               AND (SELECT set_config('lock_timeout', $3, true)) IS NOT NULL \
+             RETURNING term",
+            &[
+                (&shard_i, Type::INT4),
+                (&term.0, Type::INT8),
+                (&lock_ms, Type::TEXT),
+            ],
+        )
+        .await
+    {
+        Ok(rows) => !rows.is_empty(),
+        Err(e) if is_undefined_table(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !stamped {
+        superseded_now(&lease, backend, shard, term).await?;
+    }
+    Ok(())
 }
 
 /// Makes `backend` ready to receive `shard`: mezzanine's metadata tables and its schema row
@@ -59,13 +156,15 @@ pub(super) async fn state_on(
 /// rows (an interrupted copy, or an older retired copy: cells are immutable, so they are a
 /// prefix; the mover copies `added_id > max_added_id` and verifies).
 ///
-/// Refused ([`StorageError::Refused`]) when the shard is `active` or `frozen` here (this
-/// backend serves it), and ([`StorageError::Layout`]) when the backend was laid out for
+/// The row takes the leader's `term`. Refused ([`StorageError::Refused`]) when the shard is
+/// `active` or `frozen` here (this backend serves it), ([`StorageError::Superseded`]) when its
+/// row holds a higher term, and ([`StorageError::Layout`]) when the backend was laid out for
 /// another `num_shards`.
 pub async fn prepare_import(
     backend: &Backend,
     num_shards: u32,
     shard: u32,
+    term: Term,
 ) -> Result<(), StorageError> {
     if shard >= num_shards {
         return Err(StorageError::Layout {
@@ -78,7 +177,7 @@ pub async fn prepare_import(
     in_transaction(
         &lease,
         "BEGIN",
-        import_steps(&lease, backend, num_shards, shard),
+        import_steps(&lease, backend, num_shards, shard, term),
     )
     .await
 }
@@ -88,6 +187,7 @@ async fn import_steps(
     backend: &Backend,
     num_shards: u32,
     shard: u32,
+    term: Term,
 ) -> Result<(), StorageError> {
     lease
         .query(
@@ -119,17 +219,18 @@ async fn import_steps(
     let shard_i = shard as i32;
     let changed = lease
         .query(
-            "INSERT INTO mezzanine_shard_state (shard, state) VALUES ($1, 'importing') \
-             ON CONFLICT (shard) DO UPDATE SET state = 'importing', updated_at = now() \
+            "INSERT INTO mezzanine_shard_state (shard, state, term) VALUES ($1, 'importing', $2) \
+             ON CONFLICT (shard) DO UPDATE SET state = 'importing', updated_at = now(), term = $2 \
              WHERE mezzanine_shard_state.state IN ('importing', 'retired') \
+               AND mezzanine_shard_state.term <= $2 \
              RETURNING state",
-            &[(&shard_i, Type::INT4)],
+            &[(&shard_i, Type::INT4), (&term.0, Type::INT8)],
         )
         .await?;
     if changed.is_empty() {
-        let state = state_on(lease, backend, shard, "")
+        let state = superseded_now(lease, backend, shard, term)
             .await?
-            .map(|(s, _)| s.as_str())
+            .map(|r| r.state.as_str())
             .unwrap_or("absent");
         return Err(refused(
             backend,
@@ -143,10 +244,12 @@ async fn import_steps(
 }
 
 /// Sets the shard's state to `to` if it is one of `from`, in one statement (checked and changed
-/// atomically); `epoch`, when given, is set with it. Returns whether the row is now `to` (with that epoch, when one is
-/// given): a row that was `to` already counts as success, so a resuming mover can repeat a
-/// step. `false` means the row is absent or in another state (or `to` with another epoch),
-/// or, for `active`, that the table lacks the cell key's unique constraint.
+/// atomically); `epoch`, when given, is set with it, and the leader's `term` always. Returns
+/// whether the row is now `to` (with that epoch, when one is given): a row that was `to`
+/// already counts as success, so a resuming mover can repeat a step. `false` means the row is
+/// absent or in another state (or `to` with another epoch), or, for `active`, that the table
+/// lacks the cell key's unique constraint. A row that holds a higher term than `term` is left
+/// as it is: [`StorageError::Superseded`].
 ///
 /// Freezing an `active` shard waits for its in-flight writers (they hold its row lock) and
 /// stops new ones; the wait is bounded by three quarters of the query timeout (`lock_timeout`),
@@ -157,6 +260,7 @@ pub async fn set_state(
     from: &[ShardState],
     to: ShardState,
     epoch: Option<i64>,
+    term: Term,
 ) -> Result<bool, StorageError> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let shard_i = shard as i32;
@@ -178,8 +282,8 @@ pub async fn set_state(
             "UPDATE mezzanine_shard_state SET \
                epoch = CASE WHEN state = $3 THEN epoch ELSE coalesce($4, epoch) END, \
                updated_at = CASE WHEN state = $3 THEN updated_at ELSE now() END, \
-               state = $3 \
-             WHERE shard = $1 AND (state = ANY($2) OR state = $3) \
+               state = $3, term = $7 \
+             WHERE shard = $1 AND (state = ANY($2) OR state = $3) AND term <= $7 \
                AND (SELECT set_config('lock_timeout', $5, true)) IS NOT NULL \
                AND ($3 <> 'active' OR EXISTS (SELECT 1 FROM pg_index \
                       WHERE indrelid = to_regclass($6) AND indisunique AND indnkeyatts = 3)) \
@@ -191,11 +295,15 @@ pub async fn set_state(
                 (&epoch, Type::INT8),
                 (&lock_ms, Type::TEXT),
                 (&table, Type::TEXT),
+                (&term.0, Type::INT8),
             ],
         )
         .await?;
     match rows.first() {
-        None => Ok(false),
+        None => {
+            superseded_now(&lease, backend, shard, term).await?;
+            Ok(false)
+        }
         Some(row) => {
             let now: i64 = col(backend, row, 0)?;
             Ok(epoch.is_none_or(|e| e == now))
@@ -206,29 +314,32 @@ pub async fn set_state(
 /// Drops the shard's cells table and deletes its state row, in one transaction: cleaning a
 /// retired source after `move complete`, or a target after an abort. Refused when the shard is
 /// `active` or `frozen` here, and when its table exists without a state row (mezzanine does not
-/// know who serves it, e.g. a go-mezzanine table). Repeating it after success is a no-op.
-/// Lock waits (for readers of the table) are bounded like [`set_state`]'s.
-pub async fn drop_shard(backend: &Backend, shard: u32) -> Result<(), StorageError> {
-    drop_copy(backend, shard, false).await.map(|_| ())
+/// know who serves it, e.g. a go-mezzanine table), and when its row holds a higher term than
+/// `term` ([`StorageError::Superseded`]). Repeating it after success is a no-op. Lock waits
+/// (for readers of the table) are bounded like [`set_state`]'s.
+pub async fn drop_shard(backend: &Backend, shard: u32, term: Term) -> Result<(), StorageError> {
+    drop_copy(backend, shard, false, term).await.map(|_| ())
 }
 
 /// Drops the shard's copy here only if it is `retired` (checked in the same transaction as
 /// the drop): the cleanup of a switched move's source, which must leave alone a copy that a
 /// later move is importing into, or serves from, again. Returns whether it dropped one.
-pub async fn drop_retired(backend: &Backend, shard: u32) -> Result<bool, StorageError> {
-    drop_copy(backend, shard, true).await
+/// Refused like [`drop_shard`] when the row holds a higher term than `term`.
+pub async fn drop_retired(backend: &Backend, shard: u32, term: Term) -> Result<bool, StorageError> {
+    drop_copy(backend, shard, true, term).await
 }
 
 async fn drop_copy(
     backend: &Backend,
     shard: u32,
     only_retired: bool,
+    term: Term,
 ) -> Result<bool, StorageError> {
     let lease = backend.lease().await?;
     in_transaction(
         &lease,
         "BEGIN",
-        drop_steps(&lease, backend, shard, only_retired),
+        drop_steps(&lease, backend, shard, only_retired, term),
     )
     .await
 }
@@ -238,17 +349,22 @@ async fn drop_steps(
     backend: &Backend,
     shard: u32,
     only_retired: bool,
+    term: Term,
 ) -> Result<bool, StorageError> {
     let t = cells_table(shard);
     bound_lock_waits(lease, backend).await?;
     // Before the state: without metadata, reading the state fails and aborts the transaction.
     let exists = table_exists(lease, backend, &t).await?;
-    let state = state_on(lease, backend, shard, "FOR UPDATE").await?;
-    if only_retired && !matches!(state, Some((ShardState::Retired, _))) {
+    let row = state_on(lease, backend, shard, "FOR UPDATE").await?;
+    if let Some(r) = row {
+        check_term(backend, shard, r.term, term)?;
+    }
+    let state = row.map(|r| r.state);
+    if only_retired && state != Some(ShardState::Retired) {
         return Ok(false);
     }
     match state {
-        Some((s, _)) if s.serves() => {
+        Some(s) if s.serves() => {
             return Err(refused(
                 backend,
                 shard,

@@ -284,7 +284,9 @@ impl SelfCheck {
 pub async fn self_check(backend: &Backend, shard: u32) -> Result<SelfCheck, StorageError> {
     let t = cells_table(shard);
     let lease = long_lease(backend).await?;
-    let state = state_on(&lease, backend, shard, "").await?;
+    let state = state_on(&lease, backend, shard, "")
+        .await?
+        .map(|r| (r.state, r.epoch));
     let mut check = SelfCheck {
         state,
         table_exists: table_exists(&lease, backend, &t).await?,
