@@ -5,12 +5,15 @@
 
 use std::sync::Arc;
 
+use mezzanine_core::Term;
 use mezzanine_e2e::*;
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{schema, Backend, PoolSettings};
 
 const SHARDS: u32 = 8;
 const SHARD: u32 = 5;
+/// The term of the mover's leader these tests act as (the rows were never touched by another).
+const TERM: Term = Term(1);
 
 async fn serving(url: &str) -> Arc<Backend> {
     let b = Backend::new("db1", url, PoolSettings::default()).unwrap();
@@ -30,9 +33,16 @@ async fn serving(url: &str) -> Arc<Backend> {
 }
 
 async fn retire(b: &Backend) {
-    let changed = transfer::set_state(b, SHARD, &[ShardState::Active], ShardState::Retired, None)
-        .await
-        .unwrap();
+    let changed = transfer::set_state(
+        b,
+        SHARD,
+        &[ShardState::Active],
+        ShardState::Retired,
+        None,
+        TERM,
+    )
+    .await
+    .unwrap();
     assert!(changed);
 }
 
@@ -41,7 +51,7 @@ async fn a_retired_copy_is_dropped() {
     let url = fresh_databases(1).await.remove(0);
     let b = serving(&url).await;
     retire(&b).await;
-    assert!(transfer::drop_retired(&b, SHARD).await.unwrap());
+    assert!(transfer::drop_retired(&b, SHARD, TERM).await.unwrap());
     assert_eq!(
         cells_in_table(&url).await,
         None,
@@ -55,13 +65,15 @@ async fn a_copy_a_revert_is_importing_again_is_kept() {
     let b = serving(&url).await;
     retire(&b).await;
     // A revert starts: the retired copy becomes the target of the move back.
-    transfer::prepare_import(&b, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&b, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     assert_eq!(
         transfer::shard_state(&b, SHARD).await.unwrap().map(|s| s.0),
         Some(ShardState::Importing)
     );
     // The first move's cleanup comes late: it must not drop the revert's copy.
-    assert!(!transfer::drop_retired(&b, SHARD).await.unwrap());
+    assert!(!transfer::drop_retired(&b, SHARD, TERM).await.unwrap());
     assert_eq!(cells_in_table(&url).await, Some(50));
     assert_eq!(
         transfer::shard_state(&b, SHARD).await.unwrap().map(|s| s.0),
@@ -73,7 +85,7 @@ async fn a_copy_a_revert_is_importing_again_is_kept() {
 async fn an_active_copy_is_never_dropped_by_a_cleanup() {
     let url = fresh_databases(1).await.remove(0);
     let b = serving(&url).await;
-    assert!(!transfer::drop_retired(&b, SHARD).await.unwrap());
+    assert!(!transfer::drop_retired(&b, SHARD, TERM).await.unwrap());
     assert_eq!(cells_in_table(&url).await, Some(50));
 }
 

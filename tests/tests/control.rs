@@ -627,8 +627,11 @@ async fn an_abort_while_copying_or_pending_leaves_no_table_on_the_target() {
         j["shards"][0]["state"] == "copying" && j["shards"][0]["rows_copied"].as_i64() >= Some(5)
     })
     .await;
+    // Prepared as an earlier leader would have: with a term below the current leader's.
+    let (_, status) = get_json(&c, &a.url("/admin/v1/status")).await;
+    let earlier = mezzanine_core::Term(status["leader"]["term"].as_i64().unwrap() - 1);
     let target = mezzanine_storage::Backend::new("db3", &urls[2], Default::default()).unwrap();
-    mezzanine_storage::transfer::prepare_import(&target, SHARDS, 2)
+    mezzanine_storage::transfer::prepare_import(&target, SHARDS, 2, earlier)
         .await
         .unwrap();
     assert_eq!(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mezzanine_core::{CellKey, NewCell};
+use mezzanine_core::{CellKey, NewCell, Term};
 use mezzanine_e2e::*;
 use mezzanine_storage::transfer::{self, Difference, ShardState, Side};
 use mezzanine_storage::{cells, schema, Backend, PoolSettings, StorageError};
@@ -14,6 +14,10 @@ use uuid::Uuid;
 
 const SHARDS: u32 = 8;
 const SHARD: u32 = 3;
+/// The term of the mover's leader these tests act as: the rows they use were never touched by
+/// a leader (term 0) or only by this one, so any term above 0 does. Terms themselves are
+/// tested in `terms.rs`.
+const TERM: Term = Term(1);
 const T: &str = "cells_0003";
 
 fn backend(name: &str, url: &str) -> Arc<Backend> {
@@ -38,7 +42,7 @@ async fn source(url: &str) -> Arc<Backend> {
 async fn activate_import(dst: &Backend, epoch: Option<i64>) {
     transfer::build_indexes(dst, SHARD).await.unwrap();
     let from = [ShardState::Importing];
-    let changed = transfer::set_state(dst, SHARD, &from, ShardState::Active, epoch).await;
+    let changed = transfer::set_state(dst, SHARD, &from, ShardState::Active, epoch, TERM).await;
     assert!(changed.unwrap());
 }
 
@@ -123,7 +127,7 @@ async fn copy_all(src: &Backend, dst: &Backend, limit: i64) -> usize {
     let mut calls = 0;
     loop {
         let after = transfer::max_added_id(dst, SHARD).await.unwrap();
-        let r = transfer::copy_rows(src, dst, SHARD, after, Some(limit))
+        let r = transfer::copy_rows(src, dst, SHARD, after, Some(limit), TERM)
             .await
             .unwrap();
         calls += 1;
@@ -167,7 +171,9 @@ async fn copy_in_chunks_preserves_every_column() {
 
     // The target is a brand-new, empty database.
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     // The import's table has its primary key only: the rest is built after the bulk copy.
     let bare = indexes(&urls[1]).await;
     assert!(
@@ -210,16 +216,18 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
     let src = source(&urls[0]).await;
     fill(&urls[0], 1, 300).await;
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
 
-    let first = transfer::copy_rows(&src, &dst, SHARD, 0, Some(120))
+    let first = transfer::copy_rows(&src, &dst, SHARD, 0, Some(120), TERM)
         .await
         .unwrap();
     assert_eq!(first.rows, 120);
     assert_eq!(first.max_added_id, 120);
 
     // Copying again from below the target's max would double rows: refused, nothing changed.
-    let e = transfer::copy_rows(&src, &dst, SHARD, 100, None).await;
+    let e = transfer::copy_rows(&src, &dst, SHARD, 100, None, TERM).await;
     assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
     assert_eq!(transfer::count_rows(&dst, SHARD).await.unwrap(), 120);
 
@@ -229,7 +237,7 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
     cells::write_cells(&src, SHARD, &refs).await.unwrap();
 
     let after = transfer::max_added_id(&dst, SHARD).await.unwrap();
-    let rest = transfer::copy_rows(&src, &dst, SHARD, after, None)
+    let rest = transfer::copy_rows(&src, &dst, SHARD, after, None, TERM)
         .await
         .unwrap();
     assert_eq!(rest.rows, 185);
@@ -238,12 +246,12 @@ async fn copy_resumes_from_the_targets_max_and_refuses_to_overlap() {
 
     // A target that is not importing takes no copy (its clients may be writing).
     activate_import(&dst, None).await;
-    let e = transfer::copy_rows(&src, &dst, SHARD, 305, None).await;
+    let e = transfer::copy_rows(&src, &dst, SHARD, 305, None, TERM).await;
     assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
     // Nor does a backend that was never prepared.
     let urls2 = fresh_databases(1).await;
     let bare = backend("bare", &urls2[0]);
-    let e = transfer::copy_rows(&src, &bare, SHARD, 0, None).await;
+    let e = transfer::copy_rows(&src, &bare, SHARD, 0, None, TERM).await;
     assert!(e.is_err(), "{e:?}");
 }
 
@@ -256,15 +264,17 @@ async fn a_paced_copy_keeps_to_its_rate_and_copies_everything() {
     fill(&urls[0], 1, 400).await;
     fill_special(&urls[0]).await;
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
 
     // What the stream carries, measured by an unpaced copy of the same rows elsewhere.
     let other = fresh_databases(1).await;
     let probe = backend("probe", &other[0]);
-    transfer::prepare_import(&probe, SHARDS, SHARD)
+    transfer::prepare_import(&probe, SHARDS, SHARD, TERM)
         .await
         .unwrap();
-    let full = transfer::copy_rows(&src, &probe, SHARD, 0, None)
+    let full = transfer::copy_rows(&src, &probe, SHARD, 0, None, TERM)
         .await
         .unwrap();
     assert!(full.bytes > 10_000, "{full:?}");
@@ -272,7 +282,7 @@ async fn a_paced_copy_keeps_to_its_rate_and_copies_everything() {
     // At a rate of a third of the stream per second, the copy takes at least 3 s.
     let rate = full.bytes / 3;
     let started = Instant::now();
-    let paced = transfer::copy_rows_paced(&src, &dst, SHARD, 0, None, Some(rate))
+    let paced = transfer::copy_rows_paced(&src, &dst, SHARD, 0, None, Some(rate), TERM)
         .await
         .unwrap();
     let took = started.elapsed();
@@ -306,7 +316,9 @@ async fn checksums_match_across_servers_and_time_zones_and_catch_changes() {
     fill_special(&urls[0]).await;
     fill(&urls[0], 1, 200).await;
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     copy_all(&src, &dst, 1000).await;
     let max = transfer::max_added_id(&src, SHARD).await.unwrap();
 
@@ -368,7 +380,9 @@ async fn diff_reports_each_difference_precisely() {
     // More rows than one diff chunk, so that differences sit in several chunks.
     fill(&urls[0], 1, 25_000).await;
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     copy_all(&src, &dst, 30_000).await;
     let max = 25_000;
     assert!(transfer::diff(&src, &dst, SHARD, 0, max, 10)
@@ -470,7 +484,15 @@ async fn freezing_waits_for_writers_then_refuses_writes() {
         .unwrap();
     let s2 = src.clone();
     let freeze = tokio::spawn(async move {
-        transfer::set_state(&s2, SHARD, &[ShardState::Active], ShardState::Frozen, None).await
+        transfer::set_state(
+            &s2,
+            SHARD,
+            &[ShardState::Active],
+            ShardState::Frozen,
+            None,
+            TERM,
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
@@ -494,17 +516,23 @@ async fn freezing_waits_for_writers_then_refuses_writes() {
         other => panic!("expected NotServed, got {other:?}"),
     }
     // Idempotent: already frozen is success; a step from another state is not.
-    assert!(
-        transfer::set_state(&src, SHARD, &[ShardState::Active], ShardState::Frozen, None)
-            .await
-            .unwrap()
-    );
+    assert!(transfer::set_state(
+        &src,
+        SHARD,
+        &[ShardState::Active],
+        ShardState::Frozen,
+        None,
+        TERM
+    )
+    .await
+    .unwrap());
     assert!(!transfer::set_state(
         &src,
         SHARD,
         &[ShardState::Importing],
         ShardState::Active,
-        Some(2)
+        Some(2),
+        TERM
     )
     .await
     .unwrap());
@@ -514,7 +542,8 @@ async fn freezing_waits_for_writers_then_refuses_writes() {
         SHARD,
         &[ShardState::Frozen],
         ShardState::Retired,
-        Some(5)
+        Some(5),
+        TERM
     )
     .await
     .unwrap());
@@ -528,17 +557,23 @@ async fn freezing_waits_for_writers_then_refuses_writes() {
             SHARD,
             &[ShardState::Frozen],
             ShardState::Retired,
-            Some(6)
+            Some(6),
+            TERM
         )
         .await
         .is_ok_and(|changed| !changed),
         "already retired, but with another epoch"
     );
-    assert!(
-        !transfer::set_state(&src, 5, &[ShardState::Active], ShardState::Frozen, None)
-            .await
-            .unwrap()
-    );
+    assert!(!transfer::set_state(
+        &src,
+        5,
+        &[ShardState::Active],
+        ShardState::Frozen,
+        None,
+        TERM
+    )
+    .await
+    .unwrap());
 }
 
 #[tokio::test]
@@ -560,7 +595,15 @@ async fn a_freeze_blocked_too_long_fails_within_the_query_timeout() {
         .await
         .unwrap();
     // The writer holds the lock until after this returns: only the query timeout can end it.
-    let r = transfer::set_state(&src, SHARD, &[ShardState::Active], ShardState::Frozen, None).await;
+    let r = transfer::set_state(
+        &src,
+        SHARD,
+        &[ShardState::Active],
+        ShardState::Frozen,
+        None,
+        TERM,
+    )
+    .await;
     assert!(matches!(r, Err(StorageError::Unavailable { .. })), "{r:?}");
     assert!(src.is_up(), "a lock wait is not an outage");
     writer.batch_execute("COMMIT").await.unwrap();
@@ -579,10 +622,10 @@ async fn prepare_import_refuses_a_served_shard_and_sets_up_an_empty_database() {
 
     // Active, then frozen: this backend serves the shard.
     for state in [ShardState::Active, ShardState::Frozen] {
-        transfer::set_state(&src, SHARD, &[ShardState::Active], state, None)
+        transfer::set_state(&src, SHARD, &[ShardState::Active], state, None, TERM)
             .await
             .unwrap();
-        let e = transfer::prepare_import(&src, SHARDS, SHARD).await;
+        let e = transfer::prepare_import(&src, SHARDS, SHARD, TERM).await;
         assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
         assert_eq!(
             transfer::shard_state(&src, SHARD)
@@ -596,7 +639,9 @@ async fn prepare_import_refuses_a_served_shard_and_sets_up_an_empty_database() {
     // A database that has never been used.
     let dst = backend("dst", &urls[1]);
     assert_eq!(transfer::shard_state(&dst, SHARD).await.unwrap(), None);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     assert_eq!(
         transfer::shard_state(&dst, SHARD).await.unwrap(),
         Some((ShardState::Importing, 1))
@@ -639,10 +684,12 @@ async fn prepare_import_refuses_a_served_shard_and_sets_up_an_empty_database() {
         Err(StorageError::NotServed { .. })
     ));
     // Again: idempotent. Another NUM_SHARDS: refused.
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
-    let e = transfer::prepare_import(&dst, 16, SHARD).await;
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
+    let e = transfer::prepare_import(&dst, 16, SHARD, TERM).await;
     assert!(matches!(e, Err(StorageError::Layout { .. })), "{e:?}");
-    let e = transfer::prepare_import(&dst, SHARDS, SHARDS).await;
+    let e = transfer::prepare_import(&dst, SHARDS, SHARDS, TERM).await;
     assert!(matches!(e, Err(StorageError::Layout { .. })), "{e:?}");
     // A start-up migration of the same backend for other shards still works.
     let report = schema::prepare_backend(&dst, SHARDS, &[4, 5], true)
@@ -664,10 +711,13 @@ async fn prepare_import_refuses_a_served_shard_and_sets_up_an_empty_database() {
         &[ShardState::Frozen],
         ShardState::Retired,
         None,
+        TERM,
     )
     .await
     .unwrap();
-    transfer::prepare_import(&src, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&src, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     assert_eq!(
         transfer::shard_state(&src, SHARD)
             .await
@@ -690,7 +740,9 @@ async fn advance_sequence_puts_the_next_write_above_the_copied_rows() {
     .await;
     fill(&urls[0], 41, 2).await; // 901, 902
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     copy_all(&src, &dst, 1000).await;
 
     // Before: the target's sequence was never used, a write would take added_id 1.
@@ -700,16 +752,22 @@ async fn advance_sequence_puts_the_next_write_above_the_copied_rows() {
     assert_eq!(check.violations.len(), 1, "{check:?}");
 
     assert_eq!(
-        transfer::advance_sequence(&dst, SHARD, 902).await.unwrap(),
+        transfer::advance_sequence(&dst, SHARD, 902, TERM)
+            .await
+            .unwrap(),
         903
     );
     // Past a mark above the max (the source's high-water mark), and never backwards.
     assert_eq!(
-        transfer::advance_sequence(&dst, SHARD, 950).await.unwrap(),
+        transfer::advance_sequence(&dst, SHARD, 950, TERM)
+            .await
+            .unwrap(),
         951
     );
     assert_eq!(
-        transfer::advance_sequence(&dst, SHARD, 10).await.unwrap(),
+        transfer::advance_sequence(&dst, SHARD, 10, TERM)
+            .await
+            .unwrap(),
         951
     );
     let check = transfer::self_check(&dst, SHARD).await.unwrap();
@@ -724,6 +782,7 @@ async fn advance_sequence_puts_the_next_write_above_the_copied_rows() {
             &[ShardState::Importing],
             ShardState::Active,
             Some(2),
+            TERM,
         )
     };
     assert!(!activate().await.unwrap());
@@ -746,10 +805,10 @@ async fn drop_shard_refuses_a_served_shard_and_cleans_others() {
     let src = source(&urls[0]).await;
     fill(&urls[0], 1, 10).await;
     for state in [ShardState::Active, ShardState::Frozen] {
-        transfer::set_state(&src, SHARD, &[ShardState::Active], state, None)
+        transfer::set_state(&src, SHARD, &[ShardState::Active], state, None, TERM)
             .await
             .unwrap();
-        let e = transfer::drop_shard(&src, SHARD).await;
+        let e = transfer::drop_shard(&src, SHARD, TERM).await;
         assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
         assert_eq!(transfer::count_rows(&src, SHARD).await.unwrap(), 10);
     }
@@ -759,33 +818,36 @@ async fn drop_shard_refuses_a_served_shard_and_cleans_others() {
         &[ShardState::Frozen],
         ShardState::Retired,
         None,
+        TERM,
     )
     .await
     .unwrap();
-    transfer::drop_shard(&src, SHARD).await.unwrap();
+    transfer::drop_shard(&src, SHARD, TERM).await.unwrap();
     assert_eq!(transfer::shard_state(&src, SHARD).await.unwrap(), None);
     let check = transfer::self_check(&src, SHARD).await.unwrap();
     assert!(!check.table_exists && check.is_sound(), "{check:?}");
     // Again: nothing left, a no-op.
-    transfer::drop_shard(&src, SHARD).await.unwrap();
+    transfer::drop_shard(&src, SHARD, TERM).await.unwrap();
 
     // An aborted import is cleaned the same way.
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
-    transfer::drop_shard(&dst, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
+    transfer::drop_shard(&dst, SHARD, TERM).await.unwrap();
     assert_eq!(transfer::shard_state(&dst, SHARD).await.unwrap(), None);
 
     // A table without a state row (a go-mezzanine table) is not mezzanine's to drop.
     sql(&urls[1], &schema::cells_table_ddl(6)).await;
-    let e = transfer::drop_shard(&dst, 6).await;
+    let e = transfer::drop_shard(&dst, 6, TERM).await;
     assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
     // Also on a database without mezzanine's metadata; with nothing at all it is a no-op.
     let bare = fresh_databases(1).await;
     sql(&bare[0], &schema::cells_table_ddl(6)).await;
     let b = backend("bare", &bare[0]);
-    let e = transfer::drop_shard(&b, 6).await;
+    let e = transfer::drop_shard(&b, 6, TERM).await;
     assert!(matches!(e, Err(StorageError::Refused { .. })), "{e:?}");
-    transfer::drop_shard(&b, 7).await.unwrap();
+    transfer::drop_shard(&b, 7, TERM).await.unwrap();
     assert_eq!(
         connect(&bare[0])
             .await
@@ -832,11 +894,14 @@ async fn a_copy_whose_target_session_is_terminated_fails_cleanly() {
     let src = source(&urls[0]).await;
     fill(&urls[0], 1, 20_000).await;
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     slow_down_inserts(&urls[1]).await;
 
     let (s2, d2) = (src.clone(), dst.clone());
-    let copy = tokio::spawn(async move { transfer::copy_rows(&s2, &d2, SHARD, 0, None).await });
+    let copy =
+        tokio::spawn(async move { transfer::copy_rows(&s2, &d2, SHARD, 0, None, TERM).await });
     let admin = connect(&urls[1]).await;
     let pid = copy_backend_pid(&admin).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -856,7 +921,7 @@ async fn a_copy_whose_target_session_is_terminated_fails_cleanly() {
 
     // Retried (without the slowness) it completes.
     sql(&urls[1], &format!("DROP TRIGGER slow ON {T}")).await;
-    let r = transfer::copy_rows(&src, &dst, SHARD, 0, None)
+    let r = transfer::copy_rows(&src, &dst, SHARD, 0, None, TERM)
         .await
         .unwrap();
     assert_eq!(r.rows, 20_000);
@@ -874,11 +939,14 @@ async fn a_copy_whose_target_server_stops_fails_cleanly() {
         .unwrap();
     let target_url = create_database(&servers[0]).await;
     let dst = backend("dst", &target_url);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     slow_down_inserts(&target_url).await;
 
     let (s2, d2) = (src.clone(), dst.clone());
-    let copy = tokio::spawn(async move { transfer::copy_rows(&s2, &d2, SHARD, 0, None).await });
+    let copy =
+        tokio::spawn(async move { transfer::copy_rows(&s2, &d2, SHARD, 0, None, TERM).await });
     let admin = connect(&target_url).await;
     copy_backend_pid(&admin).await;
     drop(admin);
@@ -898,7 +966,7 @@ async fn a_copy_whose_target_server_stops_fails_cleanly() {
     // The source keeps serving; the target fails fast while down.
     assert_eq!(transfer::max_added_id(&src, SHARD).await.unwrap(), 20_000);
     assert!(!dst.is_up(), "the stopped target is not known down");
-    let again = transfer::copy_rows(&src, &dst, SHARD, 0, None).await;
+    let again = transfer::copy_rows(&src, &dst, SHARD, 0, None, TERM).await;
     match &again {
         Err(StorageError::Unavailable { reason, .. }) => {
             assert!(reason.contains("known down"), "not failed fast: {reason}")
@@ -973,11 +1041,15 @@ async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
     let urls = fresh_databases(2).await;
     let src = source(&urls[0]).await;
     let dst = backend("dst", &urls[1]);
-    transfer::prepare_import(&dst, SHARDS, SHARD).await.unwrap();
+    transfer::prepare_import(&dst, SHARDS, SHARD, TERM)
+        .await
+        .unwrap();
     // Infinite times cannot travel as plain values: this tail goes through COPY.
     fill_special(&urls[0]).await;
     fill(&urls[0], 1, 100).await;
-    let first = transfer::copy_tail(&src, &dst, SHARD, 0).await.unwrap();
+    let first = transfer::copy_tail(&src, &dst, SHARD, 0, TERM)
+        .await
+        .unwrap();
     assert_eq!(first.rows, 106);
     // A small tail of hard values goes as plain statements.
     sql(
@@ -993,7 +1065,7 @@ async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
     )
     .await;
     fill(&urls[0], 101, 30).await;
-    let second = transfer::copy_tail(&src, &dst, SHARD, first.max_added_id)
+    let second = transfer::copy_tail(&src, &dst, SHARD, first.max_added_id, TERM)
         .await
         .unwrap();
     assert_eq!(second.rows, 32);
@@ -1005,18 +1077,22 @@ async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
         transfer::checksum(&dst, SHARD, 0, max).await.unwrap()
     );
     // Nothing new: nothing copied, the high-water mark stays.
-    let none = transfer::copy_tail(&src, &dst, SHARD, max).await.unwrap();
+    let none = transfer::copy_tail(&src, &dst, SHARD, max, TERM)
+        .await
+        .unwrap();
     assert_eq!((none.rows, none.max_added_id), (0, max));
 
     // A tail that overlaps what the target holds is refused, and nothing is stored.
     fill(&urls[0], 200, 5).await;
-    let r = transfer::copy_tail(&src, &dst, SHARD, max - 10).await;
+    let r = transfer::copy_tail(&src, &dst, SHARD, max - 10, TERM).await;
     assert!(matches!(r, Err(StorageError::Refused { .. })), "{r:?}");
     assert_eq!(transfer::max_added_id(&dst, SHARD).await.unwrap(), max);
 
     // A tail longer than SMALL_TAIL goes through COPY, in one call.
     fill(&urls[0], 1000, transfer::SMALL_TAIL + 100).await;
-    let long = transfer::copy_tail(&src, &dst, SHARD, max).await.unwrap();
+    let long = transfer::copy_tail(&src, &dst, SHARD, max, TERM)
+        .await
+        .unwrap();
     assert_eq!(long.rows as i64, 5 + transfer::SMALL_TAIL + 100);
     assert_eq!(dump(&urls[0]).await, dump(&urls[1]).await);
 
@@ -1024,7 +1100,7 @@ async fn a_cutover_tail_copies_every_column_and_checks_the_target() {
     activate_import(&dst, Some(2)).await;
     fill(&urls[0], 5000, 3).await;
     let after = transfer::max_added_id(&dst, SHARD).await.unwrap();
-    let r = transfer::copy_tail(&src, &dst, SHARD, after).await;
+    let r = transfer::copy_tail(&src, &dst, SHARD, after, TERM).await;
     assert!(matches!(r, Err(StorageError::Refused { .. })), "{r:?}");
     assert_eq!(transfer::max_added_id(&dst, SHARD).await.unwrap(), after);
 }

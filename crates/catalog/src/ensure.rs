@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use mezzanine_core::moves::ShardMoveState;
 use mezzanine_core::ShardMap;
 use mezzanine_storage::backend::Lease;
 use mezzanine_storage::SqlState;
@@ -92,10 +93,40 @@ ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPT
 ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS fence_target BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS move_shards_fence ON mezzanine.move_shards (shard) WHERE fence_target;
 ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS cluster_id UUID;
-UPDATE mezzanine.meta SET schema_version = 3 WHERE schema_version < 3 AND cluster_id IS NOT NULL;";
+ALTER TABLE mezzanine.leader ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;";
 
-/// The version of the catalog's layout; an older catalog is migrated at start-up.
-const SCHEMA_VERSION: i32 = 3;
+/// The name of the CHECK constraint on `mezzanine.move_shards.state` (layout 4).
+pub(crate) const MOVE_STATE_CHECK: &str = "move_shards_state_known";
+
+/// The catalog's DDL: [`DDL`], then what needs values from the code: the CHECK constraint of
+/// the move states ([`ShardMoveState::ALL`]; added only if missing: `ADD CONSTRAINT` has no
+/// `IF NOT EXISTS`), and the layout's version. Idempotent, like every line of it.
+///
+/// A change of [`ShardMoveState::ALL`] needs a new layout version that replaces the
+/// constraint (an existing one is kept as it is).
+fn ddl() -> String {
+    let states: Vec<String> = ShardMoveState::ALL
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "{DDL}
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{MOVE_STATE_CHECK}'
+                   AND conrelid = 'mezzanine.move_shards'::regclass) THEN
+        ALTER TABLE mezzanine.move_shards ADD CONSTRAINT {MOVE_STATE_CHECK}
+            CHECK (state IN ({states}));
+    END IF;
+END $$;
+UPDATE mezzanine.meta SET schema_version = {SCHEMA_VERSION}
+    WHERE schema_version < {SCHEMA_VERSION} AND cluster_id IS NOT NULL;",
+        states = states.join(", ")
+    )
+}
+
+/// The version of the catalog's layout; an older catalog is migrated at start-up. 4: the
+/// leader's term (`leader.term`), the CHECK of the move states.
+const SCHEMA_VERSION: i32 = 4;
 
 impl Catalog {
     /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if
@@ -181,7 +212,7 @@ impl Catalog {
         seed: &ShardMap,
         members: &cluster::Membership,
     ) -> Result<EnsureReport, CatalogError> {
-        lease.batch_execute(DDL).await?;
+        lease.batch_execute(&ddl()).await?;
         // A catalog laid out before cluster ids gets one now.
         let new_id = uuid::Uuid::new_v4().to_string();
         lease
@@ -250,5 +281,28 @@ impl Catalog {
             differences: Vec::new(),
             cluster_id: String::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Request;
+
+    #[test]
+    fn the_checks_name_every_value_the_code_writes() {
+        let ddl = ddl();
+        for s in ShardMoveState::ALL {
+            assert!(ddl.contains(&format!("'{}'", s.as_str())), "{s}");
+        }
+        assert!(ddl.contains(MOVE_STATE_CHECK));
+        let requested = format!(
+            "requested TEXT CHECK (requested IN ('{}', '{}'))",
+            Request::Abort.as_str(),
+            Request::Complete.as_str()
+        );
+        assert!(ddl.contains(&requested), "{requested}");
+        assert_eq!(Request::ALL.len(), 2);
+        assert!(ddl.contains(&format!("SET schema_version = {SCHEMA_VERSION}")));
     }
 }

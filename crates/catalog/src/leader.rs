@@ -6,12 +6,20 @@
 //! connection, PostgreSQL releases it and another node takes it. Every catalog change the
 //! mover makes goes through that same session ([`LeaderSession`]), so a node that lost the
 //! lock can no longer change a move.
+//!
+//! Each acquisition also takes the next term (`mezzanine.leader.term`, incremented in the
+//! statement that records the new leader: [`LeaderSession::term`]). The backends are not
+//! behind the catalog's lock: a leader whose session was cut without it noticing yet may
+//! still reach them. So every change the mover makes on a backend carries its term, and a
+//! backend refuses a change from a lower term than the one its shard's row holds
+//! (`mezzanine_storage::transfer`, `StorageError::Superseded`).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures::StreamExt;
 use mezzanine_core::moves::ShardMoveState;
+use mezzanine_core::Term;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
@@ -26,6 +34,14 @@ pub const LEADER_LOCK: i64 = 0x6d65_7a7a_0003;
 pub struct LeaderInfo {
     pub id: String,
     pub addr: String,
+}
+
+/// The mover's current leader, as [`current_leader`] finds it: who, and the term it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CurrentLeader {
+    pub id: String,
+    pub addr: String,
+    pub term: Term,
 }
 
 /// A connection of its own to the catalog (not from a pool), with its notifications.
@@ -178,7 +194,9 @@ impl Leader {
     }
 
     /// Tries to become the leader: `Some` session holding the lock, or `None` when another
-    /// node leads. A waiting node keeps its session between attempts.
+    /// node leads. A waiting node keeps its session between attempts. Each success takes the
+    /// next term ([`LeaderSession::term`]), in the statement that records this node as the
+    /// leader.
     pub async fn try_acquire(&mut self) -> Result<Option<LeaderSession>, CatalogError> {
         let session = match self.candidate.take() {
             Some(s) if s.is_alive() => s,
@@ -194,33 +212,37 @@ impl Leader {
             self.candidate = Some(session);
             return Ok(None);
         }
-        session
-            .query(
-                "INSERT INTO mezzanine.leader (id, node_id, addr, pid, since) \
-                 VALUES (1, $1, $2, pg_backend_pid(), now()) \
-                 ON CONFLICT (id) DO UPDATE SET node_id = EXCLUDED.node_id, addr = EXCLUDED.addr, \
-                   pid = EXCLUDED.pid, since = EXCLUDED.since",
-                &[(&self.info.id, Type::TEXT), (&self.info.addr, Type::TEXT)],
-            )
-            .await?;
+        let term: i64 = scalar(
+            &session,
+            "INSERT INTO mezzanine.leader (id, node_id, addr, pid, since, term) \
+             VALUES (1, $1, $2, pg_backend_pid(), now(), 1) \
+             ON CONFLICT (id) DO UPDATE SET node_id = EXCLUDED.node_id, addr = EXCLUDED.addr, \
+               pid = EXCLUDED.pid, since = EXCLUDED.since, term = mezzanine.leader.term + 1 \
+             RETURNING term",
+            &[(&self.info.id, Type::TEXT), (&self.info.addr, Type::TEXT)],
+        )
+        .await?;
         let s = LeaderSession {
             session,
             node: self.info.id.clone(),
+            term: Term(term),
         };
         s.audit(
             "leader",
-            &serde_json::json!({"node": self.info.id, "addr": self.info.addr}),
+            &serde_json::json!({"node": self.info.id, "addr": self.info.addr, "term": term}),
         )
         .await?;
         Ok(Some(s))
     }
 }
 
-/// The current leader, if any node holds the lock.
-pub async fn current_leader(catalog: &crate::Catalog) -> Result<Option<LeaderInfo>, CatalogError> {
+/// The current leader, if any node holds the lock, with its term.
+pub async fn current_leader(
+    catalog: &crate::Catalog,
+) -> Result<Option<CurrentLeader>, CatalogError> {
     let rows = crate::query(
         catalog,
-        "SELECT l.node_id, l.addr FROM mezzanine.leader l \
+        "SELECT l.node_id, l.addr, l.term FROM mezzanine.leader l \
          WHERE EXISTS (SELECT 1 FROM pg_locks k WHERE k.pid = l.pid AND k.locktype = 'advisory' \
                        AND k.granted AND k.objid::bigint = ($1::bigint & 4294967295))",
         &[(&LEADER_LOCK, Type::INT8)],
@@ -228,9 +250,10 @@ pub async fn current_leader(catalog: &crate::Catalog) -> Result<Option<LeaderInf
     .await?;
     rows.first()
         .map(|r| {
-            Ok(LeaderInfo {
+            Ok(CurrentLeader {
                 id: r.try_get(0).map_err(corrupt)?,
                 addr: r.try_get(1).map_err(corrupt)?,
+                term: Term(r.try_get(2).map_err(corrupt)?),
             })
         })
         .transpose()
@@ -251,9 +274,16 @@ pub struct Fence {
 pub struct LeaderSession {
     session: Dedicated,
     node: String,
+    term: Term,
 }
 
 impl LeaderSession {
+    /// This leadership's term: higher than every earlier leader's. Every change the mover
+    /// makes on a backend carries it.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
     pub fn is_alive(&self) -> bool {
         self.session.is_alive()
     }

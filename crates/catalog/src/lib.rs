@@ -10,7 +10,9 @@
 //! - `moves` and `move_shards`: move jobs and each shard's state in them (a partial unique
 //!   index allows one in-flight move per shard);
 //! - `audit`: one row per change of the map, the backends or a move;
-//! - `leader`: who leads the mover (valid only while its session holds the advisory lock).
+//! - `leader`: who leads the mover (valid only while its session holds the advisory lock) and
+//!   its term, incremented at every acquisition (the fence of the backends against a leader
+//!   that lost its place: [`leader`]).
 //!
 //! Every change is committed with `pg_notify('mezzanine_catalog', kind)`; [`listen`] delivers
 //! those notifications to server nodes, which reload the map.
@@ -29,7 +31,9 @@ use mezzanine_storage::{Backend, PoolSettings, StorageError};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::Row;
 
-pub use leader::{current_leader, Dedicated, Fence, Leader, LeaderInfo, LeaderSession};
+pub use leader::{
+    current_leader, CurrentLeader, Dedicated, Fence, Leader, LeaderInfo, LeaderSession,
+};
 pub use moves::{MoveJob, MoveShard, NewMove, Request};
 pub use rebalance::{NewRebalance, Progress, Rebalance};
 

@@ -27,7 +27,7 @@ pub struct MoveJob {
     pub parallel: i32,
     pub max_rows_per_sec: Option<i64>,
     /// An operator's pending request: `abort` or `complete`.
-    pub requested: Option<String>,
+    pub requested: Option<Request>,
     /// The job this one moves back.
     pub reverts: Option<i64>,
     /// The job that moved this one's shards back.
@@ -92,11 +92,41 @@ pub struct NewMove {
     pub auto_complete: bool,
 }
 
-/// What an operator asks of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an operator asks of a job (`mezzanine.moves.requested`, checked there): the mover's
+/// leader carries it out and clears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Request {
+    /// Stop the shards not switched yet, undoing what they did.
     Abort,
+    /// Drop the old source copies of the switched shards.
     Complete,
+}
+
+impl Request {
+    pub const ALL: [Request; 2] = [Request::Abort, Request::Complete];
+
+    /// The name the catalog stores (and the admin API shows).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Request::Abort => "abort",
+            Request::Complete => "complete",
+        }
+    }
+
+    /// The request a stored name stands for.
+    pub fn parse(s: &str) -> Option<Request> {
+        Request::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The `requested` column of a job's row: a name [`Request::parse`] knows, or none.
+fn request_from(r: &Row, i: usize) -> Result<Option<Request>, CatalogError> {
+    let name: Option<String> = r.try_get(i).map_err(corrupt)?;
+    name.map(|n| {
+        Request::parse(&n).ok_or_else(|| CatalogError::Corrupt(format!("unknown request {n:?}")))
+    })
+    .transpose()
 }
 
 const JOB_COLUMNS: &str = "m.id, m.to_backend, m.shards_spec, m.parallel, m.max_rows_per_sec, \
@@ -140,7 +170,7 @@ fn job_from(r: &Row, shards: Vec<MoveShard>) -> Result<MoveJob, CatalogError> {
         shards_spec: r.try_get(2).map_err(corrupt)?,
         parallel: r.try_get(3).map_err(corrupt)?,
         max_rows_per_sec: r.try_get(4).map_err(corrupt)?,
-        requested: r.try_get(5).map_err(corrupt)?,
+        requested: request_from(r, 5)?,
         reverts: r.try_get(6).map_err(corrupt)?,
         reverted_by: r.try_get(7).map_err(corrupt)?,
         error: r.try_get(8).map_err(corrupt)?,
@@ -240,7 +270,7 @@ impl Catalog {
     pub async fn request_move(&self, id: i64, what: Request) -> Result<MoveJob, CatalogError> {
         let job = self.get_move(id).await?;
         let state = job.state;
-        let name = match what {
+        match what {
             Request::Abort => {
                 if state != JobState::Running {
                     return Err(CatalogError::Conflict(format!(
@@ -253,7 +283,6 @@ impl Catalog {
                         }
                     )));
                 }
-                "abort"
             }
             Request::Complete => {
                 if !job
@@ -267,29 +296,28 @@ impl Catalog {
                         state.as_str()
                     )));
                 }
-                "complete"
             }
-        };
+        }
         self.set_requested(
             &[id],
-            name,
-            &format!("move_{name}"),
+            what,
+            &format!("move_{}", what.as_str()),
             serde_json::json!({"id": id}),
         )
         .await?;
         self.get_move(id).await
     }
 
-    /// Records an operator's request (`abort`, `complete`) on jobs, with its audit entry, and
-    /// wakes the mover.
+    /// Records an operator's request on jobs, with its audit entry, and wakes the mover.
     pub(crate) async fn set_requested(
         &self,
         ids: &[i64],
-        name: &str,
+        what: Request,
         kind: &str,
         detail: serde_json::Value,
     ) -> Result<(), CatalogError> {
         let ids = ids.to_vec();
+        let name = what.as_str();
         let lease = self.lease().await?;
         lease
             .query(
@@ -440,4 +468,20 @@ pub(crate) async fn create_move_on(
             .await?;
     }
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    #[test]
+    fn requests_round_trip_by_their_stored_names() {
+        for r in Request::ALL {
+            assert_eq!(Request::parse(r.as_str()), Some(r));
+            let json = serde_json::to_value(r).ok();
+            assert_eq!(json, Some(serde_json::json!(r.as_str())));
+        }
+        assert_eq!(Request::parse("Abort"), None);
+        assert_eq!(Request::parse("revert"), None);
+    }
 }

@@ -43,7 +43,7 @@ pub struct Rebalance {
     pub auto_complete: bool,
     /// An operator's request (`abort` or `complete`) that the mover has not carried out on
     /// every job yet.
-    pub requested: Option<String>,
+    pub requested: Option<Request>,
     pub created_at: DateTime<Utc>,
     pub progress: Progress,
     pub plan: serde_json::Value,
@@ -209,7 +209,7 @@ impl Catalog {
                 parallel: r.try_get(3).map_err(corrupt)?,
                 max_rows_per_sec: r.try_get(4).map_err(corrupt)?,
                 auto_complete: r.try_get(5).map_err(corrupt)?,
-                requested: jobs.iter().find_map(|j| j.requested.clone()),
+                requested: jobs.iter().find_map(|j| j.requested),
                 plan: r.try_get(6).map_err(corrupt)?,
                 created_at: r.try_get(7).map_err(corrupt)?,
                 progress: Progress::of(&jobs),
@@ -228,7 +228,7 @@ impl Catalog {
         what: Request,
     ) -> Result<Rebalance, CatalogError> {
         let rebalance = self.get_rebalance(id).await?;
-        let (name, targets): (&str, Vec<i64>) = match what {
+        let targets: Vec<i64> = match what {
             Request::Abort => {
                 if rebalance.state != JobState::Running {
                     return Err(CatalogError::Conflict(format!(
@@ -242,7 +242,7 @@ impl Catalog {
                     .filter(|j| j.state == JobState::Running)
                     .map(|j| j.id)
                     .collect();
-                ("abort", running)
+                running
             }
             Request::Complete => {
                 if rebalance.state == JobState::Running || rebalance.progress.switched == 0 {
@@ -257,13 +257,13 @@ impl Catalog {
                     .filter(|j| j.shards.iter().any(|s| s.state == ShardMoveState::Switched))
                     .map(|j| j.id)
                     .collect();
-                ("complete", switched)
+                switched
             }
         };
         self.set_requested(
             &targets,
-            name,
-            &format!("rebalance_{name}"),
+            what,
+            &format!("rebalance_{}", what.as_str()),
             serde_json::json!({"id": id, "moves": targets}),
         )
         .await?;

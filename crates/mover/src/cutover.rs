@@ -18,6 +18,7 @@ use mezzanine_catalog::{Catalog, CatalogError, LeaderSession};
 use mezzanine_core::moves::{
     ask_target, undo_cutover, CutoverReach, CutoverUndo, MoveEvent, ShardMoveState, TargetSeen,
 };
+use mezzanine_core::Term;
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::Backend;
 
@@ -156,7 +157,10 @@ impl ShardTask {
         // retired: no client read or write is served there from now on. Both must precede
         // the activation; they are independent, so they run together.
         let seq_retire = futures::future::try_join(
-            async { Ok(transfer::advance_sequence(tgt, shard, max_s).await?) },
+            async {
+                let term = self.session.term();
+                Ok(transfer::advance_sequence(tgt, shard, max_s, term).await?)
+            },
             self.change_state(
                 src,
                 "source",
@@ -223,7 +227,8 @@ impl ShardTask {
     /// Freezes the source; returns whether it was `retired` already (a resumed cutover).
     async fn freeze(&self, src: &Backend) -> Result<bool, MoveError> {
         let shard = self.shard.shard;
-        if transfer::set_state(src, shard, &[ShardState::Active], ShardState::Frozen, None).await? {
+        let (from, term) = ([ShardState::Active], self.session.term());
+        if transfer::set_state(src, shard, &from, ShardState::Frozen, None, term).await? {
             return Ok(false);
         }
         match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
@@ -247,14 +252,18 @@ impl ShardTask {
         match fresh {
             // Straight from catching up: the target holds exactly up to `hw`; the copy of
             // everything above it ends at the source's highest added_id.
-            Some(hw) => Ok(transfer::copy_tail(src, tgt, shard, hw).await?.max_added_id),
+            Some(hw) => Ok(
+                transfer::copy_tail(src, tgt, shard, hw, self.session.term())
+                    .await?
+                    .max_added_id,
+            ),
             None => {
                 // A target that is active already was activated by a leader that died before
                 // the switch: nothing to copy.
                 let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
                 if target_state != Some(ShardState::Active) {
                     let hw = transfer::max_added_id(tgt, shard).await?;
-                    transfer::copy_tail(src, tgt, shard, hw).await?;
+                    transfer::copy_tail(src, tgt, shard, hw, self.session.term()).await?;
                 }
                 // 3. The highest added_id must be the same on both sides.
                 let (max_s, max_t) = futures::future::try_join(
@@ -325,7 +334,8 @@ impl ShardTask {
         };
         if demote || drop {
             let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
-            let cleaned = tokio::time::timeout(ASK_TARGET, fence_copy(&tgt, shard, demote)).await;
+            let fenced = fence_copy(&tgt, shard, demote, self.session.term());
+            let cleaned = tokio::time::timeout(ASK_TARGET, fenced).await;
             if let Err(e) = cleaned.unwrap_or_else(|_| Err(target_silent(&tgt))) {
                 tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned now; it is fenced when the target answers");
                 fence = true;
@@ -391,8 +401,9 @@ fn target_silent(tgt: &Backend) -> MoveError {
 
 /// Fences the shard's copy on `tgt`: an `active` copy is made `importing` (only when
 /// `demote`: the map does not name it), then an `importing` or `retired` copy is dropped (the
-/// drop refuses, in its transaction, a copy that serves). No copy: nothing to do.
-async fn fence_copy(tgt: &Backend, shard: u32, demote: bool) -> Result<(), MoveError> {
+/// drop refuses, in its transaction, a copy that serves). No copy: nothing to do. Both carry
+/// the leader's `term`.
+async fn fence_copy(tgt: &Backend, shard: u32, demote: bool, term: Term) -> Result<(), MoveError> {
     match transfer::shard_state(tgt, shard).await?.map(|(s, _)| s) {
         None => return Ok(()),
         Some(ShardState::Active) if demote => {
@@ -402,6 +413,7 @@ async fn fence_copy(tgt: &Backend, shard: u32, demote: bool) -> Result<(), MoveE
                 &[ShardState::Active],
                 ShardState::Importing,
                 None,
+                term,
             )
             .await?
             {
@@ -419,7 +431,7 @@ async fn fence_copy(tgt: &Backend, shard: u32, demote: bool) -> Result<(), MoveE
         }
         Some(ShardState::Importing | ShardState::Retired) => {}
     }
-    transfer::drop_shard(tgt, shard).await?;
+    transfer::drop_shard(tgt, shard, term).await?;
     Ok(())
 }
 
@@ -455,7 +467,7 @@ pub async fn fence_targets(
             if !tgt.is_up() {
                 continue;
             }
-            match fence_copy(&tgt, f.shard, true).await {
+            match fence_copy(&tgt, f.shard, true, session.term()).await {
                 Ok(()) => {
                     session.set_fence(f.move_id, f.shard, false).await?;
                     tracing::info!(move_id = f.move_id, shard = f.shard, target = %f.target, "the undone cutover's target copy is fenced (demoted and dropped)");

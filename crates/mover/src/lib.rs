@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mezzanine_catalog::{
-    Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob,
+    Catalog, CatalogError, Dedicated, Leader, LeaderInfo, LeaderSession, MoveJob, Request,
 };
 use mezzanine_core::moves::{chunk_rows, CatchUpPolicy, FullSpeed, ShardMoveState};
 use mezzanine_storage::{Backend, PoolSettings, StorageError};
@@ -30,7 +30,12 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MoveError {
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
+    /// A backend refused a step: a newer leader took the shard over
+    /// ([`StorageError::Superseded`]). This leader lost its place; it stops the shard's task
+    /// without retrying or undoing anything (the newer leader owns the shard).
+    #[error(transparent)]
+    Superseded(StorageError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("backend {0:?} is not registered")]
@@ -47,6 +52,15 @@ pub enum MoveError {
     /// The tail never fitted `MOVE_MAX_PAUSE`.
     #[error("{0}")]
     TailTooLong(String),
+}
+
+impl From<StorageError> for MoveError {
+    fn from(e: StorageError) -> MoveError {
+        match e {
+            e @ StorageError::Superseded { .. } => MoveError::Superseded(e),
+            e => MoveError::Storage(e),
+        }
+    }
 }
 
 /// Settings of the mover.
@@ -356,8 +370,8 @@ async fn schedule(
     running: &mut HashMap<(i64, u32), Running>,
     active: &mut HashMap<Group, usize>,
 ) -> Result<(), MoveError> {
-    let abort = job.requested.as_deref() == Some("abort");
-    let requested_complete = job.requested.as_deref() == Some("complete");
+    let abort = job.requested == Some(Request::Abort);
+    let requested_complete = job.requested == Some(Request::Complete);
     let complete = requested_complete
         || job.auto_complete && !abort && !job.shards.iter().any(|s| s.state.in_flight());
     let active = active.entry(group(job)).or_insert(0);
@@ -421,4 +435,26 @@ async fn schedule(
         session.clear_request(job.id).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_that_names_a_newer_leader_is_a_superseded_move() {
+        let newer = StorageError::Superseded {
+            shard: 3,
+            backend: "backend db2".into(),
+            term: mezzanine_core::Term(6),
+            newer: mezzanine_core::Term(7),
+        };
+        assert!(matches!(MoveError::from(newer), MoveError::Superseded(_)));
+        let other = StorageError::Refused {
+            shard: 3,
+            backend: "backend db2".into(),
+            message: "no".into(),
+        };
+        assert!(matches!(MoveError::from(other), MoveError::Storage(_)));
+    }
 }

@@ -87,6 +87,12 @@ impl ShardTask {
                     tracing::warn!(shard = self.shard.shard, error = %e, "mover session lost; the next leader resumes");
                     return;
                 }
+                // Like a lost session: the newer leader owns the shard; nothing to retry or undo.
+                Err(MoveError::Superseded(e)) => {
+                    metrics::counter!("mezzanine_move_shards_superseded_total").increment(1);
+                    tracing::warn!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "a newer leader took the shard over; this leader stops its task");
+                    return;
+                }
                 // Not once a cutover froze the source (or resumed one that may have): a retry
                 // would keep client writes waiting; the undo gives the shard back at once, and
                 // the move can be retried.
@@ -126,6 +132,10 @@ impl ShardTask {
         let src = self.pools.get(&self.catalog, &self.shard.from).await?;
         let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
         let shard = self.shard.shard;
+        // From here no older leader can change the shard on either side.
+        let term = self.session.term();
+        transfer::claim(&src, shard, term).await?;
+        transfer::claim(&tgt, shard, term).await?;
         // Set when this very call caught up: the target is `importing` and holds exactly the
         // rows up to this high-water mark, so the cutover can skip re-reading them.
         let mut fresh: Option<i64> = None;
@@ -138,7 +148,7 @@ impl ShardTask {
             }
             *state = match *state {
                 ShardMoveState::Pending => {
-                    transfer::prepare_import(&tgt, self.config.num_shards, shard).await?;
+                    transfer::prepare_import(&tgt, self.config.num_shards, shard, term).await?;
                     self.config
                         .failpoints
                         .pause("after_prepare", &self.abort)
@@ -236,7 +246,7 @@ impl ShardTask {
         epoch: Option<i64>,
     ) -> Result<(), MoveError> {
         let shard = self.shard.shard;
-        if transfer::set_state(backend, shard, from, to, epoch).await? {
+        if transfer::set_state(backend, shard, from, to, epoch, self.session.term()).await? {
             return Ok(());
         }
         let found = transfer::shard_state(backend, shard).await?;
@@ -320,8 +330,10 @@ impl ShardTask {
         let (r, took) = {
             let _bulk = self.pools.quiet.read().await;
             let (shard, started) = (self.shard.shard, Instant::now());
-            let r = transfer::copy_rows_paced(src, tgt, shard, after, Some(chunk), bytes_per_sec)
-                .await?;
+            let term = self.session.term();
+            let r =
+                transfer::copy_rows_paced(src, tgt, shard, after, Some(chunk), bytes_per_sec, term)
+                    .await?;
             (r, started.elapsed())
         };
         metrics::counter!("mezzanine_move_rows_copied_total").increment(r.rows);
@@ -518,7 +530,7 @@ impl ShardTask {
             Some(ShardState::Retired) if state == ShardMoveState::Pending => return Ok(()),
             Some(ShardState::Importing | ShardState::Retired) => {}
         }
-        transfer::drop_shard(&tgt, shard).await?;
+        transfer::drop_shard(&tgt, shard, self.session.term()).await?;
         Ok(())
     }
 }
@@ -569,7 +581,7 @@ pub async fn clean(
     let owner = session.owner(s.shard).await?;
     // Only a retired copy: the shard may have come back here since (a later move importing
     // into it, or serving from it), and that copy is not this move's source any more.
-    if owner != s.from && transfer::drop_retired(&src, s.shard).await? {
+    if owner != s.from && transfer::drop_retired(&src, s.shard, session.term()).await? {
         tracing::info!(move_id, shard = s.shard, backend = %s.from, "retired source dropped");
     }
     if !session

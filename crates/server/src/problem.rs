@@ -138,6 +138,7 @@ impl From<StorageError> for Problem {
             StorageError::Database { .. }
             | StorageError::Layout { .. }
             | StorageError::Refused { .. }
+            | StorageError::Superseded { .. }
             | StorageError::BadUrl { .. } => Problem::internal(e),
         }
     }

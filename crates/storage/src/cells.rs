@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::schema::cells_table;
-use crate::transfer::ShardState;
+use crate::shard_state::ShardState;
 use crate::{Backend, StorageError};
 
 /// A stored cell, as clients see it.

@@ -43,6 +43,19 @@ pub enum StorageError {
     /// The database URL of a backend is not usable.
     #[error("{backend}: invalid database_url: {message}")]
     BadUrl { backend: String, message: String },
+    /// A change by the mover's leader of term `term` was refused, nothing changed: the shard's
+    /// row on this backend holds the higher term `newer`, so a newer leader took over the
+    /// shard (this one lost its catalog session, perhaps without noticing yet).
+    #[error(
+        "shard {shard} on {backend}: a newer leader took over (term {newer} there, this \
+         leader's term is {term}); the change was refused"
+    )]
+    Superseded {
+        shard: u32,
+        backend: String,
+        term: mezzanine_core::Term,
+        newer: mezzanine_core::Term,
+    },
 }
 
 impl StorageError {

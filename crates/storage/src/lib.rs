@@ -11,6 +11,7 @@
 //!   lock that makes the change stream ordered (invariant I1).
 //! - [`keepalive`]: TCP keepalives and user timeouts on every connection, both sides, so a
 //!   silent partition is noticed within seconds.
+//! - [`shard_state`]: the state of a shard on one backend, which the fence checks.
 //! - [`transfer`]: the storage steps of live shard moves: per-backend shard state, preparing a
 //!   target, binary `COPY` between backends, checksums, precise diffs and self-checks.
 
@@ -19,6 +20,7 @@ pub mod cells;
 pub mod error;
 pub mod keepalive;
 pub mod schema;
+pub mod shard_state;
 pub mod transfer;
 
 pub use backend::{default_max_conns, mask_url, Backend, BackendHealth, PoolSettings};

@@ -9,7 +9,9 @@
 //!   trip per backend.
 //! - `mezzanine_shard_state`: one row per shard the backend holds, with its state and epoch.
 //!   Every client write locks its shard's row (invariant I1: commits, and so visibility, follow
-//!   `added_id` order) and checks that the shard is `active` on this backend.
+//!   `added_id` order) and checks that the shard is `active` on this backend. The row also
+//!   holds the highest term of the mover's leadership that changed the shard here (`term`):
+//!   the mover's changes from a lower term are refused (`crate::transfer`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -20,8 +22,9 @@ use tokio_postgres::types::Type;
 use crate::error::SqlState;
 use crate::{Backend, StorageError};
 
-/// The version of mezzanine's own layout on a backend.
-pub const SCHEMA_VERSION: i32 = 2;
+/// The version of mezzanine's own layout on a backend. 2: the cluster (`cluster_id`,
+/// `catalog_url`); 3: the leader's term on each shard's row (`mezzanine_shard_state.term`).
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Shards created per statement batch during a cold start (each batch is one transaction).
 const CREATE_CHUNK: usize = 64;
@@ -107,7 +110,8 @@ CREATE TABLE IF NOT EXISTS mezzanine_shard_state (
     shard INT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('active', 'importing', 'frozen', 'retired')),
     epoch BIGINT NOT NULL DEFAULT 1,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());";
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;";
 
 /// What the start-up migration found and did on one backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -323,7 +323,10 @@ pub fn status(s: &Status) -> String {
         None => "-".to_owned(),
     };
     let leader = match &s.leader {
-        Some(l) => format!("{} at {}", l.id, l.addr),
+        Some(l) => match l.term {
+            Some(t) => format!("{} at {} (term {t})", l.id, l.addr),
+            None => format!("{} at {}", l.id, l.addr),
+        },
         None => "none (no node leads moves)".to_owned(),
     };
     let mut rows = vec![
@@ -503,6 +506,14 @@ mod tests {
         );
         assert!(
             status(&s).ends_with("cluster  5f0c6f3e-7a51-4c55-9d43-8f5c1f1b2a9e\n"),
+            "{}",
+            status(&s)
+        );
+        let s: Status = decode(
+            r#"{"node": null, "leader": {"id": "n2", "addr": "h:2", "term": 7}, "map_version": 3}"#,
+        );
+        assert!(
+            status(&s).contains("leader  n2 at h:2 (term 7)\n"),
             "{}",
             status(&s)
         );

@@ -165,13 +165,14 @@ pub struct Status {
     pub cluster_id: Option<String>,
 }
 
-/// A server node; `mover` is only in `node`.
+/// A server node; `mover` is only in `node`, `term` (the leadership's) only in `leader`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Node {
     pub id: String,
     pub addr: String,
     pub mover: Option<bool>,
+    pub term: Option<i64>,
 }
 
 /// `POST /admin/v1/reload`.
