@@ -1,207 +1,98 @@
-//! The fenced cutover of one shard, its undo, and the fencing of target copies left behind
-//! (DESIGN §5, I2-I6). What to do is decided by `mezzanine_core::moves::cutover`; this module
-//! carries it out.
-//!
-//! Bounds: the tail copy inside the freeze must finish within `MOVE_MAX_PAUSE` (else the
-//! freeze is given up: the source is `active` again and catching up resumes; after
-//! `CatchUpPolicy::max_freezes` such freezes the shard's move fails); the other steps inside
-//! the freeze share the freeze's hang bound ([`crate::MoverConfig::freeze_bound`]). A cutover
-//! that fails before the switch gives the shard back to its source at once: the target is
-//! asked for its state only when it may be `active`, within [`ASK_TARGET`], and a target that
-//! does not answer is fenced by a later pass ([`fence_targets`]).
-
-use std::future::Future;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+//! The cutover's steps, their undo, and the fencing of target copies left behind (DESIGN §5,
+//! I2-I6). What to do, in which order and within which bound is decided by
+//! `mezzanine_core::moves::machine`; this module carries the steps out.
 
 use mezzanine_catalog::{Catalog, CatalogError, LeaderSession};
-use mezzanine_core::moves::{
-    ask_target, undo_cutover, CutoverReach, CutoverUndo, MoveEvent, ShardMoveState, TargetSeen,
-};
+use mezzanine_core::moves::machine::ASK_TARGET;
+use mezzanine_core::moves::TargetSeen;
 use mezzanine_core::Term;
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::Backend;
 
-use crate::shard::ShardTask;
+use crate::shard::{ShardTask, Steps};
 use crate::{MoveError, Pools};
 
-/// The longest an undo (or a fence) waits for the target: beyond, the target counts as
-/// unreachable and its copy is fenced later.
-pub const ASK_TARGET: Duration = Duration::from_secs(2);
-
-/// How a cutover ended without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CutoverEnd {
-    /// The map names the target.
-    Switched,
-    /// The tail did not fit `MOVE_MAX_PAUSE`: the source is `active` again.
-    Thawed,
-}
-
-/// What is left of the freeze's hang bound: each step inside the freeze runs within it (the
-/// failpoints' pauses, between steps, do not count).
-struct FreezeClock {
-    bound: Duration,
-    left: Duration,
-}
-
-impl FreezeClock {
-    fn new(bound: Duration) -> FreezeClock {
-        FreezeClock { bound, left: bound }
-    }
-
-    async fn run<T>(
-        &mut self,
-        step: &str,
-        fut: impl Future<Output = Result<T, MoveError>>,
-    ) -> Result<T, MoveError> {
-        let started = Instant::now();
-        let r = tokio::time::timeout(self.left, fut).await;
-        self.left = self.left.saturating_sub(started.elapsed());
-        r.unwrap_or_else(|_| Err(self.stalled(step)))
-    }
-
-    fn stalled(&self, step: &str) -> MoveError {
-        MoveError::Stalled(format!(
-            "the cutover's {step} did not finish within the freeze's bound of {:?} (a backend down or not answering)",
-            self.bound
-        ))
-    }
-}
-
 impl ShardTask {
-    /// How far the cutover may have got: the target may be `active` once this task sent its
-    /// activation, or when this task resumed a cutover another leader started.
-    pub(crate) fn reach(&self) -> CutoverReach {
-        if self.shard.state == ShardMoveState::Cutover
-            || self.activation_sent.load(Ordering::Acquire)
-        {
-            CutoverReach::MaybeActivated
-        } else {
-            CutoverReach::NotActivated
+    /// The freeze's start: the target's epoch after the switch is read, this leader's bulk
+    /// copies are made to wait (so the pause runs on a machine no copy of this leader competes
+    /// for), and the catalog records when the freeze starts (kept if set already: a resumed
+    /// cutover), so that the pause reported at the switch covers the whole freeze.
+    pub(crate) async fn mark_frozen<'a>(&'a self, steps: &mut Steps<'a>) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        steps.epoch = Some(self.session.next_epoch(shard).await?);
+        if steps.quiet.is_none() {
+            steps.quiet = Some(self.pools.quiet.write().await);
         }
-    }
-
-    /// Pauses at failpoint `name`; an abort met there stops the cutover (and `run` undoes).
-    async fn point(&self, name: &str) -> Result<(), MoveError> {
-        self.config.failpoints.pause(name, &self.abort).await;
-        if self.aborted() {
-            return Err(MoveError::Aborted);
-        }
+        steps.timings.clear();
+        self.session.mark_frozen(self.move_id, shard).await?;
         Ok(())
     }
 
-    /// The fenced cutover (see [`crate::shard`] for the order and why).
-    pub(crate) async fn cutover(
-        &self,
-        src: &Backend,
-        tgt: &Backend,
-        verified: i64,
-        fresh: Option<i64>,
-    ) -> Result<CutoverEnd, MoveError> {
+    fn epoch(&self, steps: &Steps<'_>) -> Result<i64, MoveError> {
+        steps.epoch.ok_or_else(|| {
+            MoveError::Protocol(format!(
+                "shard {}: the target's epoch was not read before its activation",
+                self.shard.shard
+            ))
+        })
+    }
+
+    /// New writes on the target continue the sequence past `upto` (I4), and the source is
+    /// retired: no client read or write is served there from now on. Both must precede the
+    /// activation; they are independent, so they run together.
+    pub(crate) async fn sequence_and_retire(&self, upto: i64) -> Result<(), MoveError> {
         let shard = self.shard.shard;
-        // Read before the freeze: nothing in the pause that need not be there. The target
-        // must have its unique constraint before it is activated (catching up built it; this
-        // checks, and builds it after a resume that skipped catching up).
-        self.build_indexes(tgt).await?;
-        let epoch = self.session.next_epoch(shard).await?;
-        // No bulk copy of this leader runs during the pause (see `Pools::quiet`).
-        let _quiet = self.pools.quiet.write().await;
-        self.session.mark_frozen(self.move_id, shard).await?;
-        let mut clock = FreezeClock::new(self.config.freeze_bound);
-        let mut steps: Vec<(&'static str, f64)> = Vec::with_capacity(8);
-        let mut lap = Instant::now();
-        let mut mark = |name: &'static str| {
-            steps.push((name, lap.elapsed().as_secs_f64() * 1000.0));
-            lap = Instant::now();
-        };
-        // 1. Freeze (one statement; a source found neither active nor frozen is read again to
-        // tell a resumed cutover, retired at step 5 already, from a protocol error).
-        self.freezing.store(true, Ordering::Release);
-        let retired = clock.run("freeze", self.freeze(src)).await?;
-        mark("freeze");
-        self.point("after_freeze").await?;
-        // 2. The tail, within `MOVE_MAX_PAUSE`: nothing is written to the source any more.
-        let max_pause = self.config.policy.max_pause;
-        // The deadline cancels a copy still running at `max_pause`; a copy that finished but
-        // took longer (the timer's granularity) is over the bound all the same.
-        let tail = clock.run("tail copy", async {
-            let started = Instant::now();
-            match tokio::time::timeout(max_pause, self.tail(src, tgt, fresh)).await {
-                Ok(r) => r.map(|m| (started.elapsed() <= max_pause).then_some(m)),
-                Err(_) => Ok(None),
-            }
-        });
-        let max_s = match tail.await? {
-            Some(m) => m,
-            // Too long: give the freeze up, unless the source was retired already (a resumed
-            // cutover that may have activated the target: that one is undone instead).
-            None if !retired => {
-                self.thaw(src, max_pause).await?;
-                return Ok(CutoverEnd::Thawed);
-            }
-            None => return Err(clock.stalled("tail copy")),
-        };
-        mark("tail");
-        self.point("after_tail").await?;
-        // 3. Verify the tail (count and checksum over every column on both sides).
-        clock
-            .run(
-                "verification",
-                self.verify(src, tgt, verified.min(max_s), max_s),
-            )
-            .await?;
-        mark("verify");
-        self.point("after_verify").await?;
-        // 4. New writes on the target continue the sequence (I4), and 5. the source is
-        // retired: no client read or write is served there from now on. Both must precede
-        // the activation; they are independent, so they run together.
-        let seq_retire = futures::future::try_join(
-            async {
-                let term = self.session.term();
-                Ok(transfer::advance_sequence(tgt, shard, max_s, term).await?)
-            },
+        let (src, tgt) = self.backends().await?;
+        let term = self.session.term();
+        futures::future::try_join(
+            async { Ok(transfer::advance_sequence(&tgt, shard, upto, term).await?) },
             self.change_state(
-                src,
+                &src,
                 "source",
                 &[ShardState::Frozen],
                 ShardState::Retired,
                 None,
             ),
-        );
-        clock.run("sequence and retirement", seq_retire).await?;
-        mark("sequence+retire");
-        self.point("after_retire").await?;
-        // 6. Activate the target with the shard's next epoch. From the moment it is sent, an
-        // undo must reckon with an active target.
-        self.activation_sent.store(true, Ordering::Release);
-        let activate = self.change_state(
-            tgt,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Activates the target with the shard's next epoch.
+    pub(crate) async fn activate(&self, steps: &Steps<'_>) -> Result<(), MoveError> {
+        let tgt = self.target().await?;
+        let epoch = self.epoch(steps)?;
+        self.change_state(
+            &tgt,
             "target",
             &[ShardState::Importing],
             ShardState::Active,
             Some(epoch),
-        );
-        clock.run("activation", activate).await?;
-        mark("activate");
-        self.point("after_activate").await?;
-        // The target still answers, and serves the shard: switching the map to a target that
-        // died since its activation would leave the shard unserved, and undoing instead gives
-        // it back to the source.
-        let confirm = async {
-            match transfer::shard_state(tgt, shard).await? {
-                Some((ShardState::Active, e)) if e == epoch => Ok(()),
-                other => Err(MoveError::Protocol(format!(
-                    "shard {shard}: the target {} is {} after its activation; the map is not switched",
-                    self.shard.to,
-                    other.map_or_else(|| "absent".to_owned(), |(s, e)| format!("{s} (epoch {e})"))
-                ))),
-            }
-        };
-        clock.run("confirmation of the activation", confirm).await?;
-        mark("confirm");
-        // 7. Switch the map and notify every node (refused, nothing changed, when the map
-        // names neither the source nor the target: it was changed behind the mover's back).
+        )
+        .await
+    }
+
+    /// The target still answers, and serves the shard: switching the map to a target that
+    /// died since its activation would leave the shard unserved, and undoing instead gives it
+    /// back to the source.
+    pub(crate) async fn confirm(&self, steps: &Steps<'_>) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
+        let tgt = self.target().await?;
+        let epoch = self.epoch(steps)?;
+        match transfer::shard_state(&tgt, shard).await? {
+            Some((ShardState::Active, e)) if e == epoch => Ok(()),
+            other => Err(MoveError::Protocol(format!(
+                "shard {shard}: the target {} is {} after its activation; the map is not switched",
+                self.shard.to,
+                other.map_or_else(|| "absent".to_owned(), |(s, e)| format!("{s} (epoch {e})"))
+            ))),
+        }
+    }
+
+    /// Switches the map and notifies every node (refused, nothing changed, when the map names
+    /// neither the source nor the target: it was changed behind the mover's back).
+    pub(crate) async fn switch(&self, steps: &Steps<'_>) -> Result<(), MoveError> {
+        let shard = self.shard.shard;
         let (version, pause_ms) = self
             .session
             .switch(self.move_id, shard, &self.shard.from, &self.shard.to)
@@ -210,25 +101,33 @@ impl ShardTask {
                 CatalogError::Conflict(m) => MoveError::Protocol(m),
                 e => MoveError::Catalog(e),
             })?;
-        mark("switch");
         metrics::counter!("mezzanine_move_shards_switched_total").increment(1);
         if let Some(ms) = pause_ms {
             metrics::histogram!("mezzanine_move_cutover_pause_seconds").record(ms / 1000.0);
         }
-        let steps: Vec<String> = steps.iter().map(|(n, ms)| format!("{n}={ms:.1}")).collect();
-        tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, steps_ms = %steps.join(" "), "shard switched");
-        self.config
-            .failpoints
-            .pause("after_switch", &self.abort)
-            .await;
-        Ok(CutoverEnd::Switched)
+        let timings: Vec<String> = steps
+            .timings
+            .iter()
+            .map(|(n, ms)| format!("{n}={ms:.1}"))
+            .collect();
+        tracing::info!(move_id = self.move_id, shard, from = %self.shard.from, to = %self.shard.to, pause_ms, map_version = version, steps_ms = %timings.join(" "), "shard switched");
+        Ok(())
     }
 
     /// Freezes the source; returns whether it was `retired` already (a resumed cutover).
-    async fn freeze(&self, src: &Backend) -> Result<bool, MoveError> {
+    pub(crate) async fn freeze(&self, src: &Backend) -> Result<bool, MoveError> {
         let shard = self.shard.shard;
-        let (from, term) = ([ShardState::Active], self.session.term());
-        if transfer::set_state(src, shard, &from, ShardState::Frozen, None, term).await? {
+        let term = self.session.term();
+        if transfer::set_state(
+            src,
+            shard,
+            &[ShardState::Active],
+            ShardState::Frozen,
+            None,
+            term,
+        )
+        .await?
+        {
             return Ok(false);
         }
         match transfer::shard_state(src, shard).await?.map(|(s, _)| s) {
@@ -242,28 +141,27 @@ impl ShardTask {
     }
 
     /// Copies the tail and returns the highest `added_id` (the same on both sides).
-    async fn tail(
+    pub(crate) async fn tail(
         &self,
         src: &Backend,
         tgt: &Backend,
         fresh: Option<i64>,
     ) -> Result<i64, MoveError> {
         let shard = self.shard.shard;
+        let term = self.session.term();
         match fresh {
             // Straight from catching up: the target holds exactly up to `hw`; the copy of
             // everything above it ends at the source's highest added_id.
-            Some(hw) => Ok(
-                transfer::copy_tail(src, tgt, shard, hw, self.session.term())
-                    .await?
-                    .max_added_id,
-            ),
+            Some(hw) => Ok(transfer::copy_tail(src, tgt, shard, hw, term)
+                .await?
+                .max_added_id),
             None => {
                 // A target that is active already was activated by a leader that died before
                 // the switch: nothing to copy.
                 let target_state = transfer::shard_state(tgt, shard).await?.map(|(s, _)| s);
                 if target_state != Some(ShardState::Active) {
                     let hw = transfer::max_added_id(tgt, shard).await?;
-                    transfer::copy_tail(src, tgt, shard, hw, self.session.term()).await?;
+                    transfer::copy_tail(src, tgt, shard, hw, term).await?;
                 }
                 // 3. The highest added_id must be the same on both sides.
                 let (max_s, max_t) = futures::future::try_join(
@@ -283,97 +181,23 @@ impl ShardTask {
 
     /// Gives a freeze up: the source is `active` again (only from `frozen`: the target was
     /// not activated).
-    async fn thaw(&self, src: &Backend, max_pause: Duration) -> Result<(), MoveError> {
+    pub(crate) async fn thaw(&self) -> Result<(), MoveError> {
         let shard = self.shard.shard;
+        let src = self.source().await?;
         self.change_state(
-            src,
+            &src,
             "source",
             &[ShardState::Frozen],
             ShardState::Active,
             None,
         )
         .await?;
-        self.freezing.store(false, Ordering::Release);
         self.session.thawed(self.move_id, shard).await?;
-        metrics::counter!("mezzanine_move_freezes_given_up_total").increment(1);
-        tracing::warn!(move_id = self.move_id, shard, ?max_pause, "the tail did not fit MOVE_MAX_PAUSE: freeze given up, the source is active again; catching up resumes");
-        Ok(())
-    }
-
-    /// Undoes a cutover that stopped before the switch and records `end` (`aborted` or
-    /// `failed`), as `undo_cutover` decides: the source is made `active` again without
-    /// waiting for a target that cannot be active, or does not answer within [`ASK_TARGET`];
-    /// such a target's copy is fenced by a later pass. Any step on the target that fails
-    /// leaves its copy to that fence too.
-    pub(crate) async fn undo_cutover(
-        &self,
-        end: ShardMoveState,
-        error: Option<&str>,
-    ) -> Result<(), MoveError> {
-        let shard = self.shard.shard;
-        let owner = self.session.owner(shard).await?;
-        let names_source = owner == self.shard.from;
-        let reach = self.reach();
-        let seen = if names_source && ask_target(reach) {
-            self.see_target().await
-        } else {
-            TargetSeen::NotAsked
-        };
-        let (demote, drop, mut fence) = match undo_cutover(names_source, reach, seen) {
-            CutoverUndo::LeaveAlone => {
-                return self
-                    .leave_alone(ShardMoveState::Cutover, &owner, error)
-                    .await
-            }
-            CutoverUndo::Undo {
-                demote_target,
-                drop_target,
-                fence_later,
-                ..
-            } => (demote_target, drop_target, fence_later),
-        };
-        if demote || drop {
-            let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
-            let fenced = fence_copy(&tgt, shard, demote, self.session.term());
-            let cleaned = tokio::time::timeout(ASK_TARGET, fenced).await;
-            if let Err(e) = cleaned.unwrap_or_else(|_| Err(target_silent(&tgt))) {
-                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned now; it is fenced when the target answers");
-                fence = true;
-            }
-        }
-        if fence {
-            // Recorded before the source is active again: whoever leads later fences it.
-            self.session.set_fence(self.move_id, shard, true).await?;
-        }
-        let src = self.pools.get(&self.catalog, &self.shard.from).await?;
-        self.change_state(
-            &src,
-            "source",
-            &[ShardState::Frozen, ShardState::Retired],
-            ShardState::Active,
-            None,
-        )
-        .await?;
-        let event = if end == ShardMoveState::Aborted {
-            MoveEvent::Abort
-        } else {
-            MoveEvent::Fail
-        };
-        self.step_with(ShardMoveState::Cutover, event, error)
-            .await?;
-        tracing::info!(
-            move_id = self.move_id,
-            shard,
-            ?reach,
-            ?seen,
-            fence_later = fence,
-            "cutover undone: the source is active again"
-        );
         Ok(())
     }
 
     /// The target's copy, asked within [`ASK_TARGET`].
-    async fn see_target(&self) -> TargetSeen {
+    pub(crate) async fn see_target(&self) -> TargetSeen {
         let shard = self.shard.shard;
         let ask = async {
             let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
@@ -392,18 +216,15 @@ impl ShardTask {
     }
 }
 
-fn target_silent(tgt: &Backend) -> MoveError {
-    MoveError::Stalled(format!(
-        "the target {} did not answer within {ASK_TARGET:?}",
-        tgt.name()
-    ))
-}
-
 /// Fences the shard's copy on `tgt`: an `active` copy is made `importing` (only when
 /// `demote`: the map does not name it), then an `importing` or `retired` copy is dropped (the
-/// drop refuses, in its transaction, a copy that serves). No copy: nothing to do. Both carry
-/// the leader's `term`.
-async fn fence_copy(tgt: &Backend, shard: u32, demote: bool, term: Term) -> Result<(), MoveError> {
+/// drop refuses, in its transaction, a copy that serves). No copy: nothing to do.
+pub(crate) async fn fence_copy(
+    tgt: &Backend,
+    shard: u32,
+    demote: bool,
+    term: Term,
+) -> Result<(), MoveError> {
     match transfer::shard_state(tgt, shard).await?.map(|(s, _)| s) {
         None => return Ok(()),
         Some(ShardState::Active) if demote => {
@@ -482,43 +303,5 @@ pub async fn fence_targets(
     match tokio::time::timeout(ASK_TARGET, pass).await {
         Ok(r) => r,
         Err(_) => Ok(()), // the rest on the next pass
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_steps_inside_a_freeze_share_one_bound() {
-        let mut clock = FreezeClock::new(Duration::from_secs(1));
-        let quick = clock
-            .run("tail copy", async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(1)
-            })
-            .await;
-        assert!(matches!(quick, Ok(1)));
-        // The next step has what is left, not the whole bound again: it stalls.
-        let slow = clock
-            .run("verification", async {
-                tokio::time::sleep(Duration::from_millis(900)).await;
-                Ok(2)
-            })
-            .await;
-        match slow {
-            Err(MoveError::Stalled(m)) => {
-                assert!(m.contains("verification") && m.contains("1s"), "{m}")
-            }
-            other => panic!("{other:?}"),
-        }
-        // A step that hangs ends with the bound.
-        let hung = clock
-            .run(
-                "activation",
-                std::future::pending::<Result<(), MoveError>>(),
-            )
-            .await;
-        assert!(matches!(hung, Err(MoveError::Stalled(_))));
     }
 }

@@ -46,12 +46,6 @@ pub enum MoveError {
     Protocol(String),
     #[error("aborted by an operator")]
     Aborted,
-    /// A step inside the cutover's freeze did not finish within its bound.
-    #[error("{0}")]
-    Stalled(String),
-    /// The tail never fitted `MOVE_MAX_PAUSE`.
-    #[error("{0}")]
-    TailTooLong(String),
 }
 
 impl From<StorageError> for MoveError {
@@ -403,8 +397,6 @@ async fn schedule(
                     shard: s.clone(),
                     limit: pools.limit(job),
                     abort: flag.clone(),
-                    activation_sent: AtomicBool::new(false),
-                    freezing: AtomicBool::new(false),
                 };
                 *active += 1;
                 running.insert(

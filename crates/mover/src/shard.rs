@@ -1,5 +1,8 @@
-//! One shard's move, step by step. Each step is idempotent and starts from what the catalog
-//! and the two backends say, so a leader that takes over resumes wherever the last one died.
+//! One shard's move: the thin driver of [`mezzanine_core::moves::machine`]. The machine
+//! decides every step, from the state the catalog records (so a leader that takes over
+//! resumes wherever the last one died), when to retry, when a freeze is given up and how a
+//! move is undone; this module carries the steps out against the backends and the catalog
+//! and hands back what came of them.
 //!
 //! The cutover, in this order (the freeze is the only time client writes of the shard wait):
 //!
@@ -20,23 +23,26 @@
 //! activating closes the window in which a stale node could read the frozen source while the
 //! target already takes writes.
 //!
-//! The cutover, its bounds (`MOVE_MAX_PAUSE` on the tail, the freeze's hang bound on the rest)
-//! and its undo are in [`crate::cutover`]: a cutover that fails before the switch gives the
-//! shard back to its source at once, whatever state the target is in or whether it answers.
+//! Every backend step carries the leader's term, stamped on both copies by the task's first
+//! step: a backend refuses the steps of a leader that a newer one superseded. Each step runs
+//! within the bound the machine gives it, and is cancelled when the leader's catalog session
+//! ends (the next leader resumes).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzanine_catalog::{Catalog, LeaderSession, MoveShard};
+use mezzanine_core::moves::machine::{
+    Action, Command, Decision, End, Failure, Limits, Outcome, Owner, ShardMachine,
+};
 use mezzanine_core::moves::{
-    after_too_long_tail, chunk_rows, paced_rate, paces, transition, undo_for, CatchUpRound,
-    MoveEvent, ShardMoveState, TooLongTail, CALIBRATION_ROWS, PACED_CHUNK_ROWS,
+    chunk_rows, paced_rate, paces, transition, CatchUpRound, MoveEvent, ShardMoveState,
+    CALIBRATION_ROWS, PACED_CHUNK_ROWS,
 };
 use mezzanine_storage::transfer::{self, ShardState};
 use mezzanine_storage::{Backend, StorageError};
 
-use crate::cutover::CutoverEnd;
 use crate::{MoveError, MoverConfig, Pools, RowLimit};
 
 /// The work of one shard of one job.
@@ -50,170 +56,404 @@ pub struct ShardTask {
     /// The move's (or its rebalance's) `max_rows_per_sec`, shared with its other copies.
     pub limit: Option<Arc<RowLimit>>,
     pub abort: Arc<AtomicBool>,
-    /// Set once this task sent the target's activation: an undo must then reckon with an
-    /// active target (`crate::cutover`).
-    pub activation_sent: AtomicBool,
-    /// Set while this task's cutover may hold the source frozen (from the freeze statement
-    /// to a thaw): errors are then not retried but undone at once.
-    pub freezing: AtomicBool,
 }
 
-fn retryable(e: &MoveError) -> bool {
-    matches!(
-        e,
+/// What the driver keeps between the commands of one task: resources and facts for its
+/// messages, none of the protocol's state.
+#[derive(Default)]
+pub(crate) struct Steps<'a> {
+    /// The epoch the target gets at its activation (read with the freeze's start).
+    pub(crate) epoch: Option<i64>,
+    /// Held from the freeze's start to its end: no bulk copy of this leader runs meanwhile
+    /// (see [`Pools::quiet`]).
+    pub(crate) quiet: Option<tokio::sync::RwLockWriteGuard<'a, ()>>,
+    /// The last failure's message, recorded with `failed`.
+    pub(crate) error: Option<String>,
+    /// The freeze's steps and their times (ms), for the switch's log line.
+    pub(crate) timings: Vec<(&'static str, f64)>,
+}
+
+/// How the driver classifies a step's error for the machine.
+fn failure(e: &MoveError, session_alive: bool) -> Failure {
+    match e {
+        MoveError::Aborted => Failure::Aborted,
+        MoveError::Superseded(_) => Failure::Superseded,
+        MoveError::Catalog(_) if !session_alive => Failure::SessionLost,
         MoveError::Storage(StorageError::Unavailable { .. })
-            | MoveError::Storage(StorageError::Database { .. })
-    )
+        | MoveError::Storage(StorageError::Database { .. }) => Failure::Transient,
+        _ => Failure::Permanent,
+    }
+}
+
+/// A command's name in logs and messages.
+fn describe(command: Command) -> &'static str {
+    match command {
+        Command::Claim => "claim",
+        Command::Prepare => "prepare",
+        Command::Pause(p) => p.name(),
+        Command::Record { .. } => "record",
+        Command::CopyBulk => "bulk copy",
+        Command::CatchUp { .. } => "catch-up",
+        Command::BuildIndexes => "index build",
+        Command::MarkFrozen => "freeze's start",
+        Command::Freeze => "freeze",
+        Command::CopyTail { .. } => "tail copy",
+        Command::VerifyTail { .. } => "verify",
+        Command::SequenceAndRetire { .. } => "sequence+retire",
+        Command::Activate => "activate",
+        Command::Confirm => "confirm",
+        Command::Switch => "switch",
+        Command::Thaw => "thaw",
+        Command::ReadOwner => "owner",
+        Command::AskTarget => "target's state",
+        Command::DropTarget => "target's drop",
+        Command::FenceTarget { .. } => "target's fence",
+        Command::RecordFence => "fence record",
+        Command::ReactivateSource => "source's reactivation",
+    }
 }
 
 impl ShardTask {
-    /// Drives the shard until it is switched, aborted or failed. Transient errors are retried
-    /// a few times; then the shard's move fails and what it did is undone (I6).
+    /// Drives the shard until it is switched, aborted or failed, or until this node no longer
+    /// leads.
     pub async fn run(self) {
-        let mut state = self.shard.state;
-        let mut verified = self.shard.verified;
-        let mut attempt = 0u32;
-        let mut freezes = 0u32;
+        let limits = Limits {
+            policy: self.config.policy,
+            freeze_bound: self.config.freeze_bound,
+            attempts: self.config.attempts,
+        };
+        let mut machine = ShardMachine::new(
+            self.shard.state,
+            self.shard.verified,
+            self.aborted(),
+            limits,
+        );
+        let mut steps = Steps::default();
         loop {
-            match self.drive(&mut state, &mut verified, &mut freezes).await {
-                Ok(()) => return,
-                Err(MoveError::Aborted) => {
-                    if let Err(u) = self.undo(state, ShardMoveState::Aborted, None).await {
-                        tracing::error!(shard = self.shard.shard, error = %u, "abort's undo failed; will retry on the next pass");
-                    }
-                    return;
-                }
-                Err(MoveError::Catalog(e)) if !self.session.is_alive() => {
-                    tracing::warn!(shard = self.shard.shard, error = %e, "mover session lost; the next leader resumes");
-                    return;
-                }
-                // Like a lost session: the newer leader owns the shard; nothing to retry or undo.
-                Err(MoveError::Superseded(e)) => {
-                    metrics::counter!("mezzanine_move_shards_superseded_total").increment(1);
-                    tracing::warn!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "a newer leader took the shard over; this leader stops its task");
-                    return;
-                }
-                // Not once a cutover froze the source (or resumed one that may have): a retry
-                // would keep client writes waiting; the undo gives the shard back at once, and
-                // the move can be retried.
-                Err(e)
-                    if retryable(&e)
-                        && attempt + 1 < self.config.attempts
-                        && !self.may_be_frozen(state) =>
-                {
-                    attempt += 1;
-                    tracing::warn!(move_id = self.move_id, shard = self.shard.shard, state = %state, attempt, error = %e, "move step failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1 << attempt.min(4))).await;
-                }
-                Err(e) => {
-                    tracing::error!(move_id = self.move_id, shard = self.shard.shard, state = %state, error = %e, "shard move failed; undoing");
-                    metrics::counter!("mezzanine_move_shards_failed_total").increment(1);
-                    // An operator's abort met meanwhile is what the shard ends as.
-                    let end = if self.aborted() {
-                        ShardMoveState::Aborted
-                    } else {
-                        ShardMoveState::Failed
-                    };
-                    if let Err(u) = self.undo(state, end, Some(&e.to_string())).await {
-                        tracing::error!(shard = self.shard.shard, error = %u, "undo failed; will retry on the next pass");
-                    }
-                    return;
-                }
+            if self.aborted() {
+                machine.abort();
             }
-        }
-    }
-
-    async fn drive(
-        &self,
-        state: &mut ShardMoveState,
-        verified: &mut i64,
-        freezes: &mut u32,
-    ) -> Result<(), MoveError> {
-        let src = self.pools.get(&self.catalog, &self.shard.from).await?;
-        let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
-        let shard = self.shard.shard;
-        // From here no older leader can change the shard on either side.
-        let term = self.session.term();
-        transfer::claim(&src, shard, term).await?;
-        transfer::claim(&tgt, shard, term).await?;
-        // Set when this very call caught up: the target is `importing` and holds exactly the
-        // rows up to this high-water mark, so the cutover can skip re-reading them.
-        let mut fresh: Option<i64> = None;
-        // Set when this very call finished the bulk copy: the target's high-water mark and
-        // row count, so that catching up need not scan the target again to learn them.
-        let mut bulk: Option<(i64, i64)> = None;
-        loop {
-            if self.aborted() && state.in_flight() {
-                return Err(MoveError::Aborted); // `run` undoes
-            }
-            *state = match *state {
-                ShardMoveState::Pending => {
-                    transfer::prepare_import(&tgt, self.config.num_shards, shard, term).await?;
-                    self.config
-                        .failpoints
-                        .pause("after_prepare", &self.abort)
-                        .await;
-                    if self.aborted() {
-                        return Err(MoveError::Aborted);
-                    }
-                    self.step(*state, MoveEvent::Start).await?
+            let (command, within) = match machine.poll() {
+                Action::Stop(end) => return self.ended(end, &machine, &steps),
+                Action::Wait(d) => {
+                    tokio::time::sleep(d).await;
+                    continue;
                 }
-                ShardMoveState::Copying => {
-                    bulk = Some(self.copy_bulk(&src, &tgt).await?);
-                    self.step(*state, MoveEvent::Copied).await?
-                }
-                ShardMoveState::CatchingUp => {
-                    let hw = self.catch_up(&src, &tgt, bulk.take(), *verified).await?;
-                    *verified = hw;
-                    fresh = Some(hw);
-                    self.step(*state, MoveEvent::CaughtUp).await?
-                }
-                ShardMoveState::Cutover => {
-                    match self.cutover(&src, &tgt, *verified, fresh.take()).await? {
-                        CutoverEnd::Switched => ShardMoveState::Switched,
-                        CutoverEnd::Thawed => {
-                            *freezes += 1;
-                            let max = self.config.policy.max_freezes;
-                            if after_too_long_tail(*freezes, max) == TooLongTail::Fail {
-                                return Err(MoveError::TailTooLong(format!(
-                                    "the tail to copy inside the freeze did not fit MOVE_MAX_PAUSE ({:?}) in {max} freezes: \
-                                     writes to the shard outrun the copy (the source stayed active)",
-                                    self.config.policy.max_pause
-                                )));
-                            }
-                            self.step(*state, MoveEvent::Thaw).await?
-                        }
-                    }
-                }
-                _ => return Ok(()),
+                Action::Run { command, within } => (command, within),
             };
+            if !command.in_freeze() {
+                steps.quiet = None;
+            }
+            let started = Instant::now();
+            let outcome = self.bounded(command, within, &mut steps).await;
+            let took = started.elapsed();
+            if command.in_freeze() && !matches!(command, Command::Pause(_)) {
+                steps
+                    .timings
+                    .push((describe(command), took.as_secs_f64() * 1000.0));
+            }
+            if let Some(d) = machine.handle(outcome, took) {
+                self.decided(d, &machine, &mut steps);
+            }
         }
     }
 
-    /// Whether the source may be frozen by this move in `state`: a cutover this task froze,
-    /// or one it resumed.
-    fn may_be_frozen(&self, state: ShardMoveState) -> bool {
-        state == ShardMoveState::Cutover
-            && (self.freezing.load(Ordering::Acquire)
-                || self.shard.state == ShardMoveState::Cutover)
+    /// Carries `command` out within `within` (when given), cancelled when the leader's
+    /// catalog session ends.
+    async fn bounded<'a>(
+        &'a self,
+        command: Command,
+        within: Option<Duration>,
+        steps: &mut Steps<'a>,
+    ) -> Outcome {
+        let mut timed_out = None;
+        let outcome = {
+            let step = self.execute(command, steps);
+            let step = async {
+                match within {
+                    Some(w) => match tokio::time::timeout(w, step).await {
+                        Ok(o) => o,
+                        Err(_) => {
+                            timed_out = Some(w);
+                            Outcome::TimedOut
+                        }
+                    },
+                    None => step.await,
+                }
+            };
+            tokio::select! {
+                o = step => o,
+                _ = self.session.lost() => Outcome::Failed(Failure::SessionLost),
+            }
+        };
+        if let Some(w) = timed_out {
+            steps.error = Some(format!(
+                "the {} did not finish within {w:?} (a backend down or not answering)",
+                describe(command)
+            ));
+        }
+        outcome
+    }
+
+    async fn execute<'a>(&'a self, command: Command, steps: &mut Steps<'a>) -> Outcome {
+        match self.step(command, steps).await {
+            Ok(o) => o,
+            Err(e) => {
+                let f = failure(&e, self.session.is_alive());
+                if f != Failure::Aborted {
+                    steps.error = Some(e.to_string());
+                }
+                Outcome::Failed(f)
+            }
+        }
+    }
+
+    async fn step<'a>(
+        &'a self,
+        command: Command,
+        steps: &mut Steps<'a>,
+    ) -> Result<Outcome, MoveError> {
+        use Command as C;
+        let shard = self.shard.shard;
+        Ok(match command {
+            C::Claim => {
+                let term = self.session.term();
+                let (src, tgt) = self.backends().await?;
+                futures::future::try_join(
+                    transfer::claim(&src, shard, term),
+                    transfer::claim(&tgt, shard, term),
+                )
+                .await?;
+                Outcome::Done
+            }
+            C::Prepare => {
+                let tgt = self.target().await?;
+                let term = self.session.term();
+                transfer::prepare_import(&tgt, self.config.num_shards, shard, term).await?;
+                Outcome::Done
+            }
+            C::Pause(p) => {
+                self.config.failpoints.pause(p.name(), &self.abort).await;
+                if self.aborted() {
+                    return Err(MoveError::Aborted);
+                }
+                Outcome::Done
+            }
+            C::Record { from, event } => {
+                let error = match event {
+                    MoveEvent::Fail | MoveEvent::Abort => steps.error.clone(),
+                    _ => None,
+                };
+                self.record(from, event, error.as_deref()).await?;
+                Outcome::Done
+            }
+            C::CopyBulk => {
+                let (src, tgt) = self.backends().await?;
+                let (high_water, rows) = self.copy_bulk(&src, &tgt).await?;
+                Outcome::Copied { high_water, rows }
+            }
+            C::CatchUp { bulk, verified } => {
+                let (src, tgt) = self.backends().await?;
+                let high_water = self.catch_up(&src, &tgt, bulk, verified).await?;
+                Outcome::CaughtUp { high_water }
+            }
+            C::BuildIndexes => {
+                let tgt = self.target().await?;
+                self.build_indexes(&tgt).await?;
+                Outcome::Done
+            }
+            C::MarkFrozen => {
+                self.mark_frozen(steps).await?;
+                Outcome::Done
+            }
+            C::Freeze => {
+                let src = self.source().await?;
+                Outcome::Froze {
+                    retired_already: self.freeze(&src).await?,
+                }
+            }
+            C::CopyTail { fresh } => {
+                let (src, tgt) = self.backends().await?;
+                Outcome::Tail {
+                    max_added_id: self.tail(&src, &tgt, fresh).await?,
+                }
+            }
+            C::VerifyTail { after, upto } => {
+                let (src, tgt) = self.backends().await?;
+                self.verify(&src, &tgt, after, upto).await?;
+                Outcome::Done
+            }
+            C::SequenceAndRetire { upto } => {
+                self.sequence_and_retire(upto).await?;
+                Outcome::Done
+            }
+            C::Activate => {
+                self.activate(steps).await?;
+                Outcome::Done
+            }
+            C::Confirm => {
+                self.confirm(steps).await?;
+                Outcome::Done
+            }
+            C::Switch => {
+                self.switch(steps).await?;
+                Outcome::Done
+            }
+            C::Thaw => {
+                self.thaw().await?;
+                Outcome::Done
+            }
+            C::ReadOwner => {
+                let owner = self.session.owner(shard).await?;
+                if owner == self.shard.from {
+                    Outcome::Owner(Owner::Source)
+                } else if owner == self.shard.to {
+                    self.left_alone(&owner, steps);
+                    Outcome::Owner(Owner::Target)
+                } else {
+                    self.left_alone(&owner, steps);
+                    Outcome::Owner(Owner::Other)
+                }
+            }
+            C::AskTarget => Outcome::Target(self.see_target().await),
+            C::DropTarget => {
+                let tgt = self.target().await?;
+                transfer::drop_shard(&tgt, shard, self.session.term()).await?;
+                Outcome::Done
+            }
+            C::FenceTarget { demote } => {
+                let tgt = self.target().await?;
+                crate::cutover::fence_copy(&tgt, shard, demote, self.session.term()).await?;
+                Outcome::Done
+            }
+            C::RecordFence => {
+                self.session.set_fence(self.move_id, shard, true).await?;
+                Outcome::Done
+            }
+            C::ReactivateSource => {
+                let src = self.source().await?;
+                self.change_state(
+                    &src,
+                    "source",
+                    &[ShardState::Frozen, ShardState::Retired],
+                    ShardState::Active,
+                    None,
+                )
+                .await?;
+                Outcome::Done
+            }
+        })
+    }
+
+    /// The message recorded with a shard left alone: the catalog's map names `owner`, not
+    /// the move's source.
+    fn left_alone(&self, owner: &str, steps: &mut Steps<'_>) {
+        let shard = self.shard.shard;
+        let why = format!(
+            "the catalog gives shard {shard} to {owner:?}, not to the move's source {:?}: \
+             nothing undone, the backends are left as they are (`mezzanine verify --shards {shard}`)",
+            self.shard.from
+        );
+        steps.error = Some(match steps.error.take() {
+            Some(e) => format!("{e}; {why}"),
+            None => why,
+        });
+    }
+
+    /// Logs what the machine decided.
+    fn decided(&self, d: Decision, machine: &ShardMachine, steps: &mut Steps<'_>) {
+        let (move_id, shard, state) = (self.move_id, self.shard.shard, machine.state());
+        let error = steps.error.as_deref().unwrap_or("");
+        match d {
+            Decision::Retry { attempt } => {
+                tracing::warn!(move_id, shard, %state, attempt, error, "move step failed; retrying")
+            }
+            Decision::Undo {
+                end: ShardMoveState::Aborted,
+            } => {
+                tracing::info!(move_id, shard, %state, "move aborted; undoing")
+            }
+            Decision::Undo { .. } => {
+                metrics::counter!("mezzanine_move_shards_failed_total").increment(1);
+                tracing::error!(move_id, shard, %state, error, "shard move failed; undoing");
+            }
+            Decision::GiveFreezeUp { given_up } => {
+                metrics::counter!("mezzanine_move_freezes_given_up_total").increment(1);
+                tracing::warn!(move_id, shard, given_up, max_pause = ?self.config.policy.max_pause, "the tail did not fit MOVE_MAX_PAUSE: freeze given up, the source is active again; catching up resumes");
+            }
+            Decision::TailTooLong => {
+                metrics::counter!("mezzanine_move_freezes_given_up_total").increment(1);
+                metrics::counter!("mezzanine_move_shards_failed_total").increment(1);
+                let why = format!(
+                    "the tail to copy inside the freeze did not fit MOVE_MAX_PAUSE ({:?}) in {} freezes: \
+                     writes to the shard outrun the copy (the source stayed active)",
+                    self.config.policy.max_pause,
+                    machine.freezes_given_up()
+                );
+                tracing::error!(move_id, shard, error = %why, "shard move failed; undoing");
+                steps.error = Some(why);
+            }
+            Decision::TargetLeft => {
+                tracing::warn!(move_id, shard, target = %self.shard.to, error, "target copy not cleaned now; it is fenced when the target answers (or left for an operator if it was refused)")
+            }
+        }
+    }
+
+    /// Logs how the task ended.
+    fn ended(&self, end: End, machine: &ShardMachine, steps: &Steps<'_>) {
+        let (move_id, shard) = (self.move_id, self.shard.shard);
+        let error = steps.error.as_deref().unwrap_or("");
+        match end {
+            End::Switched | End::Nothing => {}
+            End::Undone(state) => {
+                tracing::info!(move_id, shard, %state, reach = ?machine.reach(), "shard's move stopped and undone: the source is authoritative")
+            }
+            End::LeftAlone => {
+                tracing::error!(move_id, shard, error, "shard's move failed; nothing undone")
+            }
+            End::Lost(Failure::Superseded) => {
+                metrics::counter!("mezzanine_move_shards_superseded_total").increment(1);
+                tracing::warn!(
+                    move_id,
+                    shard,
+                    error,
+                    "a newer leader took the shard over; this leader stops its task"
+                )
+            }
+            End::Lost(f) => {
+                tracing::warn!(move_id, shard, why = ?f, "this node no longer leads the mover; the next leader resumes the shard")
+            }
+            End::UndoFailed => {
+                tracing::error!(
+                    move_id,
+                    shard,
+                    error,
+                    "undo failed; will retry on the next pass"
+                )
+            }
+        }
     }
 
     pub(crate) fn aborted(&self) -> bool {
         self.abort.load(Ordering::Acquire)
     }
 
-    /// Records a transition in the catalog (only from the state this task believes).
-    async fn step(
-        &self,
-        from: ShardMoveState,
-        event: MoveEvent,
-    ) -> Result<ShardMoveState, MoveError> {
-        self.step_with(from, event, None).await
+    pub(crate) async fn source(&self) -> Result<Arc<Backend>, MoveError> {
+        self.pools.get(&self.catalog, &self.shard.from).await
     }
 
-    /// [`ShardTask::step`] with the error message of a failure. A catalog that does not hold
-    /// the shard in `from` is a protocol error: nothing was recorded.
-    pub(crate) async fn step_with(
+    pub(crate) async fn target(&self) -> Result<Arc<Backend>, MoveError> {
+        self.pools.get(&self.catalog, &self.shard.to).await
+    }
+
+    pub(crate) async fn backends(&self) -> Result<(Arc<Backend>, Arc<Backend>), MoveError> {
+        Ok((self.source().await?, self.target().await?))
+    }
+
+    /// Records a transition in the catalog (only from the state the machine believes), with
+    /// the error message of a failure. A catalog that does not hold the shard in `from` is a
+    /// protocol error: nothing was recorded.
+    async fn record(
         &self,
         from: ShardMoveState,
         event: MoveEvent,
@@ -234,9 +474,10 @@ impl ShardTask {
     }
 
     /// Sets the shard's state on `backend` (the move's `role`: `source` or `target`) to `to`
-    /// from one of `from` (with `epoch`, when given). A change that changed nothing is a
-    /// protocol error saying what was expected and what was found: the cutover's order of
-    /// state changes is what keeps invariant I2, so none of them may be skipped silently.
+    /// from one of `from` (with `epoch`, when given), under the leader's term. A change that
+    /// changed nothing is a protocol error saying what was expected and what was found: the
+    /// cutover's order of state changes is what keeps invariant I2, so none of them may be
+    /// skipped silently.
     pub(crate) async fn change_state(
         &self,
         backend: &Backend,
@@ -246,7 +487,8 @@ impl ShardTask {
         epoch: Option<i64>,
     ) -> Result<(), MoveError> {
         let shard = self.shard.shard;
-        if transfer::set_state(backend, shard, from, to, epoch, self.session.term()).await? {
+        let term = self.session.term();
+        if transfer::set_state(backend, shard, from, to, epoch, term).await? {
             return Ok(());
         }
         let found = transfer::shard_state(backend, shard).await?;
@@ -344,7 +586,7 @@ impl ShardTask {
     /// Copies what was written since, round after round, until the lag is small; then
     /// verifies the copied prefix. Returns the verified high-water mark. An abort interrupts
     /// it between chunks. `bulk`: the target's high-water mark and row count when the bulk
-    /// copy just ended in this call (read from the target otherwise, after a resume).
+    /// copy just ended in this task (read from the target otherwise, after a resume).
     async fn catch_up(
         &self,
         src: &Backend,
@@ -441,96 +683,6 @@ impl ShardTask {
                 a.rows, a.sum, b.rows, b.sum
             )));
         }
-        Ok(())
-    }
-
-    /// Undoes what a shard's move did before the switch and records `end` (`aborted` or
-    /// `failed`). A cutover's undo is `crate::cutover`'s (the source made `active` again at
-    /// once). Before the cutover the source was never frozen: the target's copy is dropped, or,
-    /// when the target cannot be reached, recorded to be fenced (dropped) once it answers; it
-    /// stays `importing` meanwhile, which no client reads. A shard that the catalog's map gives
-    /// to another backend than the move's source (changed behind the mover's back) is
-    /// recorded `failed` with nothing undone: the backends are left as they are for an
-    /// operator.
-    async fn undo(
-        &self,
-        state: ShardMoveState,
-        end: ShardMoveState,
-        error: Option<&str>,
-    ) -> Result<(), MoveError> {
-        let shard = self.shard.shard;
-        if state == ShardMoveState::Cutover {
-            return self.undo_cutover(end, error).await;
-        }
-        if undo_for(state).is_none() {
-            return Ok(());
-        }
-        let owner = self.session.owner(shard).await?;
-        if owner != self.shard.from {
-            return self.leave_alone(state, &owner, error).await;
-        }
-        match self.clean_target(state).await {
-            Ok(()) => {}
-            // Unreachable: its copy (importing, never served) is dropped once it answers.
-            Err(e) if retryable(&e) => {
-                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; it stays importing (never served) and is dropped once the target answers");
-                self.session.set_fence(self.move_id, shard, true).await?;
-            }
-            Err(e) => {
-                tracing::warn!(shard, target = %self.shard.to, error = %e, "target copy not cleaned; left for an operator");
-            }
-        }
-        let event = if end == ShardMoveState::Aborted {
-            MoveEvent::Abort
-        } else {
-            MoveEvent::Fail
-        };
-        self.step_with(state, event, error).await?;
-        Ok(())
-    }
-
-    /// Records the shard `failed` with nothing undone: the catalog's map gives it to `owner`,
-    /// not to the move's source.
-    pub(crate) async fn leave_alone(
-        &self,
-        state: ShardMoveState,
-        owner: &str,
-        error: Option<&str>,
-    ) -> Result<(), MoveError> {
-        let shard = self.shard.shard;
-        let why = format!(
-            "the catalog gives shard {shard} to {owner:?}, not to the move's source {:?}: \
-             nothing undone, the backends are left as they are (`mezzanine verify --shards {shard}`)",
-            self.shard.from
-        );
-        let error = error.map_or_else(|| why.clone(), |e| format!("{e}; {why}"));
-        self.step_with(state, MoveEvent::Fail, Some(&error)).await?;
-        Err(MoveError::Protocol(why))
-    }
-
-    /// Drops the target's copy of a shard whose move stopped in `state` (before the
-    /// cutover): nothing to do when the target has no state row for it; an `importing` copy
-    /// is dropped (a pending shard's too: its target may have been prepared before the move
-    /// recorded `copying`); a `retired` one is dropped once this move prepared it (from
-    /// `copying` on), but kept while the shard is `pending` (it is then another move's old
-    /// source, kept for a revert: a prepare would have made it `importing`); a target found
-    /// serving the shard is left alone (an error). The drop itself refuses, in its
-    /// transaction, a copy that is `active` or `frozen` by then.
-    async fn clean_target(&self, state: ShardMoveState) -> Result<(), MoveError> {
-        let shard = self.shard.shard;
-        let tgt = self.pools.get(&self.catalog, &self.shard.to).await?;
-        match transfer::shard_state(&tgt, shard).await?.map(|(s, _)| s) {
-            None => return Ok(()),
-            Some(s @ (ShardState::Active | ShardState::Frozen)) => {
-                return Err(MoveError::Protocol(format!(
-                    "shard {shard}: the target {} is {s} although the move is {state}: its copy is not dropped",
-                    self.shard.to
-                )))
-            }
-            Some(ShardState::Retired) if state == ShardMoveState::Pending => return Ok(()),
-            Some(ShardState::Importing | ShardState::Retired) => {}
-        }
-        transfer::drop_shard(&tgt, shard, self.session.term()).await?;
         Ok(())
     }
 }
