@@ -15,6 +15,7 @@
 //! (`mezzanine_storage::transfer`, `StorageError::Superseded`).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,6 +26,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
 
 use crate::{audit, corrupt, notify, scalar, CatalogError, Db, CHANNEL};
+
+/// How often the leader checks that the catalog answers on its session.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Key of the advisory lock whose holder leads the mover.
 pub const LEADER_LOCK: i64 = 0x6d65_7a7a_0003;
@@ -46,7 +50,10 @@ pub struct CurrentLeader {
 
 /// A connection of its own to the catalog (not from a pool), with its notifications.
 pub struct Dedicated {
-    client: Client,
+    client: Arc<Client>,
+    /// Set to `false` when the session is found lost: by its connection's end, or by a
+    /// heartbeat that got no answer in time ([`Dedicated::keep_alive`]).
+    alive_tx: Arc<watch::Sender<bool>>,
     notifications: mpsc::UnboundedReceiver<String>,
     alive: watch::Receiver<bool>,
     timeout: Duration,
@@ -73,6 +80,8 @@ impl Dedicated {
             .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
         let (tx, notifications) = mpsc::unbounded_channel();
         let (alive_tx, alive) = watch::channel(true);
+        let alive_tx = Arc::new(alive_tx);
+        let conn_alive = alive_tx.clone();
         tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
             while let Some(m) = messages.next().await {
@@ -87,7 +96,7 @@ impl Dedicated {
                     }
                 }
             }
-            let _ = alive_tx.send(false);
+            conn_alive.send_replace(false);
         });
         // PostgreSQL 12 and later: the catalog's side also gives up on unacknowledged data.
         // An older server refuses the setting; its keepalives (the options above) remain.
@@ -100,7 +109,8 @@ impl Dedicated {
             tracing::debug!(error = %mezzanine_storage::pg_cause(&e), "the catalog keeps its default tcp_user_timeout");
         }
         Ok(Dedicated {
-            client,
+            client: Arc::new(client),
+            alive_tx,
             notifications,
             alive,
             timeout,
@@ -110,6 +120,34 @@ impl Dedicated {
     /// Whether the session is still connected.
     pub fn is_alive(&self) -> bool {
         *self.alive.borrow() && !self.client.is_closed()
+    }
+
+    /// Checks, every `every`, that the catalog answers on this session within its timeout;
+    /// the first time it does not, the session counts as lost ([`Dedicated::lost`] resolves).
+    /// A connection to a peer that acknowledges and never answers (a hung pooler or proxy on
+    /// the way, a catalog that stopped) is never closed by TCP keepalives: this is what makes
+    /// the mover's leader notice it, within `every` + the timeout. The heartbeat ends with
+    /// the session.
+    pub fn keep_alive(&self, every: Duration) {
+        let client = Arc::downgrade(&self.client);
+        let alive = self.alive_tx.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(c) = client.upgrade() else { return };
+                if !*alive.borrow() || c.is_closed() {
+                    return;
+                }
+                let answered = tokio::time::timeout(timeout, c.simple_query("SELECT 1")).await;
+                drop(c);
+                if !matches!(answered, Ok(Ok(_))) {
+                    tracing::warn!(?timeout, "the catalog did not answer the session's heartbeat in time: the session counts as lost");
+                    alive.send_replace(false);
+                    return;
+                }
+            }
+        });
     }
 
     /// Resolves when the session is lost.
@@ -222,6 +260,9 @@ impl Leader {
             &[(&self.info.id, Type::TEXT), (&self.info.addr, Type::TEXT)],
         )
         .await?;
+        // Leadership that cannot reach the catalog any more ends within a bound, whatever the
+        // connection does.
+        session.keep_alive(HEARTBEAT);
         let s = LeaderSession {
             session,
             node: self.info.id.clone(),

@@ -182,6 +182,14 @@ impl Catalog {
         &self.url
     }
 
+    /// Probes the catalog's pool forever (until the catalog is dropped), like a backend's: a
+    /// pool marked down (a partition, a catalog restart) fails fast until a probe sees the
+    /// catalog answer again, and then serves again. Without it, a node cut off from the
+    /// catalog once would never read its map again.
+    pub fn spawn_health_loop(&self) -> tokio::task::JoinHandle<()> {
+        self.db.spawn_health_loop()
+    }
+
     pub(crate) async fn lease(&self) -> Result<Lease<'_>, CatalogError> {
         Ok(self.db.lease().await?)
     }

@@ -427,7 +427,8 @@ pub async fn write_batch(
     let results = results
         .into_iter()
         .map(|r| {
-            r.unwrap_or(BatchResult {
+            // Built (and logged) only for a cell that really got no result.
+            r.unwrap_or_else(|| BatchResult {
                 status: 500,
                 cell: None,
                 error: Some(Problem::internal("a cell of a batch got no result")),

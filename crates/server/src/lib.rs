@@ -499,6 +499,7 @@ impl Server {
             catalog_settings(&settings),
             &node_id,
         )?);
+        catalog.spawn_health_loop();
         let (ensured, snap) = catalog.ensure_member(num_shards, &seed, &members).await?;
         let cluster = catalog.tag();
         tracing::info!(cluster = %ensured.cluster_id, catalog = %mezzanine_storage::mask_url(catalog.url()), "cluster");
