@@ -116,7 +116,7 @@ impl Nodes {
         Nodes { a, b, proxy, urls }
     }
 
-    /// The events of A and B since `origin`, as a timeline.
+    /// What A and B logged, as a timeline relative to `origin`.
     fn timeline(&self, origin: Instant) -> String {
         logs::timeline(origin, &[(&self.a.label, "A"), (&self.b.label, "B")])
     }
@@ -160,10 +160,10 @@ async fn seed(node: &TestServer) {
 // ---------------------------------------------------------------------------------------------
 
 /// Writes to the shard through one node, one write after another, until stopped: the cells
-/// acknowledged (with when), and the failures' statuses.
+/// acknowledged, and the failures' statuses.
 struct Writer {
     stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(Instant, Value)>>>,
+    acked: Arc<Mutex<Vec<Value>>>,
     failed: Arc<Mutex<Vec<u16>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -188,7 +188,7 @@ impl Writer {
                 let body = cell(&row, who, i, json!({"writer": who, "i": i}));
                 let (s, v) = post_json(&c, &url, &body).await;
                 if s == 201 {
-                    ack.lock().unwrap().push((Instant::now(), v));
+                    ack.lock().unwrap().push(v);
                 } else {
                     fail.lock().unwrap().push(s);
                 }
@@ -203,8 +203,8 @@ impl Writer {
         }
     }
 
-    /// Stops; returns the acknowledged cells (with when) and the failures' statuses.
-    async fn finish(self) -> (Vec<(Instant, Value)>, Vec<u16>) {
+    /// Stops; returns the acknowledged cells and the failures' statuses.
+    async fn finish(self) -> (Vec<Value>, Vec<u16>) {
         self.stop.store(true, Ordering::Release);
         self.task.await.unwrap();
         let acked = self.acked.lock().unwrap().clone();
@@ -591,12 +591,7 @@ impl Scene {
 
         // (b)
         let cells = read_shard(&client(), b, SHARD).await;
-        let acked: Vec<&Value> = acked_a
-            .iter()
-            .chain(&acked_b)
-            .map(|(_, v)| v)
-            .chain(extra)
-            .collect();
+        let acked: Vec<&Value> = acked_a.iter().chain(&acked_b).chain(extra).collect();
         for v in &acked {
             assert!(cells.contains(v), "[{tag}] acknowledged write lost: {v}");
         }
