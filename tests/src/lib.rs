@@ -7,6 +7,8 @@
 //!   so tests running in parallel never see each other's data.
 //! - [`TestServer`]: a mezzanine server on an ephemeral port inside the test process.
 //! - Fault tests that stop, kill or pause a server use [`dedicated_pg`] servers of their own.
+//! - [`proxy::PgProxy`]: a TCP proxy that cuts a node off from a PostgreSQL server silently.
+//! - [`logs`]: nodes on runtimes of their own, and what each of them logs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,6 +17,9 @@ use std::time::Duration;
 use mezzanine_core::ShardMap;
 use mezzanine_pgcluster::{start_temp_servers, PgInstall, PgServer};
 use mezzanine_server::{http, AppState, ServeConfig, Server, StartError};
+
+pub mod logs;
+pub mod proxy;
 
 static SHARED: OnceLock<Vec<PgServer>> = OnceLock::new();
 static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
