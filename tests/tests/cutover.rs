@@ -229,6 +229,8 @@ async fn target_fails_at(target: PgServer, point: &str, seen: Seen, f: Fault) ->
     if f == Fault::Stop {
         let job = wait_job(&srv, id, LONG, |j| j["state"] != "running").await;
         assert_eq!(job["state"], "failed", "{point}: {job}");
+        // The target's copy could not be cleaned: operators see that it is still to fence.
+        assert_eq!(job["shards"][0]["fence_pending"], true, "{point}: {job}");
     }
     if f == Fault::Pause && point == "after_freeze" {
         // The tail copy to a hung target outlasts MOVE_MAX_PAUSE: the freeze is given up and
@@ -249,6 +251,7 @@ async fn target_fails_at(target: PgServer, point: &str, seen: Seen, f: Fault) ->
                 || async { shard_state_in(&target_url, SHARD).await.as_deref() != Some("active") },
             )
             .await;
+            wait_job(&srv, id, LONG, |j| j["shards"][0]["fence_pending"] == false).await;
             assert_eq!(
                 shard_state_in(&urls[0], SHARD).await.as_deref(),
                 Some("active")

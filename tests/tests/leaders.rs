@@ -25,18 +25,12 @@
 //!   lost the leadership; no step of its paused cutover runs after the pause);
 //! - once the partition heals, A follows B and serves with the current map.
 //!
-//! Found on main, kept as ignored tests (each says why it fails):
-//!
-//! - (e) does not hold: A's mover notices a lost leadership only when the catalog session's
-//!   connection fails, and a connection to a silent peer that still acknowledges (this proxy,
-//!   a hung pooler or sidecar) never fails: A's statements time out one by one and it goes on
-//!   leading in its own eyes; its paused cutover resumes after the pause.
-//! - A's stale steps are refused by the backends' state checks when B finished or undid the
-//!   move, but not when a new move of the shard has prepared the same target meanwhile: then
-//!   A's stale activation makes a second active copy, for good (leader terms on the backends'
-//!   state changes make it pass, and so would a mover that stops leading in time).
-//! - After the partition heals, A never serves again: the catalog's pool, marked down by the
-//!   timeouts, has no health loop to see it answer again.
+//! Three of these failed before the fixes they led to: (e) held only once the leader checks that
+//! the catalog answers on its session (a connection to a silent peer that still acknowledges,
+//! this proxy or a hung pooler, never fails at the TCP level); a stale activation met a new
+//! move of the shard and made a second active copy for good, until backends refused an older
+//! leader's term (and the leader stopped in time); and after the heal A never served again
+//! until the catalog's pool got a health loop.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -809,15 +803,12 @@ async fn cut_after_the_activation_aborted_through_b_gives_the_shard_back() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Found on main: what A's stale cutover can do
+// Found before the fixes: what A's stale cutover could do
 // ---------------------------------------------------------------------------------------------
 
 /// (e): within `DEAD_PEER_BOUND` + 5 s of the cut, A's mover says it lost the leadership,
 /// and its paused cutover takes no step after the pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on main: a mover whose catalog session stops answering (its connection \
-            open) never gives the leadership up; its statements time out one by one and its \
-            paused cutover goes on after the pause"]
 async fn a_leader_cut_off_silently_stops_leading_within_the_dead_peer_bound() {
     let run = cut_in_cutover("after_freeze", Then::Finishes).await;
     let bound = DEAD_PEER_BOUND + STOP_MARGIN;
@@ -846,8 +837,6 @@ async fn a_leader_cut_off_silently_stops_leading_within_the_dead_peer_bound() {
 /// The operator then aborts the new move (if it is still running). Expected: A's stale
 /// activation is refused, the new move is aborted, db3 keeps no copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on main: a stale leader's activation of a target that a newer move has \
-            prepared again makes a second active copy (backends do not refuse a stale leader)"]
 async fn a_stale_activation_meets_a_new_move_of_the_shard_and_makes_no_second_active_copy() {
     let tag = "stale-activation";
     let scene = Scene::start(
@@ -915,9 +904,6 @@ async fn a_stale_activation_meets_a_new_move_of_the_shard_and_makes_no_second_ac
 
 /// Once the partition heals, A follows B and serves the moved shard with the current map.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on main: the catalog's pool has no health loop, so once a catalog outage \
-            marked it down (here its statements timed out) it stays known down for good: A's \
-            admin API and map reloads answer 503 long after the catalog is back"]
 async fn after_the_partition_heals_a_follows_b_and_serves_with_the_current_map() {
     let run = cut_in_cutover("after_freeze", Then::Finishes).await;
     heal(run).await;

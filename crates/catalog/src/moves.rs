@@ -73,6 +73,10 @@ pub struct MoveShard {
     pub verified: i64,
     pub error: Option<String>,
     pub switched_at: Option<DateTime<Utc>>,
+    /// The target's copy is still to be fenced (demoted from `active` and dropped) once the
+    /// target answers: an undone cutover could not reach it. No map names that copy, so no
+    /// client reaches it meanwhile.
+    pub fence_pending: bool,
 }
 
 fn state_name<S: serde::Serializer>(s: &ShardMoveState, ser: S) -> Result<S::Ok, S::Error> {
@@ -135,7 +139,7 @@ const JOB_COLUMNS: &str = "m.id, m.to_backend, m.shards_spec, m.parallel, m.max_
               WHERE r.move_id = m.reverted_by), false), m.rebalance_id, m.auto_complete";
 
 const SHARD_COLUMNS: &str = "move_id, shard, from_backend, to_backend, state, high_water, \
-    rows_copied, rows_total, lag, pause_ms, error, switched_at, verified";
+    rows_copied, rows_total, lag, pause_ms, error, switched_at, verified, fence_target";
 
 fn shard_from(r: &Row) -> Result<(i64, MoveShard), CatalogError> {
     let state: String = r.try_get(4).map_err(corrupt)?;
@@ -156,6 +160,7 @@ fn shard_from(r: &Row) -> Result<(i64, MoveShard), CatalogError> {
             error: r.try_get(10).map_err(corrupt)?,
             switched_at: r.try_get(11).map_err(corrupt)?,
             verified: r.try_get(12).map_err(corrupt)?,
+            fence_pending: r.try_get(13).map_err(corrupt)?,
         },
     ))
 }

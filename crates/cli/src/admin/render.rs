@@ -221,7 +221,11 @@ pub fn job(job: &Job) -> String {
                 s.shard.to_string(),
                 or_dash(s.from.as_deref()),
                 or_dash(s.to.as_deref().or(job.to.as_deref())),
-                s.state.clone(),
+                if s.fence_pending {
+                    format!("{} (target fence pending)", s.state)
+                } else {
+                    s.state.clone()
+                },
                 rows_progress(s.rows_copied, s.rows_total),
                 or_dash(s.lag),
                 s.pause_ms.map_or_else(|| "-".to_owned(), millis),
@@ -434,9 +438,10 @@ mod tests {
         let j: Job = decode(
             r#"{"id": 8, "state": "failed", "to": "db1", "reverts": 7, "max_rows_per_sec": 500,
                 "error": "target full", "shards": [{"shard": 8, "state": "failed",
-                "error": "disk full"}]}"#,
+                "error": "disk full", "fence_pending": true}]}"#,
         );
         let text = job(&j);
+        assert!(text.contains("failed (target fence pending)"), "{text}");
         assert!(text.starts_with("move 8: failed, shards - from - to db1 (reverts move 7)\n"));
         assert!(text.contains("at most 500 rows/s"));
         assert!(text.contains("  error: target full\n"));

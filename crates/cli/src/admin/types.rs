@@ -111,6 +111,8 @@ pub struct ShardMove {
     pub lag: Option<u64>,
     pub pause_ms: Option<f64>,
     pub error: Option<String>,
+    /// The target's copy is still to be fenced once the target answers.
+    pub fence_pending: bool,
 }
 
 /// `POST /admin/v1/verify`.
