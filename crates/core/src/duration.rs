@@ -84,6 +84,17 @@ mod tests {
     }
 
     proptest! {
+        /// Fuzzing: any text, and text made of a duration's pieces, is read or refused with
+        /// an error; never a panic, never a negative or overflowing duration.
+        #[test]
+        fn any_text_is_read_or_refused(text in "\\PC{0,24}", pieces in "[-+0-9.eE]{0,12}(ns|us|µs|ms|s|m|h|d|x)?([0-9.]{0,8}(ns|us|ms|s|m|h))?") {
+            for t in [text.as_str(), pieces.as_str()] {
+                if let Ok(d) = parse_duration(t) {
+                    prop_assert!(d <= Duration::from_secs(u64::MAX / 1_000_000_000 + 1), "{t}: {d:?}");
+                }
+            }
+        }
+
         #[test]
         fn millis_round_trip(ms in 0u64..10_000_000) {
             prop_assert_eq!(parse_duration(&format!("{ms}ms")).unwrap(), Duration::from_millis(ms));

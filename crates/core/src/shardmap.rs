@@ -606,6 +606,38 @@ mod tests {
             prop_assert_eq!(seen, (0..items.len()).collect::<Vec<_>>());
         }
 
+        /// Fuzzing `shards.json`: any text, and JSON of its shape with arbitrary names, URLs
+        /// and ranges (negative, huge, inverted, overlapping, gapped), is read or refused with
+        /// an error; never a panic. A map that is read owns every shard exactly once, by a
+        /// backend it lists (random ranges rarely partition the shards: which ones are
+        /// accepted is `random_range_sets_validate_iff_they_partition`'s subject).
+        #[test]
+        fn any_shards_json_is_read_or_refused(
+            text in "\\PC{0,64}",
+            specs in proptest::collection::vec(("[a-z0-9._-]{0,8}|\\PC{0,4}", "\\PC{0,12}", any::<i64>(), any::<i64>(), 0i64..80, 0i64..80), 0..6),
+            n in 1u32..80,
+        ) {
+            let _ = ShardMap::parse(&text, n);
+            let backends: Vec<serde_json::Value> = specs
+                .iter()
+                .map(|(name, url, a, b, small_a, small_b)| {
+                    // Mostly small ranges (that may partition the shards), sometimes anything.
+                    let (start, end) = if a % 4 == 0 { (*a, *b) } else { (*small_a, *small_b) };
+                    serde_json::json!({"name": name, "database_url": url, "shard_start": start, "shard_end": end})
+                })
+                .collect();
+            let json = serde_json::json!({"backends": backends}).to_string();
+            if let Ok(m) = ShardMap::parse(&json, n) {
+                prop_assert_eq!(m.num_shards(), n);
+                for shard in 0..n {
+                    let owner = m.owner(shard);
+                    prop_assert!(owner.is_some_and(|o| o < m.backends().len()), "shard {shard} of {json}");
+                }
+                let owned: usize = (0..m.backends().len()).map(|i| m.shards_of(i).count()).sum();
+                prop_assert_eq!(owned, n as usize);
+            }
+        }
+
         #[test]
         fn any_owner_assignment_round_trips_through_shards_json(owners in proptest::collection::vec(0usize..4, 1..300)) {
             let backends: Vec<MapBackend> = (0..5).map(|i| MapBackend { name: format!("db{i}"), database_url: format!("postgres://h/{i}") }).collect();

@@ -140,6 +140,19 @@ mod tests {
     }
 
     proptest! {
+        /// Fuzzing: any text, and text made of a shard set's pieces, is read or refused with
+        /// an error; never a panic. What is read is sorted, without repeats, in range.
+        #[test]
+        fn any_text_is_read_or_refused(text in "\\PC{0,30}", pieces in "[0-9, \\-]{0,30}", n in 1u32..5000) {
+            for t in [text.as_str(), pieces.as_str()] {
+                if let Ok(set) = parse_shard_set(t, n) {
+                    prop_assert!(!set.is_empty());
+                    prop_assert!(set.windows(2).all(|w| w[0] < w[1]), "{t}: {set:?}");
+                    prop_assert!(set.iter().all(|&s| s < n));
+                }
+            }
+        }
+
         #[test]
         fn format_then_parse_round_trips(set in proptest::collection::btree_set(0u32..500, 1..60)) {
             let v: Vec<u32> = set.into_iter().collect();
