@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::time::Duration;
 
 use mezzanine_e2e::{
-    client, connect, default_config, even_map, fresh_databases, free_port, get_json, shared_pg,
+    client, connect, default_config, even_map, free_port, fresh_databases, get_json, shared_pg,
     TestServer,
 };
 use serde_json::{json, Value};
@@ -28,7 +28,10 @@ async fn text_of(req: reqwest::RequestBuilder) -> (u16, String) {
 fn port_and_db(url: &str) -> (u16, String) {
     let rest = url.rsplit('@').next().unwrap();
     let (addr, db) = rest.split_once('/').unwrap();
-    (addr.rsplit(':').next().unwrap().parse().unwrap(), db.to_owned())
+    (
+        addr.rsplit(':').next().unwrap().parse().unwrap(),
+        db.to_owned(),
+    )
 }
 
 /// The audit entries of `kind`.
@@ -90,19 +93,54 @@ async fn passwords_never_shown_in_any_form() {
     let closed = free_port();
     // Failing: a wrong password (user info, query), a closed port, key=value strings.
     let bad = [
-        ("bad1", format!("postgres://mz_pw:Wr0ng-Secret@127.0.0.1:{port}/{db}"), "password authentication failed", "Wr0ng-Secret"),
-        ("bad2", format!("postgres://mz_pw@127.0.0.1:{port}/{db}?password=Wr0ng-Query-Secret"), "password authentication failed", "Wr0ng-Query-Secret"),
-        ("bad3", format!("postgres://postgres:Cl0sed-Secret@127.0.0.1:{closed}/{db}"), "connection refused", "Cl0sed-Secret"),
-        ("bad4", format!("host=127.0.0.1 port={port} user=postgres password='Kv Qu0ted-Secret' dbname={db}"), "must be a PostgreSQL URL", "Qu0ted-Secret"),
-        ("bad5", format!("host=127.0.0.1 port={port} password = Kv-Spaced-Secret dbname={db}"), "must be a PostgreSQL URL", "Kv-Spaced-Secret"),
-        ("bad 6", format!("postgres://postgres:Bad-Name-Secret@127.0.0.1:{port}/{db}"), "body.name", "Bad-Name-Secret"),
+        (
+            "bad1",
+            format!("postgres://mz_pw:Wr0ng-Secret@127.0.0.1:{port}/{db}"),
+            "password authentication failed",
+            "Wr0ng-Secret",
+        ),
+        (
+            "bad2",
+            format!("postgres://mz_pw@127.0.0.1:{port}/{db}?password=Wr0ng-Query-Secret"),
+            "password authentication failed",
+            "Wr0ng-Query-Secret",
+        ),
+        (
+            "bad3",
+            format!("postgres://postgres:Cl0sed-Secret@127.0.0.1:{closed}/{db}"),
+            "connection refused",
+            "Cl0sed-Secret",
+        ),
+        (
+            "bad4",
+            format!(
+                "host=127.0.0.1 port={port} user=postgres password='Kv Qu0ted-Secret' dbname={db}"
+            ),
+            "must be a PostgreSQL URL",
+            "Qu0ted-Secret",
+        ),
+        (
+            "bad5",
+            format!("host=127.0.0.1 port={port} password = Kv-Spaced-Secret dbname={db}"),
+            "must be a PostgreSQL URL",
+            "Kv-Spaced-Secret",
+        ),
+        (
+            "bad 6",
+            format!("postgres://postgres:Bad-Name-Secret@127.0.0.1:{port}/{db}"),
+            "body.name",
+            "Bad-Name-Secret",
+        ),
     ];
     let mut never: Vec<&str> = Vec::new();
     for (name, url, secrets) in &good {
         let (s, text) = text_of(c.post(&add).json(&json!({"name": name, "url": url}))).await;
         assert_eq!(s, 201, "{name}: {text}");
         for secret in secrets {
-            assert!(!text.contains(secret), "{name}: {secret:?} in the answer: {text}");
+            assert!(
+                !text.contains(secret),
+                "{name}: {secret:?} in the answer: {text}"
+            );
         }
         assert!(text.contains("***"), "{name}: not masked: {text}");
         never.extend(secrets.iter().copied());
@@ -111,7 +149,10 @@ async fn passwords_never_shown_in_any_form() {
         let (s, text) = text_of(c.post(&add).json(&json!({"name": name, "url": url}))).await;
         assert_eq!(s, 422, "{name}: {text}");
         assert!(text.contains(why), "{name}: {text}");
-        assert!(!text.contains(secret), "{name}: {secret:?} in the answer: {text}");
+        assert!(
+            !text.contains(secret),
+            "{name}: {secret:?} in the answer: {text}"
+        );
         never.push(*secret);
     }
     let (s, list) = text_of(c.get(&add)).await;
@@ -187,10 +228,17 @@ async fn echo(s: &mut tokio::net::TcpStream) -> std::io::Result<()> {
     let len = s.read_i32().await? as usize;
     let mut pw = vec![0; len.saturating_sub(4)];
     s.read_exact(&mut pw).await?;
-    let pw = String::from_utf8_lossy(&pw).trim_end_matches('\0').to_owned();
+    let pw = String::from_utf8_lossy(&pw)
+        .trim_end_matches('\0')
+        .to_owned();
     let message = format!("password {pw} is wrong, did you mean {pw}?");
     let mut fields = Vec::new();
-    for (code, text) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "28P01"), (b'M', message.as_str())] {
+    for (code, text) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "28P01"),
+        (b'M', message.as_str()),
+    ] {
         fields.push(code);
         fields.extend(text.as_bytes());
         fields.push(0);
@@ -209,13 +257,28 @@ async fn a_password_quoted_back_by_the_server_is_not_shown() {
     let port = echoing_server().await;
     let c = client();
     for (name, url, secret) in [
-        ("e1", format!("postgres://u:Ech0ed-Secret@127.0.0.1:{port}/db"), "Ech0ed-Secret"),
-        ("e2", format!("postgres://u@127.0.0.1:{port}/db?password=Ech0ed%20Query"), "Ech0ed Query"),
+        (
+            "e1",
+            format!("postgres://u:Ech0ed-Secret@127.0.0.1:{port}/db"),
+            "Ech0ed-Secret",
+        ),
+        (
+            "e2",
+            format!("postgres://u@127.0.0.1:{port}/db?password=Ech0ed%20Query"),
+            "Ech0ed Query",
+        ),
     ] {
-        let (s, text) = text_of(c.post(srv.url("/admin/v1/backends")).json(&json!({"name": name, "url": url}))).await;
+        let (s, text) = text_of(
+            c.post(srv.url("/admin/v1/backends"))
+                .json(&json!({"name": name, "url": url})),
+        )
+        .await;
         assert_eq!(s, 422, "{text}");
         // The server's own words, the password in them masked.
-        assert!(text.contains("password *** is wrong, did you mean ***?"), "{text}");
+        assert!(
+            text.contains("password *** is wrong, did you mean ***?"),
+            "{text}"
+        );
         assert!(!text.contains(secret), "{secret:?} in {text}");
         let (_, audit) = text_of(c.get(srv.url("/admin/v1/audit"))).await;
         assert!(audit.contains("is wrong"), "{audit}");
@@ -249,19 +312,67 @@ async fn refused_urls_connect_to_nothing_and_are_audited() {
     let open = TestServer::start(config, even_map(&urls[1..], 8)).await;
     let c = client();
     let cases: Vec<(&TestServer, String, &str)> = vec![
-        (&open, format!("mysql://u:pw@127.0.0.1:{port}/db"), "must be a PostgreSQL URL"),
-        (&open, format!("host=127.0.0.1 port={port} dbname=db"), "must be a PostgreSQL URL"),
-        (&open, format!("postgres://u@127.0.0.1:{port}"), "names no database"),
-        (&open, format!("postgres://127.0.0.1:{port}/db?application_name=a@b"), "'@' after the host"),
-        (&open, format!("postgres://u@127.0.0.1:{port}/db?sslmode=nonsense"), "cannot be read"),
-        (&open, format!("postgres://u:***@127.0.0.1:{port}/db"), "masked password"),
-        (&open, "postgres://u@169.254.169.254/db".to_owned(), "link-local or cloud metadata"),
-        (&open, "postgres://u@2852039166/db".to_owned(), "link-local or cloud metadata"),
-        (&strict, format!("postgres://u:pw@127.0.0.1:{port}/db"), "127.0.0.1:"),
-        (&strict, format!("postgres://u:pw@localhost:{port}/db"), "not allowed by BACKEND_HOSTS_ALLOWED (10.0.0.0/8,db.internal:5432)"),
-        (&strict, format!("postgres://u@db.internal:{port}/db"), "not allowed by BACKEND_HOSTS_ALLOWED"),
+        (
+            &open,
+            format!("mysql://u:pw@127.0.0.1:{port}/db"),
+            "must be a PostgreSQL URL",
+        ),
+        (
+            &open,
+            format!("host=127.0.0.1 port={port} dbname=db"),
+            "must be a PostgreSQL URL",
+        ),
+        (
+            &open,
+            format!("postgres://u@127.0.0.1:{port}"),
+            "names no database",
+        ),
+        (
+            &open,
+            format!("postgres://127.0.0.1:{port}/db?application_name=a@b"),
+            "'@' after the host",
+        ),
+        (
+            &open,
+            format!("postgres://u@127.0.0.1:{port}/db?sslmode=nonsense"),
+            "cannot be read",
+        ),
+        (
+            &open,
+            format!("postgres://u:***@127.0.0.1:{port}/db"),
+            "masked password",
+        ),
+        (
+            &open,
+            "postgres://u@169.254.169.254/db".to_owned(),
+            "link-local or cloud metadata",
+        ),
+        (
+            &open,
+            "postgres://u@2852039166/db".to_owned(),
+            "link-local or cloud metadata",
+        ),
+        (
+            &strict,
+            format!("postgres://u:pw@127.0.0.1:{port}/db"),
+            "127.0.0.1:",
+        ),
+        (
+            &strict,
+            format!("postgres://u:pw@localhost:{port}/db"),
+            "not allowed by BACKEND_HOSTS_ALLOWED (10.0.0.0/8,db.internal:5432)",
+        ),
+        (
+            &strict,
+            format!("postgres://u@db.internal:{port}/db"),
+            "not allowed by BACKEND_HOSTS_ALLOWED",
+        ),
         // Allowed by name, but connecting to the address given: that is what is checked too.
-        (&strict, format!("postgres://u@10.1.2.3:{port}/db?hostaddr=127.0.0.1"), "127.0.0.1"),
+        (
+            &strict,
+            format!("postgres://u@10.1.2.3:{port}/db?hostaddr=127.0.0.1"),
+            "127.0.0.1",
+        ),
     ];
     let mut attempts = std::collections::HashMap::<String, usize>::new();
     for (i, (srv, url, why)) in cases.iter().enumerate() {
@@ -284,7 +395,10 @@ async fn refused_urls_connect_to_nothing_and_are_audited() {
     )
     .await;
     assert_eq!(s, 422, "{text}");
-    assert!(connected(&listener), "the control made no connection: {text}");
+    assert!(
+        connected(&listener),
+        "the control made no connection: {text}"
+    );
     *attempts.entry(open.base.clone()).or_default() += 1;
     for srv in [&strict, &open] {
         let failed = audited(srv, "backend_add_failed").await;

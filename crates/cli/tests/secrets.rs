@@ -188,8 +188,11 @@ async fn the_password_file_gives_a_url_its_password() {
     let hba = server.data_dir().join("pg_hba.conf");
     let hba_text = std::fs::read_to_string(&hba).unwrap();
     if !hba_text.contains("mz_file") {
-        std::fs::write(&hba, format!("host all mz_file 127.0.0.1/32 scram-sha-256\n{hba_text}"))
-            .unwrap();
+        std::fs::write(
+            &hba,
+            format!("host all mz_file 127.0.0.1/32 scram-sha-256\n{hba_text}"),
+        )
+        .unwrap();
     }
     connect(&db)
         .await
@@ -206,7 +209,11 @@ async fn the_password_file_gives_a_url_its_password() {
     let home = dir.path().to_str().unwrap();
     let write = |mode: u32| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&passfile, format!("# ours\n127.0.0.1:{port}:{name}:mz_file:fr0m-the-file\n")).unwrap();
+        std::fs::write(
+            &passfile,
+            format!("# ours\n127.0.0.1:{port}:{name}:mz_file:fr0m-the-file\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(mode)).unwrap();
     };
     let passfile_env = passfile.to_str().unwrap();
@@ -218,14 +225,22 @@ async fn the_password_file_gives_a_url_its_password() {
     assert!(log.contains("password"), "{log}");
     // A file others may read is ignored, as libpq ignores it, saying so.
     write(0o644);
-    let Err(log) = Serve::start(dir.path(), &path, &[("HOME", home), ("PGPASSFILE", passfile_env)]) else {
+    let Err(log) = Serve::start(
+        dir.path(),
+        &path,
+        &[("HOME", home), ("PGPASSFILE", passfile_env)],
+    ) else {
         panic!("served with a password file others can read")
     };
     assert!(log.contains("group or world access"), "{log}");
     // A private one gives the password; it appears nowhere.
     write(0o600);
-    let srv = Serve::start(dir.path(), &path, &[("HOME", home), ("PGPASSFILE", passfile_env)])
-        .unwrap_or_else(|log| panic!("serve failed with the password file:\n{log}"));
+    let srv = Serve::start(
+        dir.path(),
+        &path,
+        &[("HOME", home), ("PGPASSFILE", passfile_env)],
+    )
+    .unwrap_or_else(|log| panic!("serve failed with the password file:\n{log}"));
     let out = srv.admin(&["shards", "export"]);
     assert!(text(&out).contains(&url), "{}", text(&out));
     let log = srv.stop();

@@ -48,7 +48,12 @@ pub fn has_masked_password(s: &str) -> bool {
 pub fn scrub(text: &str, url: &str) -> String {
     let mut secrets: Vec<String> = secret_spans(url)
         .into_iter()
-        .flat_map(|(r, how)| [url[r.clone()].to_owned(), decoded(&url[r], how).into_owned()])
+        .flat_map(|(r, how)| {
+            [
+                url[r.clone()].to_owned(),
+                decoded(&url[r], how).into_owned(),
+            ]
+        })
         .filter(|s| !s.is_empty() && s != MASK)
         .collect();
     // The longest first, so that a password containing another is replaced whole.
@@ -120,8 +125,9 @@ fn url_spans(s: &str, rest: usize, out: &mut Vec<(Range<usize>, Encoding)>) {
         let mut at = query_from + q + 1;
         for pair in s[at..].split('&') {
             if let Some(eq) = pair.find('=') {
-                if secret_key(&percent_encoding::percent_decode_str(&pair[..eq]).decode_utf8_lossy())
-                {
+                if secret_key(
+                    &percent_encoding::percent_decode_str(&pair[..eq]).decode_utf8_lossy(),
+                ) {
                     out.push((at + eq + 1..at + pair.len(), Encoding::Percent));
                 }
             }

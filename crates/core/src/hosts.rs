@@ -143,7 +143,9 @@ fn parse_entry(text: &str) -> Result<Entry, HostsError> {
         if host.contains('/') || host.parse::<IpAddr>().is_ok() {
             (host, port)
         } else {
-            return Err(bad("has something other than an address or a network in [ ]"));
+            return Err(bad(
+                "has something other than an address or a network in [ ]",
+            ));
         }
     } else {
         match text.matches(':').count() {
@@ -172,7 +174,8 @@ fn parse_entry(text: &str) -> Result<Entry, HostsError> {
     Ok(entry(pattern, port))
 }
 
-const NAME: &str = "is not a host name, an address, a network (10.0.0.0/8), `*` or a socket directory";
+const NAME: &str =
+    "is not a host name, an address, a network (10.0.0.0/8), `*` or a socket directory";
 
 /// A host name in the form names are compared in (lower case, no trailing dot), if valid.
 fn name_of(s: &str) -> Option<String> {
@@ -427,7 +430,10 @@ mod tests {
         assert!(allowed("169.254.0.0/16", &tcp("169.254.169.254", 80)));
         assert!(allowed("169.254.169.254:80", &tcp("2852039166", 80)));
         assert!(!allowed("169.254.169.254:5432", &tcp("2852039166", 80)));
-        assert!(allowed("metadata.google.internal", &tcp("metadata.google.internal", 1)));
+        assert!(allowed(
+            "metadata.google.internal",
+            &tcp("metadata.google.internal", 1)
+        ));
     }
 
     #[test]
@@ -443,7 +449,10 @@ mod tests {
         assert!(allowed(list, &tcp("::ffff:10.1.200.3", 5432)));
         assert!(!allowed(list, &tcp("10.2.0.1", 5432)));
         // An address is not a name and a name is never resolved.
-        assert!(allowed(list, &tcp("0x0a010001", 5432)), "10.1.0.1 in another spelling");
+        assert!(
+            allowed(list, &tcp("0x0a010001", 5432)),
+            "10.1.0.1 in another spelling"
+        );
         assert!(!allowed("localhost", &tcp("127.0.0.1", 5432)));
         assert!(!allowed("127.0.0.1", &tcp("localhost", 5432)));
         assert!(allowed(list, &tcp("fd00::1", 6432)));
@@ -471,7 +480,11 @@ mod tests {
         let Err(e) = list.check(&tcp("2852039166", 5432)) else {
             panic!("metadata allowed")
         };
-        assert!(e.to_string().starts_with("2852039166:5432 (169.254.169.254) is a link-local"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("2852039166:5432 (169.254.169.254) is a link-local"),
+            "{e}"
+        );
     }
 
     proptest! {

@@ -39,7 +39,8 @@ fn host_port(s: &str) -> Result<String, String> {
 }
 
 fn hosts_allowed(s: &str) -> Result<HostsAllowed, String> {
-    s.parse().map_err(|e: mezzanine_core::hosts::HostsError| e.to_string())
+    s.parse()
+        .map_err(|e: mezzanine_core::hosts::HostsError| e.to_string())
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -67,7 +67,12 @@ fn passfile_password(path: &Path, config: &Config) -> Option<String> {
             }
         }
     }
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let user = config.get_user().unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or(user);
     let hosts: Vec<String> = match (config.get_hosts().first(), config.get_hostaddrs().first()) {
@@ -222,9 +227,7 @@ pub fn backend_targets(url: &str) -> Result<Vec<Target>, String> {
         .iter()
         .any(|t| matches!(t, Target::Tcp { host, .. } if host.contains('@')))
     {
-        return Err(
-            "has an '@' in its user name or password: write it %40".to_owned(),
-        );
+        return Err("has an '@' in its user name or password: write it %40".to_owned());
     }
     if config.get_dbname().is_none_or(str::is_empty) {
         return Err(format!("names no database: {URL_FORM}"));
@@ -261,7 +264,10 @@ mod tests {
             "{socket:?}"
         );
         for (bad, why) in [
-            ("host=h dbname=d password=secret", "must be a PostgreSQL URL"),
+            (
+                "host=h dbname=d password=secret",
+                "must be a PostgreSQL URL",
+            ),
             ("mysql://u:secret@h/d", "must be a PostgreSQL URL"),
             ("http://h/d", "must be a PostgreSQL URL"),
             ("postgres://u:secret@/d", "names no host"),
@@ -293,12 +299,22 @@ mod tests {
                     *:*:*:alice:a\\:b\\\\c:d\n\
                     *:*:*:*:fallback\n";
         let hosts = |h: &str| vec![h.to_owned()];
-        let find = |h: &str, port: &str, db: &str, user: &str| lookup(text, &hosts(h), port, db, user);
-        assert_eq!(find("db1.internal", "5432", "mydb", "alice").as_deref(), Some("first"));
-        assert_eq!(find("db1.internal", "5433", "mydb", "alice").as_deref(), Some("a:b\\c:d"));
+        let find =
+            |h: &str, port: &str, db: &str, user: &str| lookup(text, &hosts(h), port, db, user);
+        assert_eq!(
+            find("db1.internal", "5432", "mydb", "alice").as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            find("db1.internal", "5433", "mydb", "alice").as_deref(),
+            Some("a:b\\c:d")
+        );
         assert_eq!(find("db2", "5432", "x", "bob").as_deref(), Some("fallback"));
         assert_eq!(lookup("h:5432:d:u\n", &hosts("h"), "5432", "d", "u"), None);
-        assert_eq!(lookup("h\\:x:1:d:u:pw\n", &hosts("h:x"), "1", "d", "u").as_deref(), Some("pw"));
+        assert_eq!(
+            lookup("h\\:x:1:d:u:pw\n", &hosts("h:x"), "1", "d", "u").as_deref(),
+            Some("pw")
+        );
     }
 
     #[cfg(unix)]

@@ -27,8 +27,8 @@ pub mod shard_state;
 pub mod transfer;
 
 pub use backend::{default_max_conns, Backend, BackendHealth, PoolSettings};
-pub use conninfo::mask_url;
 pub use cells::{Cell, PartitionRead, WriteOutcome};
+pub use conninfo::mask_url;
 pub use error::{pg_cause, SqlState, StorageError};
 pub use transfer::{
     Checksum, CopyReport, DiffReport, Difference, SelfCheck, ShardState, ShardStats, Side,

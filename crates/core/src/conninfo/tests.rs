@@ -13,7 +13,10 @@ use super::*;
 #[test]
 fn every_form_is_masked() {
     let cases = [
-        ("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db"),
+        (
+            "postgres://u:secret@h:5432/db",
+            "postgres://u:***@h:5432/db",
+        ),
         ("postgres://u@h/db", "postgres://u@h/db"),
         ("postgresql://u:@h/db", "postgresql://u:***@h/db"),
         (
@@ -24,16 +27,31 @@ fn every_form_is_masked() {
             "postgres://u@h/db?sslmode=disable&PassWord=secret",
             "postgres://u@h/db?sslmode=disable&PassWord=***",
         ),
-        ("postgres://u@h/db?pass%77ord=secret", "postgres://u@h/db?pass%77ord=***"),
+        (
+            "postgres://u@h/db?pass%77ord=secret",
+            "postgres://u@h/db?pass%77ord=***",
+        ),
         // Not a URL tokio-postgres reads, but shown in messages: masked all the same.
-        ("postgres://u:secret@h:notaport/db", "postgres://u:***@h:notaport/db"),
+        (
+            "postgres://u:secret@h:notaport/db",
+            "postgres://u:***@h:notaport/db",
+        ),
         ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
         ("postgres://u:a/b?c@h/db", "postgres://u:***@h/db"),
         ("mysql://u:secret@h/db", "mysql://u:***@h/db"),
-        ("host=h password=secret user=u", "host=h password=*** user=u"),
-        ("host=h password = secret user=u", "host=h password = *** user=u"),
+        (
+            "host=h password=secret user=u",
+            "host=h password=*** user=u",
+        ),
+        (
+            "host=h password = secret user=u",
+            "host=h password = *** user=u",
+        ),
         ("host=h password='a b' user=u", "host=h password=*** user=u"),
-        (r"host=h password='a\' b' user=u", "host=h password=*** user=u"),
+        (
+            r"host=h password='a\' b' user=u",
+            "host=h password=*** user=u",
+        ),
         (r"host=h password=a\ b user=u", "host=h password=*** user=u"),
         ("password=secret", "password=***"),
         ("sslpassword=secret host=h", "sslpassword=*** host=h"),
@@ -42,7 +60,10 @@ fn every_form_is_masked() {
         ("host='h password=secret", "host='h password=***"),
         ("host=h password='unterminated", "host=h password=***"),
         // Not connection strings at all: left alone.
-        ("password authentication failed", "password authentication failed"),
+        (
+            "password authentication failed",
+            "password authentication failed",
+        ),
         ("", ""),
     ];
     for (given, want) in cases {
@@ -78,11 +99,11 @@ fn echoed_passwords_are_scrubbed() {
         scrub("FATAL: wrong password p@ss, p%40ss or other for u", url),
         "FATAL: wrong password ***, *** or *** for u"
     );
-    assert_eq!(scrub("no password here", "postgres://u@h/db"), "no password here");
     assert_eq!(
-        scrub("got 'a b'", "host=h password='a b'"),
-        "got ***"
+        scrub("no password here", "postgres://u@h/db"),
+        "no password here"
     );
+    assert_eq!(scrub("got 'a b'", "host=h password='a b'"), "got ***");
 }
 
 /// The password tokio-postgres reads from `s` (the generators must be right).

@@ -68,9 +68,15 @@ async fn try_add(
     let backend = mezzanine_storage::Backend::new(name, url, st.config.pool_settings())
         .map_err(|e| field(e.to_string()))?;
     let cluster = st.catalog.tag();
-    mezzanine_storage::schema::prepare_member(&backend, st.num_shards(), &[], false, cluster.as_ref())
-        .await
-        .map_err(|e| field(format!("the backend cannot be used: {e}")))?;
+    mezzanine_storage::schema::prepare_member(
+        &backend,
+        st.num_shards(),
+        &[],
+        false,
+        cluster.as_ref(),
+    )
+    .await
+    .map_err(|e| field(format!("the backend cannot be used: {e}")))?;
     st.catalog.add_backend(name, url, weight).await?;
     if let Err(e) = st.reload().await {
         tracing::warn!(error = %e, "backend added, but the map could not be reloaded yet");
