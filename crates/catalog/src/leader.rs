@@ -14,7 +14,6 @@
 //! backend refuses a change from a lower term than the one its shard's row holds
 //! (`mezzanine_storage::transfer`, `StorageError::Superseded`).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +66,7 @@ impl Dedicated {
     pub async fn connect(url: &str, timeout: Duration) -> Result<Dedicated, CatalogError> {
         use mezzanine_storage::keepalive;
         let lost = |m: String| CatalogError::Session(m);
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
+        let mut config = mezzanine_storage::conninfo::config(url).map_err(lost)?;
         config.connect_timeout(timeout);
         keepalive::apply(&mut config);
         let options = keepalive::with_server_options(config.get_options());

@@ -471,6 +471,13 @@ impl Catalog {
         Ok(version)
     }
 
+    /// Appends an audit entry for something that changed nothing (a refused or failed
+    /// `backend add`, say). `detail` must hold no secret: mask URLs first.
+    pub async fn record(&self, kind: &str, detail: &serde_json::Value) -> Result<(), CatalogError> {
+        let lease = self.lease().await?;
+        audit(&lease, &self.node, kind, detail).await
+    }
+
     /// The most recent audit entries, newest first: `(at, node, kind, detail)`.
     pub async fn audit(&self, limit: i64) -> Result<Vec<AuditEntry>, CatalogError> {
         let lease = self.lease().await?;

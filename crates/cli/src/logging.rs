@@ -8,6 +8,10 @@
 //! events of target `postgres` (a `WARNING` as a warn event), without source paths; every
 //! other `log` record passes through as `tracing-log` would pass it. `LOG_LEVEL=debug` (or
 //! `LOG_LEVEL=info,postgres=debug`) shows them.
+//!
+//! At debug, tokio-postgres also logs every statement it executes with its parameters: the
+//! bodies of client cells, and a backend's URL with its password (`backend add` records it in
+//! the catalog). Those records are never logged, whatever the level: [`withheld`].
 
 use std::io::IsTerminal;
 
@@ -18,6 +22,18 @@ use tracing_log::AsTrace;
 /// The `log` target under which tokio-postgres reports the notices its connections receive
 /// (at info, and nothing else at info).
 const NOTICE_TARGET: &str = "tokio_postgres::connection";
+
+/// The `log` target under which tokio-postgres logs each statement with its parameters.
+const PARAMETERS_TARGET: &str = "tokio_postgres::query";
+
+/// Whether a `log` record is never logged: tokio-postgres's statements with their parameters
+/// (by target, so that tokio-postgres does not even format them, and by their words, should a
+/// later version log them under another target).
+fn withheld(target: &str, message: Option<&str>) -> bool {
+    target == PARAMETERS_TARGET
+        || (target.starts_with("tokio_postgres")
+            && message.is_some_and(|m| m.contains("parameters")))
+}
 
 /// Sets up logging on stderr: JSON lines by default, human-readable with `text`; `level` is a
 /// level or a tracing filter (`info` when it does not parse). ANSI colours only when stderr
@@ -98,7 +114,7 @@ impl Bridge {
 
 impl log::Log for Bridge {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        if metadata.level() > log::max_level() {
+        if metadata.level() > log::max_level() || withheld(metadata.target(), None) {
             return false;
         }
         if Bridge::is_notice(metadata) {
@@ -108,8 +124,16 @@ impl log::Log for Bridge {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        // Only tokio-postgres's records are read here (the rest are formatted once, below).
+        let message = record
+            .target()
+            .starts_with("tokio_postgres")
+            .then(|| record.args().to_string());
+        if withheld(record.target(), message.as_deref()) {
+            return;
+        }
         if Bridge::is_notice(record.metadata()) {
-            notice(&record.args().to_string());
+            notice(message.as_deref().unwrap_or_default());
         } else {
             // Checks the subscriber's filter, as tracing-log's own LogTracer does.
             let _ = tracing_log::format_trace(record);
@@ -135,6 +159,21 @@ mod tests {
             Level::WARN
         );
         assert_eq!(notice_level("no severity"), Level::DEBUG);
+    }
+
+    #[test]
+    fn statements_with_parameters_are_withheld() {
+        assert!(withheld("tokio_postgres::query", None));
+        assert!(withheld(
+            "tokio_postgres::something_new",
+            Some("executing statement s1 with parameters: [\"postgres://u:pw@h/db\"]")
+        ));
+        assert!(!withheld("tokio_postgres::connection", Some("NOTICE: x")));
+        assert!(!withheld(
+            "tokio_postgres::prepare",
+            Some("preparing query s1: SELECT 1")
+        ));
+        assert!(!withheld("mezzanine_server", Some("parameters")));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! live-move state machine, the mover leader's terms, and duration parsing.
 
 pub mod cell;
+pub mod conninfo;
 pub mod copytime;
 pub mod duration;
 pub mod hash;
+pub mod hosts;
 pub mod moves;
 pub mod rebalance;
 pub mod shardmap;

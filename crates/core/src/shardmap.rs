@@ -47,6 +47,9 @@ pub enum MapError {
     DuplicateName { name: String },
     #[error("backend {name:?}: database_url is empty")]
     EmptyUrl { name: String },
+    /// A URL as `mezzanine shards export` prints it without `--with-secrets`.
+    #[error("backend {name:?}: the password in database_url is masked (***), as `mezzanine shards export` prints it: put the password back (`shards export --with-secrets` shows it), or leave it out of the URL and give it in a password file (PGPASSFILE, ~/.pgpass)")]
+    MaskedPassword { name: String },
     #[error("backend {name:?}: shard_start {start} is greater than shard_end {end}")]
     Inverted { name: String, start: i64, end: i64 },
     #[error("backend {name:?}: shard {shard} does not exist: the shards are 0-{max} (NUM_SHARDS is {num_shards})")]
@@ -149,6 +152,11 @@ impl ShardMap {
                     name: b.name.clone(),
                 });
             }
+            if crate::conninfo::has_masked_password(&b.database_url) {
+                return Err(MapError::MaskedPassword {
+                    name: b.name.clone(),
+                });
+            }
             // A backend may be listed once per range it owns (the export of a map whose
             // shards moved), always with the same URL.
             let index = match backends.iter().position(|o| o.name == b.name) {
@@ -205,6 +213,11 @@ impl ShardMap {
             }
             if b.database_url.trim().is_empty() {
                 return Err(MapError::EmptyUrl {
+                    name: b.name.clone(),
+                });
+            }
+            if crate::conninfo::has_masked_password(&b.database_url) {
+                return Err(MapError::MaskedPassword {
                     name: b.name.clone(),
                 });
             }
@@ -500,6 +513,14 @@ mod tests {
             map(vec![s], 64).unwrap_err(),
             MapError::EmptyUrl { .. }
         ));
+        // A masked export fed back says so, rather than failing to connect with `***`.
+        for masked in ["postgres://u:***@h/db1", "host=h password=*** dbname=db1"] {
+            let mut s = spec("db1", 0, 63);
+            s.database_url = masked.into();
+            let e = map(vec![s], 64).unwrap_err();
+            assert!(matches!(e, MapError::MaskedPassword { .. }), "{masked}");
+            assert!(e.to_string().contains("--with-secrets"), "{e}");
+        }
         assert!(matches!(map(vec![], 64).unwrap_err(), MapError::NoBackends));
         assert!(matches!(
             map(vec![spec("db1", -1, 63)], 64).unwrap_err(),

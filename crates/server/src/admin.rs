@@ -1,6 +1,7 @@
 //! The admin API (`/admin/v1`, DESIGN §8): the map, backends, moves, verification, reload and
 //! status. Every node serves it; changes go to the catalog, and the mover's leader carries
-//! out moves. Passwords in database URLs are never shown.
+//! out moves. Passwords in database URLs are never shown, except by
+//! `shards/export?with_secrets=true` (audited).
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::api::{path_problem, read_json};
 use crate::problem::Problem;
 use crate::AppState;
 
+pub mod backends;
 pub mod rebalance;
 pub mod verify;
 
@@ -101,10 +103,20 @@ async fn shards(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
     .into_response())
 }
 
-/// `GET /admin/v1/shards/export`: the catalog's map in `shards.json` form.
-async fn export(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
+/// `GET /admin/v1/shards/export[?with_secrets=true]`: the catalog's map in `shards.json`
+/// form, its passwords masked unless asked for (which is audited).
+async fn export(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Problem> {
+    let with_secrets = backends::with_secrets(q.as_deref())?;
+    if with_secrets {
+        st.catalog
+            .record("shards_export_with_secrets", &json!({}))
+            .await?;
+    }
     let snap = st.catalog.load().await?;
-    Ok(Json(snap.map.to_file()).into_response())
+    Ok(Json(backends::export_file(&snap.map, with_secrets)).into_response())
 }
 
 #[derive(Serialize)]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mezzanine_core::duration::parse_duration;
+use mezzanine_core::hosts::HostsAllowed;
 use mezzanine_storage::PoolSettings;
 
 fn copy_share(s: &str) -> Result<f64, String> {
@@ -35,6 +36,11 @@ fn host_port(s: &str) -> Result<String, String> {
         }
     }
     Ok(s.trim().to_owned())
+}
+
+fn hosts_allowed(s: &str) -> Result<HostsAllowed, String> {
+    s.parse()
+        .map_err(|e: mezzanine_core::hosts::HostsError| e.to_string())
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -121,6 +127,14 @@ pub struct ServeConfig {
     /// new cluster, the schema `mezzanine` in the first backend of shards.json.
     #[arg(long, env = "CATALOG_URL")]
     pub catalog_url: Option<String>,
+    /// The hosts `backend add` may make nodes connect to, separated by commas: host names
+    /// (`db1.internal`, `*.db.internal`; never resolved), addresses and networks (`10.0.0.7`,
+    /// `10.0.0.0/8`, `fd00::/8`), `*` (any host), socket directories (`/run/postgresql`),
+    /// each with an optional `:PORT` (`[fd00::/8]:5432`). Default: any host but link-local
+    /// and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254), which only an
+    /// entry of their own allows.
+    #[arg(long, env = "BACKEND_HOSTS_ALLOWED", value_parser = hosts_allowed)]
+    pub backend_hosts_allowed: Option<HostsAllowed>,
     /// Whether this node may lead the mover (`--no-mover` or MOVER_ENABLED=false: it serves
     /// traffic but never runs moves).
     #[arg(long, env = "MOVER_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]

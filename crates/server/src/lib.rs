@@ -211,42 +211,13 @@ impl AppState {
         tracing::info!(map_version = version, "shard map reloaded");
     }
 
-    /// Registers an empty backend: checks that it can be reached and used (mezzanine's
-    /// metadata is prepared there, and a backend laid out for another `NUM_SHARDS` is
-    /// refused), then records it in the catalog and reloads the map.
+    /// Registers an empty backend: checks its URL and host before any connection
+    /// (`BACKEND_HOSTS_ALLOWED`), then that it can be reached and used (mezzanine's metadata
+    /// is prepared there, and a backend laid out for another `NUM_SHARDS` is refused), then
+    /// records it in the catalog and reloads the map. A failed attempt is audited
+    /// (`admin::backends`).
     pub async fn add_backend(&self, name: &str, url: &str, weight: f64) -> Result<(), Problem> {
-        use mezzanine_core::FieldError;
-        use serde_json::Value;
-        let masked = Value::String(mezzanine_storage::mask_url(url));
-        if !mezzanine_core::shardmap::valid_backend_name(name) {
-            return Err(Problem::field(FieldError::new(
-                "body.name",
-                "must be 1 to 63 characters of letters, digits, '_', '-' or '.'",
-                Some(Value::String(name.to_owned())),
-            )));
-        }
-        let backend = Backend::new(name, url, self.config.pool_settings()).map_err(|e| {
-            Problem::field(FieldError::new(
-                "body.url",
-                e.to_string(),
-                Some(masked.clone()),
-            ))
-        })?;
-        let cluster = self.catalog.tag();
-        prepare_member(&backend, self.num_shards(), &[], false, cluster.as_ref())
-            .await
-            .map_err(|e| {
-                Problem::field(FieldError::new(
-                    "body.url",
-                    format!("the backend cannot be used: {e}"),
-                    Some(masked.clone()),
-                ))
-            })?;
-        self.catalog.add_backend(name, url, weight).await?;
-        if let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "backend added, but the map could not be reloaded yet");
-        }
-        Ok(())
+        admin::backends::add(self, name, url, weight).await
     }
 
     /// Refuses (409) to `what` (`remove`, `drain`) backend `name` when its database holds the

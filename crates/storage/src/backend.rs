@@ -14,7 +14,6 @@
 //! opened) are the warmest, and lets spare ones age out when idle.
 
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -119,60 +118,6 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// A database URL with its password replaced by `***`, safe to print: the password of the
-/// user info, a `password=` query parameter, and the user info of a URL that does not parse
-/// (a bad port, say: such URLs are echoed in error messages).
-pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query_pairs()
-                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
-            {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k.eq_ignore_ascii_case("password") {
-                            "***".to_owned()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
-        Err(_) if url.contains("://") => {
-            let (scheme, rest) = url.split_at(url.find("://").unwrap_or(0) + 3);
-            let rest = match rest.rfind('@') {
-                Some(at) => format!("***{}", &rest[at..]),
-                None => rest.to_owned(),
-            };
-            let masked = format!("{scheme}{rest}");
-            match masked.to_ascii_lowercase().find("password=") {
-                Some(i) => format!("{}password=***", &masked[..i]),
-                None => masked,
-            }
-        }
-        // key=value connection strings: mask the value after `password=`.
-        Err(_) => url
-            .split_whitespace()
-            .map(|kv| {
-                if kv.to_ascii_lowercase().starts_with("password=") {
-                    "password=***"
-                } else {
-                    kv
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-    }
-}
-
 /// `host:port` of a connection configuration's first host, as a user would write it.
 fn first_addr(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -207,8 +152,7 @@ impl Backend {
             backend: label.to_owned(),
             message,
         };
-        let mut config = tokio_postgres::Config::from_str(database_url)
-            .map_err(|e| bad(crate::error::pg_cause(&e)))?;
+        let mut config = crate::conninfo::config(database_url).map_err(bad)?;
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(bad(
                 "sslmode=require: this version connects to PostgreSQL without TLS; use \
@@ -256,7 +200,7 @@ impl Backend {
             name: name.to_owned(),
             label: label.to_owned(),
             addr,
-            masked_url: mask_url(database_url),
+            masked_url: crate::conninfo::mask_url(database_url),
             pool,
             settings,
             epoch: Instant::now(),
@@ -756,36 +700,5 @@ impl Drop for Lease<'_> {
                 drop(Object::take(obj));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            mask_url("host=h password=secret user=u"),
-            "host=h password=*** user=u"
-        );
-        assert_eq!(
-            mask_url("postgres://u@h/db?password=secret&sslmode=disable"),
-            "postgres://u@h/db?password=***&sslmode=disable"
-        );
-        // URLs that do not parse are echoed in error messages: no password either.
-        assert_eq!(
-            mask_url("postgres://u:secret@h:notaport/db"),
-            "postgres://***@h:notaport/db"
-        );
-        assert_eq!(
-            mask_url("postgres://h:notaport/db?password=secret&x=1"),
-            "postgres://h:notaport/db?password=***"
-        );
     }
 }

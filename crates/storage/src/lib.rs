@@ -9,6 +9,8 @@
 //!   the connections of a healthy one.
 //! - [`cells`]: the statements that write and read cells of one shard, including the shard
 //!   lock that makes the change stream ordered (invariant I1).
+//! - [`conninfo`]: connection strings: every password masked in one place, the password file,
+//!   and the checks of a backend's URL before any connection.
 //! - [`keepalive`]: TCP keepalives and user timeouts on every connection, both sides, so a
 //!   silent partition is noticed within seconds.
 //! - [`shard_state`]: the state of a shard on one backend, which the fence checks.
@@ -17,14 +19,16 @@
 
 pub mod backend;
 pub mod cells;
+pub mod conninfo;
 pub mod error;
 pub mod keepalive;
 pub mod schema;
 pub mod shard_state;
 pub mod transfer;
 
-pub use backend::{default_max_conns, mask_url, Backend, BackendHealth, PoolSettings};
+pub use backend::{default_max_conns, Backend, BackendHealth, PoolSettings};
 pub use cells::{Cell, PartitionRead, WriteOutcome};
+pub use conninfo::mask_url;
 pub use error::{pg_cause, SqlState, StorageError};
 pub use transfer::{
     Checksum, CopyReport, DiffReport, Difference, SelfCheck, ShardState, ShardStats, Side,

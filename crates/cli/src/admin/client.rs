@@ -84,6 +84,8 @@ impl Answer {
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    /// Query parameters of every request (`with_secrets=true`).
+    query: Vec<(&'static str, &'static str)>,
 }
 
 impl Client {
@@ -104,7 +106,17 @@ impl Client {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            query: Vec::new(),
+        })
+    }
+
+    /// The same client, adding `key=value` to the query of its requests.
+    pub fn with_query(mut self, key: &'static str, value: &'static str) -> Self {
+        self.query.push((key, value));
+        self
     }
 
     /// The URL of `segments` under the admin API (`/admin/v1/...`), each segment encoded.
@@ -114,6 +126,9 @@ impl Client {
         url.set_fragment(None);
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(["admin", "v1"]).extend(segments);
+        }
+        if !self.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&self.query);
         }
         url
     }

@@ -94,8 +94,13 @@ pub struct ShardsArgs {
 
 #[derive(clap::Subcommand)]
 enum ShardsCommand {
-    /// Print the current map in shards.json form (always JSON).
-    Export,
+    /// Print the current map in shards.json form (always JSON), passwords masked (`***`).
+    Export {
+        /// Show the passwords of the database URLs (audited). A masked export cannot be used
+        /// as shards.json: a node refuses it, saying so.
+        #[arg(long)]
+        with_secrets: bool,
+    },
 }
 
 /// `mezzanine backend ...`.
@@ -341,7 +346,14 @@ async fn shards(args: ShardsArgs) -> anyhow::Result<()> {
             let answer = c.get(&["shards"]).await?;
             show::<ShardMap>(args.conn.json, &answer, render::shard_map)
         }
-        Some(ShardsCommand::Export) => print_json(&c.get(&["shards", "export"]).await?),
+        Some(ShardsCommand::Export { with_secrets }) => {
+            let c = if with_secrets {
+                c.with_query("with_secrets", "true")
+            } else {
+                c
+            };
+            print_json(&c.get(&["shards", "export"]).await?)
+        }
     }
 }
 
