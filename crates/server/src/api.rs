@@ -44,22 +44,31 @@ pub struct CellResponse {
     created_at: DateTime<Utc>,
 }
 
-/// A cell to write.
+/// A cell to write. Unknown properties are refused (422), as are bodies PostgreSQL's JSONB
+/// cannot store: a NUL character (`\u0000`) in a string or key, a number outside
+/// PostgreSQL's `numeric` range (at most 131072 digits before the decimal point and 16383
+/// after, once written out: `1e131072` and `1e-16384` are refused), or a body longer than
+/// `MAX_BODY_BYTES` once its numbers are written out in full.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct WriteCellBody {
+    /// A URL to the JSON Schema for this object (ignored).
+    #[serde(rename = "$schema")]
+    #[schema(format = "uri", read_only)]
+    schema: Option<String>,
     /// Row key UUID.
     #[schema(format = "uuid")]
     row_key: String,
-    /// Column name, 1 to 255 bytes of UTF-8.
-    #[schema(min_length = 1, max_length = 255)]
+    /// Column name: 1 to 255 bytes of UTF-8 (so fewer than 255 characters when they are not
+    /// ASCII), without NUL.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
     column_name: String,
     /// Version.
     ref_key: i64,
-    /// Any JSON value.
+    /// Any JSON value (see above for what PostgreSQL cannot store).
     body: Value,
 }
-
 /// The latest cell of each column of a row.
 #[derive(Serialize, ToSchema)]
 pub struct RowResponse {
@@ -69,10 +78,17 @@ pub struct RowResponse {
     pub cells: Vec<Cell>,
 }
 
-/// Up to 1000 cells to write.
+/// 1 to 1000 cells to write. Unknown properties are refused (422).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct BatchWriteBody {
+    /// A URL to the JSON Schema for this object (ignored).
+    #[serde(rename = "$schema")]
+    #[schema(format = "uri", read_only)]
+    schema: Option<String>,
+    /// The cells; each is validated on its own and refused in its own result.
+    #[schema(min_items = 1, max_items = 1000)]
     cells: Vec<WriteCellBody>,
 }
 
@@ -226,6 +242,9 @@ fn conflict(stored: &Cell) -> Problem {
         (status = 201, description = "Stored", body = CellResponse),
         (status = 200, description = "The identical cell was stored before (idempotent retry)", body = CellResponse),
         (status = 409, description = "Another body is stored at these coordinates", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The request body is larger than MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid; each fault is named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The shard's backend is unavailable, or the server's limits are reached: retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn write_cell(
@@ -303,6 +322,9 @@ fn refused_data(e: &StorageError, location: &str) -> Problem {
     request_body(content = BatchWriteBody, content_type = "application/json"),
     responses(
         (status = 200, description = "One result per input cell", body = BatchWriteResponse),
+        (status = 413, description = "The request body is larger than MAX_BODY_BYTES, or its cells' bodies are once stored", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The batch's shape is invalid (a cell's own faults are in its result)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server's limits are reached: retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn write_batch(
@@ -568,7 +590,7 @@ fn path_key(row_key: &str, column_name: &str) -> Result<(uuid::Uuid, String), Pr
 /// Read one exact version of a cell.
 #[utoipa::path(get, path = "/v1/cells/{row_key}/{column_name}/{ref_key}", tag = "cells", operation_id = "get-cell",
     params(("row_key" = String, Path, description = "Row key UUID", format = "uuid"),
-           ("column_name" = String, Path, description = "Column name"),
+           ("column_name" = String, Path, description = "Column name (1 to 255 bytes of UTF-8)", min_length = 1, max_length = 255),
            ("ref_key" = i64, Path, description = "Reference key version")),
     responses((status = 200, description = "The cell", body = CellResponse),
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
@@ -612,7 +634,7 @@ pub async fn get_cell(
 /// Read the latest version of a column.
 #[utoipa::path(get, path = "/v1/cells/{row_key}/{column_name}", tag = "cells", operation_id = "get-cell-latest",
     params(("row_key" = String, Path, description = "Row key UUID", format = "uuid"),
-           ("column_name" = String, Path, description = "Column name")),
+           ("column_name" = String, Path, description = "Column name (1 to 255 bytes of UTF-8)", min_length = 1, max_length = 255)),
     responses((status = 200, description = "The cell with the highest ref_key", body = CellResponse),
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_latest(
@@ -755,8 +777,8 @@ pub fn parse_partition_query(
 /// Read a shard's cells in order: read_type 2 by added_id (greater than `added_id`), read_type
 /// 1 by created_at (after `created_after`). `limit` ≤ 0 means 100; above 1000 means 1000.
 #[utoipa::path(get, path = "/v1/cells/partitionRead", tag = "cells", operation_id = "partition-read",
-    params(("partition_number" = i64, Query, description = "Partition (shard) number"),
-           ("read_type" = i64, Query, description = "1 = by created_at, 2 = by added_id"),
+    params(("partition_number" = i64, Query, description = "Partition (shard) number, from 0 to the number of shards less one", minimum = 0),
+           ("read_type" = i64, Query, description = "1 = by created_at, 2 = by added_id", minimum = 1, maximum = 2),
            ("created_after" = Option<String>, Query, description = "Cells created after this RFC 3339 time", format = "date-time"),
            ("added_id" = Option<i64>, Query, description = "Cells with a greater added_id"),
            ("limit" = Option<i64>, Query, description = "Most cells to return (default 100, at most 1000)")),
