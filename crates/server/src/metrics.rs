@@ -102,3 +102,11 @@ impl Track {
             .record(elapsed);
     }
 }
+
+/// Counts an answer given outside the application (a request whose head hyper could not
+/// read, or a connection beyond `MAX_CONNECTIONS`): route and method `other`.
+pub fn count_unread(status: StatusCode) {
+    let status = metrics::SharedString::from(status.as_u16().to_string());
+    metrics::counter!("http_requests_total", "route" => OTHER, "method" => OTHER, "status" => status)
+        .increment(1);
+}
