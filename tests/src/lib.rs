@@ -20,6 +20,7 @@ use mezzanine_server::{http, AppState, ServeConfig, Server, StartError};
 
 pub mod logs;
 pub mod proxy;
+pub mod raw;
 
 static SHARED: OnceLock<Vec<PgServer>> = OnceLock::new();
 static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -149,11 +150,7 @@ impl TestServer {
         // On the configured interface (the loopback by default; 0.0.0.0 for tests of what a
         // node listening everywhere reports), an ephemeral port.
         let host = config.host.clone();
-        let (read, idle, write) = (
-            config.http_read_timeout,
-            config.http_idle_timeout,
-            config.http_write_timeout,
-        );
+        let limits = mezzanine_server::conn::Limits::of(&config);
         let server = Server::start_with_map(config, map).await?;
         let listener = match tokio::net::TcpListener::bind((host.as_str(), 0)).await {
             Ok(l) => l,
@@ -173,7 +170,7 @@ impl TestServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server.router();
         let task = tokio::spawn(async move {
-            let _ = http::serve(listener, app, read, idle, write, async {
+            let _ = http::serve(listener, app, limits, async {
                 let _ = rx.await;
             })
             .await;

@@ -85,11 +85,7 @@ pub async fn run_server_with_spares(
         num_shards = config.num_shards,
         "starting"
     );
-    let (read, idle, write) = (
-        config.http_read_timeout,
-        config.http_idle_timeout,
-        config.http_write_timeout,
-    );
+    let limits = mezzanine_server::conn::Limits::of(&config);
     // The port first: a port in use is reported before any backend is touched.
     let listener = match listener {
         Some(l) => {
@@ -124,7 +120,7 @@ pub async fn run_server_with_spares(
         .unwrap_or_else(|_| addr.clone());
     server.serving_on(&local);
     tracing::info!(addr = %addr, startup_ms = server.startup.as_millis() as u64, "serving");
-    http::serve(listener, server.router(), read, idle, write, stop).await?;
+    http::serve(listener, server.router(), limits, stop).await?;
     server.state.stop_background();
     tracing::info!("stopped");
     Ok(())

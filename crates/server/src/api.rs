@@ -11,9 +11,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
+use mezzanine_core::cell::{check_column_name, check_schema_url, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
 use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
+use mezzanine_storage::StorageError;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -43,22 +44,31 @@ pub struct CellResponse {
     created_at: DateTime<Utc>,
 }
 
-/// A cell to write.
+/// A cell to write. Unknown properties are refused (422), as are bodies PostgreSQL's JSONB
+/// cannot store: a NUL character (`\u0000`) in a string or key, a number outside
+/// PostgreSQL's `numeric` range (at most 131072 digits before the decimal point and 16383
+/// after, once written out: `1e131072` and `1e-16384` are refused), or a body longer than
+/// `MAX_BODY_BYTES` once its numbers are written out in full.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct WriteCellBody {
+    /// A URL to the JSON Schema for this object (ignored).
+    #[serde(rename = "$schema")]
+    #[schema(format = "uri", read_only)]
+    schema: Option<String>,
     /// Row key UUID.
     #[schema(format = "uuid")]
     row_key: String,
-    /// Column name, 1 to 255 bytes of UTF-8.
-    #[schema(min_length = 1, max_length = 255)]
+    /// Column name: 1 to 255 bytes of UTF-8 (so fewer than 255 characters when they are not
+    /// ASCII), without NUL.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
     column_name: String,
     /// Version.
     ref_key: i64,
-    /// Any JSON value.
+    /// Any JSON value (see above for what PostgreSQL cannot store).
     body: Value,
 }
-
 /// The latest cell of each column of a row.
 #[derive(Serialize, ToSchema)]
 pub struct RowResponse {
@@ -68,10 +78,17 @@ pub struct RowResponse {
     pub cells: Vec<Cell>,
 }
 
-/// Up to 1000 cells to write.
+/// 1 to 1000 cells to write. Unknown properties are refused (422).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct BatchWriteBody {
+    /// A URL to the JSON Schema for this object (ignored).
+    #[serde(rename = "$schema")]
+    #[schema(format = "uri", read_only)]
+    schema: Option<String>,
+    /// The cells; each is validated on its own and refused in its own result.
+    #[schema(min_items = 1, max_items = 1000)]
     cells: Vec<WriteCellBody>,
 }
 
@@ -225,6 +242,9 @@ fn conflict(stored: &Cell) -> Problem {
         (status = 201, description = "Stored", body = CellResponse),
         (status = 200, description = "The identical cell was stored before (idempotent retry)", body = CellResponse),
         (status = 409, description = "Another body is stored at these coordinates", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The request body is larger than MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid; each fault is named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The shard's backend is unavailable, or the server's limits are reached: retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn write_cell(
@@ -234,15 +254,21 @@ pub async fn write_cell(
 ) -> Result<Response, Problem> {
     // What the request weighs while it is held (`MOVE_HOLD_MAX_BYTES`).
     let size = body.as_ref().map_or(0, |b| b.len());
-    let v = read_json(&headers, body, st.config.max_body_bytes)?;
-    let cell = NewCell::from_json(v, "body").map_err(Problem::invalid)?;
+    let limit = st.config.max_body_bytes;
+    let v = read_json(&headers, body, limit)?;
+    let cell = NewCell::from_json(v, "body", limit as u64)
+        .map_err(Problem::invalid)?
+        .cell;
     let shard = shard_for_row_key(&cell.key.row_key, st.num_shards());
+    // A body PostgreSQL refuses as data comes back as the operation's value, not as an error
+    // of the backend: it is the client's fault, not a reason to retry elsewhere.
     let outcome = st
         .on_shard_sized(shard, size, |b| {
             let cell = &cell;
-            async move { cells::write_cells(&b, shard, &[cell]).await }
+            async move { data_refusal(cells::write_cells(&b, shard, &[cell]).await) }
         })
         .await?
+        .map_err(|e| refused_data(&e, "body"))?
         .pop();
     metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string()).increment(1);
     match outcome {
@@ -253,14 +279,40 @@ pub async fn write_cell(
     }
 }
 
-/// Gives every cell of a group the same problem.
-fn fill_error(results: &mut [Option<BatchResult>], group: &[(usize, &NewCell)], p: &Problem) {
-    for (i, _) in group {
-        results[*i] = Some(BatchResult {
-            status: p.status,
-            cell: None,
-            error: Some(p.clone()),
-        });
+/// Whether PostgreSQL refused a write for its data (SQLSTATE class 22, data exception: a
+/// value it cannot read or convert; class 54, program limit exceeded): the client's fault.
+/// Validation ([`NewCell::from_json`]) refuses what is known to fail (numbers outside
+/// `numeric`'s range, NUL characters); this catches the rest, such as a character the
+/// database's encoding cannot hold.
+fn is_data_error(e: &StorageError) -> bool {
+    match e {
+        StorageError::Database { code: Some(c), .. } => {
+            c.code().starts_with("22") || c.code().starts_with("54")
+        }
+        _ => false,
+    }
+}
+
+/// Moves a data refusal ([`is_data_error`]) from the error into the value.
+fn data_refusal<T>(r: Result<T, StorageError>) -> Result<Result<T, StorageError>, StorageError> {
+    match r {
+        Err(e) if is_data_error(&e) => Ok(Err(e)),
+        other => other.map(Ok),
+    }
+}
+
+/// 422 for a cell (at `location`) whose data PostgreSQL refused, in PostgreSQL's words (they
+/// are about the value, never about the backend); anything else as usual.
+fn refused_data(e: &StorageError, location: &str) -> Problem {
+    match e {
+        StorageError::Database { message, .. } if is_data_error(e) => {
+            Problem::field(FieldError::new(
+                location,
+                format!("cannot be stored by PostgreSQL: {message}"),
+                None,
+            ))
+        }
+        _ => Problem::from(e.clone()),
     }
 }
 
@@ -270,6 +322,9 @@ fn fill_error(results: &mut [Option<BatchResult>], group: &[(usize, &NewCell)], 
     request_body(content = BatchWriteBody, content_type = "application/json"),
     responses(
         (status = 200, description = "One result per input cell", body = BatchWriteResponse),
+        (status = 413, description = "The request body is larger than MAX_BODY_BYTES, or its cells' bodies are once stored", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The batch's shape is invalid (a cell's own faults are in its result)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The server's limits are reached: retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn write_batch(
@@ -297,6 +352,9 @@ pub async fn write_batch(
             None,
         )));
     }
+    if let Some(v) = obj.get("$schema") {
+        check_schema_url(v, "body.$schema").map_err(Problem::field)?;
+    }
     let items = match obj.remove("cells") {
         None => {
             return Err(Problem::field(FieldError::new(
@@ -322,13 +380,16 @@ pub async fn write_batch(
         )));
     }
 
+    let limit = st.config.max_body_bytes as u64;
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
     let mut parsed: Vec<(usize, NewCell)> = Vec::with_capacity(items.len());
+    let mut stored_bytes: u64 = 0;
     // Each cell's JSON is consumed as it is parsed: its body moves into the cell.
     for (i, item) in items.into_iter().enumerate() {
-        match NewCell::from_json(item, &format!("body.cells[{i}]")) {
+        match NewCell::from_json(item, &format!("body.cells[{i}]"), limit) {
             Ok(c) => {
-                parsed.push((i, c));
+                stored_bytes = stored_bytes.saturating_add(c.stored_bytes);
+                parsed.push((i, c.cell));
                 results.push(None);
             }
             Err(errors) => results.push(Some(BatchResult {
@@ -337,6 +398,24 @@ pub async fn write_batch(
                 error: Some(Problem::invalid(errors)),
             })),
         }
+    }
+    // What the batch stores is bounded like what it sends: a few bytes of exponents must not
+    // become hundreds of megabytes of digits.
+    if stored_bytes > limit {
+        let mut p = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the batch's bodies are {stored_bytes} bytes once stored (their numbers written \
+                 out in full, as PostgreSQL stores them), above the limit of {limit} bytes \
+                 (MAX_BODY_BYTES); send fewer cells per batch"
+            ),
+        );
+        p.errors.push(FieldError::new(
+            "body.cells",
+            format!("must be at most {limit} bytes once stored (got {stored_bytes})"),
+            None,
+        ));
+        return Err(p);
     }
     // By shard, then by backend: a backend's shard groups go out together on one connection,
     // in one transaction, in ascending shard order. Cells of shards that a backend says it
@@ -352,28 +431,11 @@ pub async fn write_batch(
         let work = plan.into_iter().map(|(b, groups)| {
             let topo = &topo;
             async move {
-                let outcomes: Vec<Result<Vec<WriteOutcome>, GroupError>> = match topo.backend_at(b)
-                {
-                    Ok(backend) => {
-                        let inputs: Vec<(u32, Vec<&NewCell>)> = groups
-                            .iter()
-                            .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
-                            .collect();
-                        cells::write_shard_groups(backend, &inputs)
-                            .await
-                            .into_iter()
-                            .zip(&groups)
-                            .map(|(r, (shard, _))| {
-                                r.map_err(|e| match crate::moved_away(&e, *shard) {
-                                    Some(why) => GroupError::Moved(why),
-                                    None => GroupError::Failed(Problem::from(e)),
-                                })
-                            })
-                            .collect()
-                    }
+                let outcomes = match topo.backend_at(b) {
+                    Ok(backend) => write_backend(backend, &groups).await,
                     Err(p) => groups
                         .iter()
-                        .map(|_| Err(GroupError::Failed(p.clone())))
+                        .map(|(_, g)| g.iter().map(|_| CellResult::Failed(p.clone())).collect())
                         .collect(),
                 };
                 (groups, outcomes)
@@ -382,43 +444,49 @@ pub async fn write_batch(
         let mut moved: Vec<(usize, &NewCell)> = Vec::new();
         let mut last_moved: Option<String> = None;
         for (groups, outcomes) in futures::future::join_all(work).await {
-            for ((shard, group), outcome) in groups.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(outcomes) => {
-                        metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
-                            .increment(group.len() as u64);
-                        for ((i, _), o) in group.iter().zip(outcomes) {
-                            results[*i] = Some(match o {
-                                WriteOutcome::Created(c) => BatchResult {
-                                    status: 201,
-                                    cell: Some(c),
-                                    error: None,
-                                },
-                                WriteOutcome::Existing(c) => BatchResult {
-                                    status: 200,
-                                    cell: Some(c),
-                                    error: None,
-                                },
-                                WriteOutcome::Conflict(c) => BatchResult {
-                                    status: 409,
-                                    error: Some(conflict(&c)),
-                                    cell: None,
-                                },
-                            });
+            for ((shard, group), outcomes) in groups.into_iter().zip(outcomes) {
+                let mut written = 0u64;
+                for ((i, c), o) in group.into_iter().zip(outcomes) {
+                    written += u64::from(matches!(o, CellResult::Done(_)));
+                    let done = |status: u16, cell: Cell| BatchResult {
+                        status,
+                        cell: Some(cell),
+                        error: None,
+                    };
+                    let failed = |p: Problem| BatchResult {
+                        status: p.status,
+                        cell: None,
+                        error: Some(p),
+                    };
+                    results[i] = Some(match o {
+                        CellResult::Done(WriteOutcome::Created(c)) => done(201, c),
+                        CellResult::Done(WriteOutcome::Existing(c)) => done(200, c),
+                        CellResult::Done(WriteOutcome::Conflict(c)) => failed(conflict(&c)),
+                        CellResult::Refused(e) => {
+                            failed(refused_data(&e, &format!("body.cells[{i}]")))
                         }
-                    }
-                    Err(GroupError::Moved(e)) => {
-                        moved.extend(group);
-                        last_moved = Some(e);
-                    }
-                    Err(GroupError::Failed(p)) => fill_error(&mut results, &group, &p),
+                        CellResult::Failed(p) => failed(p),
+                        CellResult::Moved(why) => {
+                            moved.push((i, c));
+                            last_moved = Some(why);
+                            continue;
+                        }
+                    });
                 }
+                metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string())
+                    .increment(written);
             }
         }
         drop(topo);
         if let Some(e) = last_moved {
             if let Err(p) = st.wait_out_move(&mut hold, version, &e, size).await {
-                fill_error(&mut results, &moved, &p);
+                for (i, _) in &moved {
+                    results[*i] = Some(BatchResult {
+                        status: p.status,
+                        cell: None,
+                        error: Some(p.clone()),
+                    });
+                }
                 break;
             }
         }
@@ -438,12 +506,71 @@ pub async fn write_batch(
     Ok(Json(BatchWriteResponse { results }).into_response())
 }
 
-/// Why a batch's shard group was not written: its backend no longer serves the shard (the
-/// group is held and retried at the new place; why, in a client's words), or anything else
-/// (reported in its slots).
-enum GroupError {
+/// What became of one cell of a batch.
+enum CellResult {
+    /// Written (or found written).
+    Done(WriteOutcome),
+    /// PostgreSQL refused its data ([`is_data_error`]): a 422 for this cell alone.
+    Refused(StorageError),
+    /// Its backend no longer serves its shard: held and retried at the new place (why, in a
+    /// client's words).
     Moved(String),
+    /// Anything else, reported in its slot.
     Failed(Problem),
+}
+
+/// Writes one backend's shard groups of a batch (one transaction, [`cells::write_shard_groups`])
+/// and returns one result per cell, group by group. If PostgreSQL refused some cell's data,
+/// the transaction wrote nothing; then every cell is written alone, so that the refused ones
+/// get their own 422 and every other is stored whatever its neighbours.
+async fn write_backend(
+    backend: &mezzanine_storage::Backend,
+    groups: &[(u32, Vec<(usize, &NewCell)>)],
+) -> Vec<Vec<CellResult>> {
+    let inputs: Vec<(u32, Vec<&NewCell>)> = groups
+        .iter()
+        .map(|(s, g)| (*s, g.iter().map(|(_, c)| *c).collect()))
+        .collect();
+    let results = cells::write_shard_groups(backend, &inputs).await;
+    let cells_in = inputs.iter().map(|(_, g)| g.len()).sum::<usize>();
+    let refused = results.iter().any(|r| r.as_ref().is_err_and(is_data_error));
+    if refused && cells_in > 1 {
+        let mut out = Vec::with_capacity(inputs.len());
+        for (shard, group) in &inputs {
+            let mut per_cell = Vec::with_capacity(group.len());
+            for cell in group {
+                let r = cells::write_cells(backend, *shard, &[*cell]).await;
+                per_cell.push(match r.map(|mut o| o.pop()) {
+                    Ok(Some(o)) => CellResult::Done(o),
+                    Ok(None) => CellResult::Failed(Problem::internal("a write got no result")),
+                    Err(e) => cell_error(e, *shard),
+                });
+            }
+            out.push(per_cell);
+        }
+        return out;
+    }
+    results
+        .into_iter()
+        .zip(&inputs)
+        .map(|(r, (shard, group))| match r {
+            Ok(outcomes) => outcomes.into_iter().map(CellResult::Done).collect(),
+            Err(e) => group
+                .iter()
+                .map(|_| cell_error(e.clone(), *shard))
+                .collect(),
+        })
+        .collect()
+}
+
+fn cell_error(e: StorageError, shard: u32) -> CellResult {
+    if is_data_error(&e) {
+        return CellResult::Refused(e);
+    }
+    match crate::moved_away(&e, shard) {
+        Some(why) => CellResult::Moved(why),
+        None => CellResult::Failed(Problem::from(e)),
+    }
 }
 
 fn path_key(row_key: &str, column_name: &str) -> Result<(uuid::Uuid, String), Problem> {
@@ -463,7 +590,7 @@ fn path_key(row_key: &str, column_name: &str) -> Result<(uuid::Uuid, String), Pr
 /// Read one exact version of a cell.
 #[utoipa::path(get, path = "/v1/cells/{row_key}/{column_name}/{ref_key}", tag = "cells", operation_id = "get-cell",
     params(("row_key" = String, Path, description = "Row key UUID", format = "uuid"),
-           ("column_name" = String, Path, description = "Column name"),
+           ("column_name" = String, Path, description = "Column name (1 to 255 bytes of UTF-8)", min_length = 1, max_length = 255),
            ("ref_key" = i64, Path, description = "Reference key version")),
     responses((status = 200, description = "The cell", body = CellResponse),
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
@@ -507,7 +634,7 @@ pub async fn get_cell(
 /// Read the latest version of a column.
 #[utoipa::path(get, path = "/v1/cells/{row_key}/{column_name}", tag = "cells", operation_id = "get-cell-latest",
     params(("row_key" = String, Path, description = "Row key UUID", format = "uuid"),
-           ("column_name" = String, Path, description = "Column name")),
+           ("column_name" = String, Path, description = "Column name (1 to 255 bytes of UTF-8)", min_length = 1, max_length = 255)),
     responses((status = 200, description = "The cell with the highest ref_key", body = CellResponse),
               (status = "default", description = "Error", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_latest(
@@ -650,8 +777,8 @@ pub fn parse_partition_query(
 /// Read a shard's cells in order: read_type 2 by added_id (greater than `added_id`), read_type
 /// 1 by created_at (after `created_after`). `limit` ≤ 0 means 100; above 1000 means 1000.
 #[utoipa::path(get, path = "/v1/cells/partitionRead", tag = "cells", operation_id = "partition-read",
-    params(("partition_number" = i64, Query, description = "Partition (shard) number"),
-           ("read_type" = i64, Query, description = "1 = by created_at, 2 = by added_id"),
+    params(("partition_number" = i64, Query, description = "Partition (shard) number, from 0 to the number of shards less one", minimum = 0),
+           ("read_type" = i64, Query, description = "1 = by created_at, 2 = by added_id", minimum = 1, maximum = 2),
            ("created_after" = Option<String>, Query, description = "Cells created after this RFC 3339 time", format = "date-time"),
            ("added_id" = Option<i64>, Query, description = "Cells with a greater added_id"),
            ("limit" = Option<i64>, Query, description = "Most cells to return (default 100, at most 1000)")),

@@ -98,9 +98,18 @@ pub struct ServeConfig {
     /// How long an idle keep-alive connection is kept open.
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub http_idle_timeout: Duration,
-    /// Largest request body accepted, in bytes (larger ones get 413).
+    /// Largest request body accepted, in bytes (larger ones get 413); also the most a
+    /// request's cell bodies may take once stored (their numbers written out in full).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Most connections served at once; a connection beyond gets a 503 (with Retry-After)
+    /// and is closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+    /// Most request-body bytes buffered across all requests at once; a request beyond gets a
+    /// 503 (with Retry-After) before its body is read.
+    #[arg(long, env = "MAX_BUFFERED_BYTES", default_value_t = 128 << 20)]
+    pub max_buffered_bytes: usize,
     /// Most connections per backend (default: the number of cores, at least 4, like
     /// pgxpool). Requests beyond it wait for a connection, within the query timeout. The
     /// mover has connections of its own.

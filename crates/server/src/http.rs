@@ -44,7 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
-        .layer(middleware::from_fn_with_state(cfg.max_body_bytes, edge))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::debug_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
@@ -55,22 +55,19 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The edge of every request, as one middleware (each layer costs a boxed future per
-/// request): refuses at once a request whose declared `Content-Length` exceeds the body
-/// limit, before any of its body is read (a client must not hold a handler by announcing a
-/// huge body); makes the request's id known to the problems its handler makes
-/// ([`crate::problem::in_request`]); turns every error answer into a problem
-/// ([`problems_everywhere`]); counts the request in the metrics.
+/// request): refuses at once a request whose target is too long (414), or whose declared
+/// `Content-Length` exceeds the body limit, before any of its body is read (a client must
+/// not hold a handler by announcing a huge body); reads the body within the buffered-bytes
+/// budget and the read timeout ([`crate::buffer::take_body`]); makes the request's id known
+/// to the problems its handler makes ([`crate::problem::in_request`]); turns every error
+/// answer into a problem ([`problems_everywhere`]); counts the request in the metrics.
 async fn edge(
-    axum::extract::State(limit): axum::extract::State<usize>,
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
     let track = crate::metrics::Track::start(&req);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = st.config.max_body_bytes;
     let ctx = crate::problem::RequestContext {
         id: req
             .headers()
@@ -80,9 +77,26 @@ async fn edge(
             .to_owned(),
         public: !req.uri().path().starts_with("/admin/"),
     };
-    let resp = match declared {
-        Some(n) if n > limit as u64 => crate::api::too_large(limit).into_response(),
-        _ => problems_everywhere(crate::problem::in_request(ctx, next.run(req)).await).await,
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let resp = if target > crate::conn::MAX_URI_BYTES {
+        Problem::new(
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "the request target is {target} bytes long, above the limit of {}",
+                crate::conn::MAX_URI_BYTES
+            ),
+        )
+        .into_response()
+    } else {
+        match crate::buffer::take_body(req, &st.bodies, limit, st.config.http_read_timeout).await {
+            Err(resp) => resp,
+            Ok((req, held)) => {
+                let resp =
+                    problems_everywhere(crate::problem::in_request(ctx, next.run(req)).await).await;
+                drop(held);
+                resp
+            }
+        }
     };
     track.finish(resp.status());
     resp
@@ -141,15 +155,22 @@ async fn problems_everywhere(resp: Response) -> Response {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets the
-/// requests in flight finish (bounded by the write timeout).
+/// requests in flight finish (bounded by `limits.drain_timeout`). At most
+/// `limits.max_connections` connections are served at once; those beyond are answered 503
+/// ([`crate::conn`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    read_timeout: Duration,
-    idle_timeout: Duration,
-    drain_timeout: Duration,
+    limits: crate::conn::Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    use crate::conn::{Answering, MAX_HEAD_BYTES, MAX_REFUSING};
+    let crate::conn::Limits {
+        read_timeout,
+        idle_timeout,
+        drain_timeout,
+        max_connections,
+    } = limits;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper applies the header timeout both to a new request's headers and to the wait for the
     // next request on a kept-alive connection: the tighter of the two settings bounds both.
@@ -157,17 +178,29 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout.min(idle_timeout))
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(idle_timeout));
+    // Connections beyond the limit: one answer, then closed.
+    let mut refusing = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    refusing
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(false);
+    refusing.http2().timer(TokioTimer::new());
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -176,12 +209,29 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let io = TokioIo::new(Answering::new(stream, peer.to_string()));
+                if let Ok(permit) = open.clone().try_acquire_owned() {
+                    let service = TowerToHyperService::new(app.clone());
+                    let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                        drop(permit);
+                    });
+                } else if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (parts, _) = req.into_parts();
+                        std::future::ready(Ok::<_, std::convert::Infallible>(
+                            crate::conn::over_capacity(&parts, max_connections),
+                        ))
+                    });
+                    let conn = refusing.serve_connection_with_upgrades(io, service).into_owned();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(read_timeout, conn).await;
+                        drop(permit);
+                    });
+                }
+                // Else: closed at once (dropped).
             }
             _ = &mut shutdown => break,
         }

@@ -13,7 +13,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod buffer;
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod metrics;
 pub mod ops;
@@ -119,6 +121,8 @@ pub struct AppState {
     held: Arc<Semaphore>,
     /// The request bytes that may still be held (`MOVE_HOLD_MAX_BYTES` when none is).
     held_bytes: Arc<Semaphore>,
+    /// Request bodies buffered now, within `MAX_BUFFERED_BYTES`.
+    pub bodies: buffer::BodyBudget,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -540,6 +544,7 @@ impl Server {
         let (version_tx, _) = watch::channel(snap.version);
         let held = Arc::new(Semaphore::new(config.move_hold_max.max(1)));
         let held_bytes = Arc::new(Semaphore::new(held_bytes_bound(&config)));
+        let bodies = buffer::BodyBudget::new(config.max_buffered_bytes);
         let state = Arc::new(AppState {
             topology: ArcSwap::from_pointee(Topology {
                 version: snap.version,
@@ -556,6 +561,7 @@ impl Server {
             hold_refresh: AtomicBool::new(false),
             held,
             held_bytes,
+            bodies,
             tasks: Mutex::new(Vec::new()),
         });
         state.spawn(tokio::spawn(refresh::run(state.clone())));

@@ -56,25 +56,36 @@ pub fn render() -> String {
 }
 
 /// One request being counted: by route, method and status, with a latency histogram.
+///
+/// Every label comes from a fixed set, whatever clients send: the route is the matched route
+/// template (`/v1/cells/{row_key}`), or `other` for a path no route matches; the method is
+/// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD` or `OPTIONS`, or `other`; the status is the answer's. So random paths and invented
+/// methods cannot grow the metrics.
 pub struct Track {
     started: Instant,
     route: metrics::SharedString,
     method: metrics::SharedString,
 }
 
+/// The label of a route: its template, or `other` when none matched.
+pub const OTHER: &str = "other";
+
 impl Track {
     pub fn start(req: &Request) -> Track {
         let route = match req.extensions().get::<MatchedPath>() {
             Some(p) => metrics::SharedString::from(p.as_str().to_owned()),
-            None => metrics::SharedString::const_str("unmatched"),
+            None => metrics::SharedString::const_str(OTHER),
         };
-        let method = match *req.method() {
-            Method::GET => metrics::SharedString::const_str("GET"),
-            Method::POST => metrics::SharedString::const_str("POST"),
-            Method::PATCH => metrics::SharedString::const_str("PATCH"),
-            Method::DELETE => metrics::SharedString::const_str("DELETE"),
-            ref other => metrics::SharedString::from(other.as_str().to_owned()),
-        };
+        let method = metrics::SharedString::const_str(match *req.method() {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => OTHER,
+        });
         Track {
             started: Instant::now(),
             route,
@@ -90,4 +101,12 @@ impl Track {
         metrics::histogram!("http_request_duration_seconds", "route" => self.route, "method" => self.method)
             .record(elapsed);
     }
+}
+
+/// Counts an answer given outside the application (a request whose head hyper could not
+/// read, or a connection beyond `MAX_CONNECTIONS`): route and method `other`.
+pub fn count_unread(status: StatusCode) {
+    let status = metrics::SharedString::from(status.as_u16().to_string());
+    metrics::counter!("http_requests_total", "route" => OTHER, "method" => OTHER, "status" => status)
+        .increment(1);
 }

@@ -144,12 +144,43 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 )]
 pub struct ApiDoc;
 
-pub async fn openapi() -> Response {
+/// The OpenAPI document, with what this node's configuration enforces.
+pub async fn openapi(State(st): State<Arc<AppState>>) -> Response {
+    let doc = document(st.num_shards(), st.config.max_body_bytes);
     (
         [(header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_json().unwrap_or_default(),
+        serde_json::to_vec(&doc).unwrap_or_default(),
     )
         .into_response()
+}
+
+/// [`ApiDoc`] with the bounds a node's configuration sets: the highest partition number
+/// (`NUM_SHARDS` less one) and the body limit (`MAX_BODY_BYTES`).
+pub fn document(num_shards: u32, max_body_bytes: usize) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(params) = doc
+        .pointer_mut("/paths/~1v1~1cells~1partitionRead/get/parameters")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for p in params
+            .iter_mut()
+            .filter(|p| p["name"] == "partition_number")
+        {
+            p["schema"]["maximum"] = num_shards.saturating_sub(1).into();
+        }
+    }
+    for (path, what) in [("/v1/cells", "The cell"), ("/v1/cells/batch", "The cells")] {
+        let at = format!("/paths/{}/post/requestBody", path.replace('/', "~1"));
+        if let Some(body) = doc.pointer_mut(&at) {
+            body["description"] = format!(
+                "{what}: at most {max_body_bytes} bytes (MAX_BODY_BYTES; larger: 413), and at \
+                 most as many once stored, every number written out in full as PostgreSQL \
+                 stores it (1e3 as 1000)"
+            )
+            .into();
+        }
+    }
+    doc
 }
 
 /// This process's resident set size, from /proc (Linux).
