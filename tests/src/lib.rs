@@ -102,7 +102,26 @@ pub async fn fresh_databases(n: usize) -> Vec<String> {
     urls
 }
 
-/// The server configuration with every default, listening on an ephemeral local port.
+/// The admin token of every test server the harness configures ([`default_config`]) and
+/// that [`client`] sends. A test constant, not a secret: it opens only the test's servers.
+pub const ADMIN_TOKEN: &str =
+    "mzt_0000000000000000000000000000000000000000000000000000000000harness";
+
+/// The token line (`TOKENS`) that makes a server accept [`ADMIN_TOKEN`], named `harness`, with
+/// scope admin: for servers started as processes (`mezzanine serve`).
+pub fn harness_tokens() -> String {
+    mezzanine_server::auth::tokens::token_line(
+        "harness",
+        mezzanine_server::auth::Scope::Admin,
+        ADMIN_TOKEN,
+    )
+}
+
+/// The server configuration with every default, listening on an ephemeral local port, with
+/// one token ([`ADMIN_TOKEN`], scope admin, which [`client`] sends) and `/v1` open to clients
+/// without a token (`OPEN_DATA_API`, as `mezzanine dev` runs): the suites' raw requests to
+/// `/v1` work as before, and the admin API needs the token, as it always does. The
+/// authentication suite (`tests/auth.rs`) configures its own.
 pub fn default_config() -> ServeConfig {
     #[derive(clap::Parser)]
     struct Defaults {
@@ -115,6 +134,8 @@ pub fn default_config() -> ServeConfig {
     };
     c.host = "127.0.0.1".into();
     c.port = 0;
+    c.tokens = Some(harness_tokens());
+    c.open_data_api = true;
     c
 }
 
@@ -224,9 +245,15 @@ impl Drop for TestServer {
     }
 }
 
-/// An HTTP client for tests.
+/// An HTTP client for tests: it sends [`ADMIN_TOKEN`] with every request.
 pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    match reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}")) {
+        Ok(v) => headers.insert(reqwest::header::AUTHORIZATION, v),
+        Err(e) => panic!("the harness token is no header value: {e}"),
+    };
     match reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .build()
     {

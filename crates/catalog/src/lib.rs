@@ -9,7 +9,8 @@
 //! - `backends` and `shards` (shard → backend, with an epoch bumped by every move);
 //! - `moves` and `move_shards`: move jobs and each shard's state in them (a partial unique
 //!   index allows one in-flight move per shard);
-//! - `audit`: one row per change of the map, the backends or a move;
+//! - `audit`: one row per change of the map, the backends or a move (with who asked, when an
+//!   admin request did: [`acting`]), per admin request, and per refused request (bounded);
 //! - `leader`: who leads the mover (valid only while its session holds the advisory lock) and
 //!   its term, incremented at every acquisition (the fence of the backends against a leader
 //!   that lost its place: [`leader`]).
@@ -471,8 +472,10 @@ impl Catalog {
         Ok(version)
     }
 
-    /// Appends an audit entry for something that changed nothing (a refused or failed
-    /// `backend add`, say). `detail` must hold no secret: mask URLs first.
+    /// Appends an entry of `kind` to the audit log on its own: an admin request and its
+    /// outcome, a refused request, or something that changed nothing (a refused or failed
+    /// `backend add`, say). `detail` should name who asked (`by`) and must hold no secret:
+    /// mask URLs first.
     pub async fn record(&self, kind: &str, detail: &serde_json::Value) -> Result<(), CatalogError> {
         let lease = self.lease().await?;
         audit(&lease, &self.node, kind, detail).await
@@ -545,19 +548,57 @@ pub(crate) async fn scalar<T: for<'a> FromSql<'a>>(
         .map_err(corrupt)
 }
 
-/// Appends an entry to the audit log.
+/// Who asks for a change: the name of the bearer token an admin request carried (never the
+/// token itself; `None` when the admin API is open) and the client's address. Set for a
+/// request's whole handling by [`acting`]; the audit entries written meanwhile record it as
+/// `detail.by`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Actor {
+    pub token: Option<String>,
+    pub client: String,
+}
+
+tokio::task_local! {
+    static ACTOR: Actor;
+}
+
+/// Runs `f` (an admin request's handling) on behalf of `actor`: every audit entry it writes
+/// records who asked (`detail.by`).
+pub async fn acting<F: std::future::Future>(actor: Actor, f: F) -> F::Output {
+    ACTOR.scope(actor, f).await
+}
+
+/// `detail` with `by` (the [`Actor`] of the request being handled, if any) added, unless it
+/// names one already.
+fn with_actor(detail: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    let actor = ACTOR.try_with(|a| a.clone()).ok();
+    match (actor, detail) {
+        (Some(a), serde_json::Value::Object(map)) if !map.contains_key("by") => {
+            let mut map = map.clone();
+            map.insert(
+                "by".to_owned(),
+                serde_json::to_value(a).unwrap_or(serde_json::Value::Null),
+            );
+            std::borrow::Cow::Owned(serde_json::Value::Object(map))
+        }
+        _ => std::borrow::Cow::Borrowed(detail),
+    }
+}
+
+/// Appends an entry to the audit log (with the request's [`Actor`], if any).
 pub(crate) async fn audit(
     db: &impl Db,
     node: &str,
     kind: &str,
     detail: &serde_json::Value,
 ) -> Result<(), CatalogError> {
+    let detail = with_actor(detail);
     db.rows(
         "INSERT INTO mezzanine.audit (node, kind, detail) VALUES ($1, $2, $3)",
         &[
             (&node, Type::TEXT),
             (&kind, Type::TEXT),
-            (detail, Type::JSONB),
+            (detail.as_ref(), Type::JSONB),
         ],
     )
     .await?;

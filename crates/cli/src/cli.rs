@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use clap_complete::Shell;
 use mezzanine_server::ServeConfig;
 
-use crate::{admin, bench, dev};
+use crate::{admin, bench, dev, token};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
     #[command(flatten)]
     Admin(admin::AdminCommand),
+    /// Make bearer tokens for the API (the admin API needs one with scope admin).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Print a shell completion script on stdout (bash, zsh, fish, elvish or powershell).
     Completions {
         /// The shell to complete in.

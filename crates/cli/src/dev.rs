@@ -2,7 +2,8 @@
 //!
 //! Starts `--backends` PostgreSQL servers (and `--spare` empty ones) from the installed
 //! binaries, each with its own data directory and port under `--data-dir`, splits the shards
-//! evenly, writes `shards.json` and `mezzanine.env`, and serves. The ports are chosen once and
+//! evenly, writes `shards.json`, a token file with an admin token (`tokens`) and
+//! `mezzanine.env` (which gives the token to the CLI), and serves. The ports are chosen once and
 //! kept in `cluster.json`, so a second start on the same folder finds the same data at the
 //! same addresses. SIGINT or SIGTERM stops the HTTP server, then every PostgreSQL server.
 
@@ -242,6 +243,53 @@ async fn ensure_database(server_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dev cluster's admin token: the one its mezzanine.env holds (so that a restart keeps
+/// it), else a new one. The token file gets its line (named `dev`), replacing an older `dev`
+/// line and keeping the operator's others.
+fn dev_token(env_path: &Path, token_path: &Path) -> anyhow::Result<String> {
+    use mezzanine_server::auth::tokens::{self, Scope};
+    let kept = std::fs::read_to_string(env_path)
+        .ok()
+        .and_then(|t| crate::token::env_value(&t, "MEZZANINE_TOKEN"))
+        .filter(|t| t.starts_with(tokens::TOKEN_PREFIX));
+    let token = kept.unwrap_or_else(tokens::new_token);
+    let existing = match std::fs::read_to_string(token_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", token_path.display())),
+    };
+    let mut text: String = existing
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some("dev"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if text.is_empty() {
+        text.push_str("# Tokens of this dev cluster: NAME SCOPES sha256:HEX (`mezzanine token create` prints lines).\n");
+    }
+    text.push_str(&tokens::token_line("dev", Scope::Admin, &token));
+    text.push('\n');
+    tokens::parse_lines(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid token file: {e}", token_path.display()))?;
+    write_private(token_path, &text)?;
+    Ok(token)
+}
+
+/// Writes `text` to `path`, readable and writable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Runs the dev cluster until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     crate::init_logging(&args.log_level, &args.log_format);
@@ -322,19 +370,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shards_path = dir.join("shards.json");
     std::fs::write(&shards_path, serde_json::to_vec_pretty(&map.to_file())?)?;
     let env_path = dir.join("mezzanine.env");
+    // The admin API needs a token: the cluster has one named `dev` (kept across starts, so
+    // shells that read mezzanine.env keep working), in a token file of its own, and
+    // mezzanine.env gives it to the CLI. /v1 stays open (OPEN_DATA_API), as the README's
+    // examples use it.
+    let token_path = dir.join("tokens");
+    let token = dev_token(&env_path, &token_path)?;
     let spare_line = spare_urls
         .iter()
         .map(|(n, u)| format!("{n}={u}"))
         .collect::<Vec<_>>()
         .join(",");
-    std::fs::write(
+    write_private(
         &env_path,
-        format!(
+        &format!(
             "# Written by `mezzanine dev`. Join another node: set -a; . {env}; PORT=8081 mezzanine serve\n\
+             # MEZZANINE_TOKEN is the admin token `dev` (a secret: this file is readable by its owner only).\n\
              SHARD_CONFIG_PATH={shards}\nNUM_SHARDS={n}\nPORT={port}\nMEZZANINE_URL=http://127.0.0.1:{port}\n\
-             MEZZANINE_SPARE_BACKENDS={spare_line}\n",
+             MEZZANINE_SPARE_BACKENDS={spare_line}\nTOKEN_FILE={tokens}\nOPEN_DATA_API=true\n\
+             MEZZANINE_TOKEN={token}\n",
             env = env_path.display(),
             shards = shards_path.display(),
+            tokens = token_path.display(),
             n = cluster.num_shards,
             port = args.port,
         ),
@@ -350,6 +407,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.num_shards = cluster.num_shards;
     config.port = args.port;
     config.host = "127.0.0.1".into();
+    config.token_file = Some(token_path);
+    config.open_data_api = true;
     for (name, url) in &backend_urls {
         tracing::info!(backend = %name, url = %mezzanine_storage::mask_url(url), "backend");
     }

@@ -1,7 +1,8 @@
 //! `mezzanine`: the one binary. `serve` runs a node, `dev` runs a local cluster with zero
 //! configuration, `bench` measures, and the admin commands (`shards`, `backend`, `move`,
-//! `verify`, `reload`, `status`) are clients of a node's admin API; `completions` and `man`
-//! print shell completions and man pages generated from the command line (`cli`).
+//! `verify`, `reload`, `status`) are clients of a node's admin API, sending a bearer token
+//! (`token`: where they find it, and `token create`, which makes one); `completions` and
+//! `man` print shell completions and man pages generated from the command line (`cli`).
 
 mod admin;
 mod bench;
@@ -9,6 +10,7 @@ mod cli;
 mod dev;
 mod docs;
 mod logging;
+mod token;
 
 pub use logging::init_logging;
 
@@ -34,7 +36,7 @@ where
         Command::Admin(cmd) => Command::Admin(cmd.with_before(&cli.before, &matches).map_err(usage)?),
         _ if cli.before.given() => {
             return Err(usage(
-                "--server and --json before the command are for the admin commands (shards, backend, move, verify, rebalance, reload, status); serve, dev and bench take their own options after the command".into(),
+                "--server and --json before the command are for the admin commands (shards, backend, move, verify, rebalance, reload, status); serve, dev, bench and token take their own options after the command".into(),
             ))
         }
         other => other,
@@ -159,6 +161,10 @@ async fn main() {
                 let list: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
                 docs::print(list.as_bytes()).context("cannot write to stdout")
             }),
+        Command::Token(cmd) => {
+            quiet_on_closed_pipe();
+            token::run(cmd)
+        }
         Command::Admin(cmd) => {
             quiet_on_closed_pipe();
             if let Err(e) = admin::run(cmd).await {

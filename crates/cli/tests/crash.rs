@@ -111,6 +111,7 @@ impl Node {
             .env("NO_COLOR", "1")
             .env("NODE_ID", id)
             .env("MEZZANINE_FAILPOINTS", failpoints)
+            .env("TOKENS", mezzanine_e2e::harness_tokens())
             .env("DB_QUERY_TIMEOUT", "2s")
             .env("MOVE_HOLD_TIMEOUT", format!("{}s", HOLD_TIMEOUT.as_secs()))
             .env("RUST_BACKTRACE", "1")

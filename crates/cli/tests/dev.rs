@@ -180,6 +180,63 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
         get("MEZZANINE_SPARE_BACKENDS").contains(&format!(":{}/", pg_base + 2)),
         "{env:?}"
     );
+    // mezzanine.env holds the admin token: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["mezzanine.env", "tokens"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{f} is readable by others: {mode:o}");
+    }
+    let token = get("MEZZANINE_TOKEN");
+    assert!(token.starts_with("mzt_"), "{env:?}");
+    assert_eq!(get("TOKEN_FILE"), dir.join("tokens").display().to_string());
+
+    // The admin commands need the token, and find it as the README runs them: from
+    // .mezzanine/mezzanine.env in the current folder (here a link to the data folder), or
+    // from MEZZANINE_TOKEN (`set -a; . .mezzanine/mezzanine.env`).
+    let admin = |cwd: &Path, server: &str, token: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--server", server])
+            .current_dir(cwd)
+            .env_remove("MEZZANINE_TOKEN")
+            .env_remove("MEZZANINE_URL");
+        if let Some(t) = token {
+            cmd.env("MEZZANINE_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (ok, _, err) = admin(&elsewhere, &base, None, &["status"]);
+    assert!(
+        !ok && err.contains("needs a bearer token with scope admin"),
+        "{err}"
+    );
+    let (ok, out, err) = admin(&elsewhere, &base, Some(token.as_str()), &["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("open (OPEN_DATA_API)") && out.contains("tokens"),
+        "{out}"
+    );
+    let readme = tmp.path().join("readme");
+    std::fs::create_dir(&readme).unwrap();
+    std::os::unix::fs::symlink(&dir, readme.join(".mezzanine")).unwrap();
+    let (ok, out, err) = admin(
+        &readme,
+        &base,
+        None,
+        &["move", "start", "--shards", "0", "--to", "spare1", "--wait"],
+    );
+    assert!(
+        ok,
+        "move start with the dev token of .mezzanine/mezzanine.env:\n{out}\n{err}"
+    );
+
     let row = uuid::Uuid::new_v4();
     let cell = json!({"row_key": row.to_string(), "column_name": "c", "ref_key": 1, "body": {"kept": true}});
     let r = c
@@ -205,6 +262,9 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // It reads the same token file.
+    let (ok, _, err) = admin(&elsewhere, &base2, Some(token.as_str()), &["status"]);
+    assert!(ok, "the second node refused the dev token: {err}");
     let logged = std::fs::read_to_string(&log2).unwrap();
     assert!(
         logged
@@ -254,6 +314,21 @@ async fn dev_runs_keeps_data_lets_a_node_join_and_cleans_up() {
         .await
         .unwrap();
     assert_eq!(got["body"], json!({"kept": true}));
+    // The token is kept across starts (shells that read mezzanine.env keep working), once.
+    assert_eq!(
+        env_file(&dir)
+            .into_iter()
+            .find(|(k, _)| k == "MEZZANINE_TOKEN"),
+        Some(("MEZZANINE_TOKEN".to_owned(), token.clone()))
+    );
+    let lines = std::fs::read_to_string(dir.join("tokens")).unwrap();
+    assert_eq!(
+        lines.lines().filter(|l| l.starts_with("dev ")).count(),
+        1,
+        "{lines}"
+    );
+    let (ok, _, err) = admin(&elsewhere, &base, Some(token.as_str()), &["status"]);
+    assert!(ok, "{err}");
     let pids = postmasters(&dir);
     stop(&mut dev, Signal::SIGTERM, &pids, &log);
 }

@@ -167,6 +167,7 @@ async fn admin_commands_say_why_the_server_refused() {
         let out = Command::new(BIN)
             .args(args)
             .args(["--server", &srv.base])
+            .env("MEZZANINE_TOKEN", mezzanine_e2e::ADMIN_TOKEN)
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?} must fail");

@@ -182,6 +182,24 @@ pub struct ServeConfig {
     /// Fallback re-read of the catalog map version (changes normally arrive by LISTEN/NOTIFY).
     #[arg(long, env = "CATALOG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub catalog_poll_interval: Duration,
+    /// The token file: one token per line, `NAME SCOPES sha256:HEX` (`mezzanine token create`
+    /// prints the line). Read again when it changes (looked at every 2 s); a file that
+    /// cannot be used keeps the last good tokens. With it (or TOKENS), /v1 needs a token too.
+    #[arg(long, env = "TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Tokens as token-file lines, separated by newlines or `;` (hashes, never tokens).
+    /// Fixed for the life of the process; together with TOKEN_FILE's.
+    #[arg(long, env = "TOKENS", value_name = "LINES")]
+    pub tokens: Option<String>,
+    /// UNSAFE: serve the admin API to anyone who reaches the port, without a token. Anyone
+    /// can then add a backend, move every shard there and drop the originals. Logged as a
+    /// warning at start and shown by `mezzanine status`.
+    #[arg(long, env = "UNSAFE_OPEN_ADMIN", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub unsafe_open_admin: bool,
+    /// Serve /v1 (and /metrics) without a token even when tokens are configured (only the
+    /// admin API needs one then), as `mezzanine dev` does.
+    #[arg(long, env = "OPEN_DATA_API", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub open_data_api: bool,
     /// Test only: pauses in the mover (`after_freeze=30s,...`) so crash tests can kill a
     /// leader in a given phase.
     #[arg(long, env = "MEZZANINE_FAILPOINTS", hide = true, default_value = "")]
@@ -375,6 +393,22 @@ mod tests {
                 .advertise_addr,
             None
         );
+    }
+
+    #[test]
+    fn the_unsafe_and_open_flags_take_a_value_or_none() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert!(!c.unsafe_open_admin && !c.open_data_api);
+        assert_eq!((c.token_file, c.tokens), (None, None));
+        let c = Cli::try_parse_from(["mezzanine", "--unsafe-open-admin", "--open-data-api"])
+            .unwrap()
+            .config;
+        assert!(c.unsafe_open_admin && c.open_data_api);
+        let c = Cli::try_parse_from(["mezzanine", "--unsafe-open-admin=false"])
+            .unwrap()
+            .config;
+        assert!(!c.unsafe_open_admin);
+        assert!(Cli::try_parse_from(["mezzanine", "--unsafe-open-admin=maybe"]).is_err());
     }
 
     #[test]

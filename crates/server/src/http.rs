@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -42,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .merge(crate::admin::routes())
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::guard))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
@@ -211,7 +213,13 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let io = TokioIo::new(Answering::new(stream, peer.to_string()));
                 if let Ok(permit) = open.clone().try_acquire_owned() {
-                    let service = TowerToHyperService::new(app.clone());
+                    // The client's address, for the audit log (crate::auth).
+                    let service = TowerToHyperService::new(app.clone().map_request(
+                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            req
+                        },
+                    ));
                     let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod buffer;
 pub mod config;
 pub mod conn;
@@ -54,6 +55,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
 /// A backend as the router sees it: its pool, and whether its schema is ready for traffic.
@@ -110,6 +113,8 @@ pub struct AppState {
     num_shards: u32,
     pub config: ServeConfig,
     pub catalog: Arc<Catalog>,
+    /// The tokens and who may do what ([`auth`]).
+    pub auth: Arc<auth::Auth>,
     /// This node's id (audit log, status, mover leadership).
     pub node_id: String,
     addr: OnceLock<String>,
@@ -458,6 +463,14 @@ impl Server {
     /// `NUM_SHARDS`.
     pub async fn start_with_map(config: ServeConfig, seed: ShardMap) -> Result<Server, StartError> {
         let started = Instant::now();
+        // The tokens first: a bad token file stops the start before any backend is touched.
+        let auth = Arc::new(auth::Auth::new(
+            config.token_file.clone(),
+            config.tokens.as_deref(),
+            config.unsafe_open_admin,
+            config.open_data_api,
+        )?);
+        auth.log_start();
         metrics::init();
         let settings = config.pool_settings();
         let node_id = config.node_id.clone().unwrap_or_else(|| {
@@ -554,6 +567,7 @@ impl Server {
             num_shards,
             config,
             catalog,
+            auth,
             node_id,
             addr: OnceLock::new(),
             version_tx,
@@ -566,6 +580,7 @@ impl Server {
         });
         state.spawn(tokio::spawn(refresh::run(state.clone())));
         state.spawn(tokio::spawn(metrics::upkeep()));
+        auth::spawn_background(&state);
         let startup = started.elapsed();
         tracing::info!(
             startup_ms = startup.as_millis() as u64,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use mezzanine_storage::BackendHealth;
 use serde::Serialize;
@@ -68,13 +69,22 @@ fn health_of(st: &AppState) -> (StatusCode, HealthResponse) {
     )
 }
 
-/// Readiness with per-backend status and probe latency; 503 when a backend is down.
+/// Readiness with per-backend status and probe latency; 503 when a backend is down. Open to
+/// every caller; once /v1 needs a token, `backends` is empty for a caller without `read`.
 #[utoipa::path(get, path = "/v1/readyz", tag = "health", operation_id = "readyz",
     responses((status = 200, description = "Every backend is up", body = HealthResponse),
               (status = 503, description = "A backend is down", body = HealthResponse),
         (status = "default", description = "Error", body = crate::problem::Problem, content_type = "application/problem+json")))]
-pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
-    let (status, body) = health_of(&st);
+pub async fn readyz(
+    State(st): State<Arc<AppState>>,
+    caller: Option<Extension<crate::auth::Caller>>,
+) -> Response {
+    let (status, mut body) = health_of(&st);
+    // A probe needs no token; the backends (names, addresses in errors) are for callers
+    // that may read.
+    if !st.auth.may_read(caller.as_deref()) {
+        body.backends.clear();
+    }
     (status, Json(body)).into_response()
 }
 
@@ -83,8 +93,11 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     responses((status = 200, description = "OK", body = HealthResponse),
               (status = 503, description = "A backend is down", body = HealthResponse),
         (status = "default", description = "Error", body = crate::problem::Problem, content_type = "application/problem+json")))]
-pub async fn health(State(st): State<Arc<AppState>>) -> Response {
-    readyz(State(st)).await
+pub async fn health(
+    State(st): State<Arc<AppState>>,
+    caller: Option<Extension<crate::auth::Caller>>,
+) -> Response {
+    readyz(State(st), caller).await
 }
 
 /// Prometheus metrics in text format.

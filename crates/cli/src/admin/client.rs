@@ -89,8 +89,19 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the node of `conn`, sending its token ([`super::Conn::token`]).
+    pub fn for_conn(conn: &super::Conn) -> anyhow::Result<Self> {
+        Self::with_token(&conn.server, conn.token().as_deref())
+    }
+
     /// A client of the node at `server` (`http://host:port`, possibly with a path prefix).
+    #[cfg(test)]
     pub fn new(server: &str) -> anyhow::Result<Self> {
+        Self::with_token(server, None)
+    }
+
+    /// A client of the node at `server` sending `token` (as `Authorization: Bearer`).
+    pub fn with_token(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let base = Url::parse(server.trim()).map_err(|e| {
             anyhow::anyhow!(
                 "invalid server URL {server:?} ({e}); expected for instance http://127.0.0.1:8080 \
@@ -103,6 +114,7 @@ impl Client {
             );
         }
         let http = reqwest::Client::builder()
+            .default_headers(crate::token::bearer_headers(token)?)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()?;

@@ -18,6 +18,24 @@ pub struct Conn {
     /// before the command).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Bearer token with scope admin (default: $MEZZANINE_TOKEN, else the token `mezzanine
+    /// dev` wrote in .mezzanine/mezzanine.env when that file names this server). Prefer the
+    /// variable: a command line is visible to other users of the machine.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "MEZZANINE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+impl Conn {
+    /// The token to send ([`crate::token::resolve`]).
+    pub fn token(&self) -> Option<String> {
+        crate::token::resolve(self.token.as_deref(), &self.server)
+    }
 }
 
 /// `--server` and `--json` given before the command: `mezzanine --server URL move list`. Their

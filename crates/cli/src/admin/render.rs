@@ -340,7 +340,24 @@ pub fn status(s: &Status) -> String {
     if let Some(id) = &s.cluster_id {
         rows.push(vec!["cluster".into(), id.clone()]);
     }
-    table(&["node", &node], &rows)
+    if let Some(a) = &s.auth {
+        if let Some(admin) = &a.admin_api {
+            rows.push(vec!["admin API".into(), admin.clone()]);
+        }
+        if let Some(data) = &a.data_api {
+            rows.push(vec!["data API".into(), data.clone()]);
+        }
+        let names = match a.tokens.as_slice() {
+            [] => "none".to_owned(),
+            n => n.join(", "),
+        };
+        rows.push(vec!["tokens".into(), names]);
+    }
+    let mut out = table(&["node", &node], &rows);
+    for w in &s.warnings {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
+    out
 }
 
 /// `mezzanine reload`.

@@ -165,6 +165,19 @@ pub struct Status {
     pub map_version: Option<u64>,
     /// The cluster's id (made with the catalog, recorded in every backend).
     pub cluster_id: Option<String>,
+    /// Who may use the APIs (`admin_api`, `data_api`: sentences; `tokens`: names).
+    pub auth: Option<AuthStatus>,
+    /// What the operator should know (an admin API open to anyone, a bad token file).
+    pub warnings: Vec<String>,
+}
+
+/// The `auth` of the status.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthStatus {
+    pub tokens: Vec<String>,
+    pub admin_api: Option<String>,
+    pub data_api: Option<String>,
 }
 
 /// A server node; `mover` is only in `node`, `term` (the leadership's) only in `leader`.

@@ -27,6 +27,8 @@ pub struct Target {
     port: u16,
     /// The `Host` header.
     authority: String,
+    /// The `Authorization` header, when the bench has a token.
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl Target {
@@ -47,7 +49,15 @@ impl Target {
             host: authority.host().trim_matches(['[', ']']).to_owned(),
             port: authority.port_u16().unwrap_or(80),
             authority: authority.as_str().to_owned(),
+            authorization: None,
         })
+    }
+
+    /// The same target, with `token` sent as a bearer token.
+    pub fn with_token(mut self, token: Option<&str>) -> anyhow::Result<Target> {
+        self.authorization =
+            crate::token::bearer_headers(token)?.remove(hyper::header::AUTHORIZATION);
+        Ok(self)
     }
 }
 
@@ -79,6 +89,9 @@ impl Conn {
             .header(HOST, &self.target.authority);
         if body.is_some() {
             req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = &self.target.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let sender = self.ready().await?;

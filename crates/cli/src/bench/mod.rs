@@ -92,6 +92,16 @@ pub struct HttpArgs {
     /// Measure HTTP only (no shards.json needed).
     #[arg(long)]
     pub no_direct: bool,
+    /// Bearer token for the servers (default: $MEZZANINE_TOKEN, else the dev cluster's in
+    /// .mezzanine/mezzanine.env when it names the server). Needs scope admin for `bench move`
+    /// and `bench rebalance`; write for `bench http` once /v1 needs a token.
+    #[arg(
+        long,
+        env = "MEZZANINE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 /// An operation measured on both sides.
@@ -215,8 +225,10 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
         bail!("--seed-rows must be at least 1 to measure latest and row reads");
     }
     let server = args.server.trim_end_matches('/').to_owned();
-    let target = conn::Target::parse(&server)?;
+    let token = crate::token::resolve(args.token.as_deref(), &server);
+    let target = conn::Target::parse(&server)?.with_token(token.as_deref())?;
     let client = reqwest::Client::builder()
+        .default_headers(crate::token::bearer_headers(token.as_deref())?)
         .pool_max_idle_per_host(args.concurrency * 2)
         .timeout(OP_TIMEOUT)
         .build()?;

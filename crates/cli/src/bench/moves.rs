@@ -58,6 +58,16 @@ pub struct ClusterArgs {
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Bearer token for the servers (default: $MEZZANINE_TOKEN, else the dev cluster's in
+    /// .mezzanine/mezzanine.env when it names the server). Needs scope admin for `bench move`
+    /// and `bench rebalance`; write for `bench http` once /v1 needs a token.
+    #[arg(
+        long,
+        env = "MEZZANINE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 /// Options of `mezzanine bench move`.
@@ -104,7 +114,12 @@ pub(super) struct Cluster {
 impl Cluster {
     /// Asks the first node for the map and reads shards.json and the spares.
     pub async fn open(args: &ClusterArgs, timeout: Duration) -> anyhow::Result<Cluster> {
-        let (servers, main, client) = nodes(&args.servers, args.concurrency, timeout)?;
+        let (servers, main, client) = nodes(
+            &args.servers,
+            args.concurrency,
+            timeout,
+            args.token.as_deref(),
+        )?;
         let shards_view = send_json(client.get(format!("{main}/admin/v1/shards")))
             .await
             .with_context(|| format!("cannot reach {main}"))?;
@@ -585,6 +600,7 @@ fn nodes(
     servers: &[String],
     concurrency: usize,
     timeout: Duration,
+    token: Option<&str>,
 ) -> anyhow::Result<(Vec<String>, String, reqwest::Client)> {
     let servers: Vec<String> = servers
         .iter()
@@ -594,7 +610,9 @@ fn nodes(
     let Some(main) = servers.first().cloned() else {
         bail!("--servers: give at least one server URL");
     };
+    let token = crate::token::resolve(token, &main);
     let client = reqwest::Client::builder()
+        .default_headers(crate::token::bearer_headers(token.as_deref())?)
         .pool_max_idle_per_host(concurrency * 2)
         .timeout(timeout)
         .build()?;

@@ -1,0 +1,755 @@
+//! Authentication and authorisation: bearer tokens with scopes ([`tokens`]).
+//!
+//! Every request goes through [`guard`], which decides by its path and method what it needs:
+//!
+//! | requests | need |
+//! |---|---|
+//! | `/admin/…` (the admin API, every admin command) | a token with scope `admin`, always; without any configured token the admin API is closed, unless `UNSAFE_OPEN_ADMIN` |
+//! | `GET`/`HEAD` of `/v1/…` and `/metrics` | `read`, once a token source is configured (`TOKEN_FILE` or `TOKENS`) and not `OPEN_DATA_API` |
+//! | other methods of `/v1/…` (writes) | `write`, likewise |
+//! | `/v1/livez`, `/v1/readyz`, `/v1/health`, `/openapi.json` | nothing (probes); readyz and health show each backend only to a caller that may read |
+//!
+//! A token source that is configured keeps `/v1` closed even when it holds no token (an
+//! operator who removes the last token must not open the API by doing so). A refused request
+//! is a problem answer: 401 with `WWW-Authenticate: Bearer` (no token, or one the server does
+//! not know), 403 (a known token without the scope). The caller ([`Caller`]: the token's name
+//! and scope, or anonymous) is put in the request's extensions for the handlers (and a future
+//! per-token limit, keyed by the name).
+//!
+//! Auditing: every admin request that changes something (any method but `GET`/`HEAD`) and
+//! every `shards/export` (it shows the backends' URLs) is written to the catalog's audit log
+//! (`admin`: method, path, status, and `by`: the token's name and the client's address),
+//! and the catalog's own entries of the changes it makes record `by` too
+//! ([`mezzanine_catalog::acting`]). Refusals are audited, bounded: [`refusals`].
+//!
+//! The token file is read again every [`RELOAD_EVERY`] when it changed; a file that cannot be
+//! read or parsed keeps the last good set of tokens, and the error is logged (once per
+//! distinct error) and shown by `status`.
+
+pub mod refusals;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::problem::Problem;
+use crate::AppState;
+pub use refusals::{Refusal, Refusals};
+pub use tokens::{Scope, TokenEntry, TokenSet};
+
+/// How often the token file is looked at.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// The largest token file read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Who is calling, as far as the server can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A request carrying a known token.
+    Token { name: Arc<str>, scope: Scope },
+    /// No token, or one the server does not know, on an endpoint that needs none.
+    Anonymous,
+}
+
+impl Caller {
+    /// The token's name (the audit log's `by.token`).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Caller::Token { name, .. } => Some(name),
+            Caller::Anonymous => None,
+        }
+    }
+
+    fn may(&self, needed: Scope) -> bool {
+        matches!(self, Caller::Token { scope, .. } if scope.includes(needed))
+    }
+}
+
+/// Why the token configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read the token file {path} (TOKEN_FILE): {cause}")]
+    Read { path: String, cause: String },
+    #[error("invalid token file {path} (TOKEN_FILE): {cause}")]
+    File { path: String, cause: String },
+    #[error("invalid TOKENS: {0}")]
+    Env(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The server's tokens and its policy.
+pub struct Auth {
+    tokens: ArcSwap<TokenSet>,
+    /// A token source is configured (`TOKEN_FILE` or a non-empty `TOKENS`).
+    configured: bool,
+    /// `UNSAFE_OPEN_ADMIN`.
+    open_admin: bool,
+    /// `OPEN_DATA_API`.
+    open_data: bool,
+    file: Option<PathBuf>,
+    /// The tokens of `TOKENS` (fixed for the life of the process).
+    from_env: Vec<TokenEntry>,
+    /// What the file held when last read, and the error it gave, if any.
+    seen: Mutex<(Option<Vec<u8>>, Option<String>)>,
+    refusals: Refusals,
+    /// The writer of refusals, until [`spawn_background`] starts it.
+    writer: Mutex<Option<refusals::Writer>>,
+}
+
+/// Which part of the API a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Area {
+    Open,
+    Admin,
+    Data(Scope),
+}
+
+impl Area {
+    fn of(method: &Method, path: &str) -> Area {
+        if path == "/admin" || path.starts_with("/admin/") {
+            return Area::Admin;
+        }
+        if matches!(
+            path,
+            "/v1/livez" | "/v1/readyz" | "/v1/health" | "/openapi.json"
+        ) {
+            return Area::Open;
+        }
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            Area::Data(Scope::Read)
+        } else {
+            Area::Data(Scope::Write)
+        }
+    }
+}
+
+/// What the `Authorization` header holds.
+enum Presented<'a> {
+    None,
+    Bearer(&'a str),
+    Malformed,
+}
+
+fn presented(headers: &HeaderMap) -> Presented<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return match headers.contains_key(header::AUTHORIZATION) {
+            true => Presented::Malformed, // more than one
+            false => Presented::None,
+        };
+    };
+    let Ok(text) = v.to_str() else {
+        return Presented::Malformed;
+    };
+    match text.trim().split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                Presented::Malformed
+            } else {
+                Presented::Bearer(token)
+            }
+        }
+        _ => Presented::Malformed,
+    }
+}
+
+/// A refusal, before it becomes an answer.
+#[derive(Debug, PartialEq)]
+struct Refused {
+    status: StatusCode,
+    reason: &'static str,
+    token: Option<String>,
+    needed: Scope,
+    detail: String,
+}
+
+impl Refused {
+    fn into_response(self) -> Response {
+        let challenge = match (self.status, self.reason) {
+            (StatusCode::FORBIDDEN, _) => format!(
+                "Bearer realm=\"mezzanine\", error=\"insufficient_scope\", scope=\"{}\"",
+                self.needed
+            ),
+            (_, "no token") => "Bearer realm=\"mezzanine\"".to_owned(),
+            _ => "Bearer realm=\"mezzanine\", error=\"invalid_token\"".to_owned(),
+        };
+        let mut resp = Problem::new(self.status, self.detail).into_response();
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
+
+impl Auth {
+    /// The tokens of `token_file` and `tokens_env` (`TOKENS`), with the policy flags. A file
+    /// that cannot be read or parsed, or a name in both, is an error (the server does not
+    /// start).
+    pub fn new(
+        token_file: Option<PathBuf>,
+        tokens_env: Option<&str>,
+        open_admin: bool,
+        open_data: bool,
+    ) -> Result<Auth, AuthError> {
+        let tokens_env = tokens_env.filter(|t| !t.trim().is_empty());
+        let from_env = match tokens_env {
+            Some(text) => tokens::parse_lines(text).map_err(AuthError::Env)?,
+            None => Vec::new(),
+        };
+        let mut seen = (None, None);
+        let mut all = from_env.clone();
+        if let Some(path) = &token_file {
+            let bytes = read_file(path)?;
+            let entries = parse_file(path, &bytes)?;
+            all = merge(&from_env, entries)?;
+            seen.0 = Some(bytes);
+        }
+        let (refusals, writer) = Refusals::new();
+        Ok(Auth {
+            tokens: ArcSwap::from_pointee(TokenSet::new(all)),
+            configured: token_file.is_some() || tokens_env.is_some(),
+            open_admin,
+            open_data,
+            file: token_file,
+            from_env,
+            seen: Mutex::new(seen),
+            refusals,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The tokens now accepted.
+    pub fn tokens(&self) -> arc_swap::Guard<Arc<TokenSet>> {
+        self.tokens.load()
+    }
+
+    /// Whether `/v1` needs a token.
+    pub fn data_needs_token(&self) -> bool {
+        self.configured && !self.open_data
+    }
+
+    /// Whether the admin API needs a token (it does, unless `UNSAFE_OPEN_ADMIN`).
+    pub fn admin_needs_token(&self) -> bool {
+        !self.open_admin
+    }
+
+    /// Whether `caller` may see what `read` allows (readyz's backends).
+    pub fn may_read(&self, caller: Option<&Caller>) -> bool {
+        !self.data_needs_token() || caller.is_some_and(|c| c.may(Scope::Read))
+    }
+
+    /// What the status reports about authentication, and its warnings.
+    pub fn status(&self) -> (serde_json::Value, Vec<String>) {
+        let tokens = self.tokens();
+        let names: Vec<&str> = tokens.names().collect();
+        let file_error = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone();
+        let mut warnings = Vec::new();
+        if self.open_admin {
+            warnings.push(
+                "the admin API is open to anyone who reaches this port (UNSAFE_OPEN_ADMIN)"
+                    .to_owned(),
+            );
+        }
+        if let Some(e) = &file_error {
+            warnings.push(format!("{e}; the last good set of tokens is in use"));
+        }
+        let admin = if self.open_admin {
+            "open to anyone (UNSAFE_OPEN_ADMIN)"
+        } else if tokens.is_empty() {
+            "closed: no token is configured"
+        } else {
+            "a token with scope admin"
+        };
+        let data = if !self.configured {
+            "open: no token is configured"
+        } else if self.open_data {
+            "open (OPEN_DATA_API)"
+        } else {
+            "a token with scope read (GET) or write"
+        };
+        let view = json!({
+            "tokens": names,
+            "token_file": self.file.as_ref().map(|p| p.display().to_string()),
+            "token_file_error": file_error,
+            "admin_api": admin,
+            "data_api": data,
+        });
+        (view, warnings)
+    }
+
+    /// Decides about a request for `area` with `headers`.
+    fn check(&self, area: Area, headers: &HeaderMap) -> Result<Caller, Refused> {
+        let tokens = self.tokens();
+        let identify = |token: &str| match tokens.find(token) {
+            Some(e) => Caller::Token {
+                name: e.name.clone(),
+                scope: e.scope,
+            },
+            None => Caller::Anonymous,
+        };
+        let (needed, open) = match area {
+            Area::Open => (Scope::Read, true),
+            Area::Admin => (Scope::Admin, self.open_admin),
+            Area::Data(scope) => (scope, !self.data_needs_token()),
+        };
+        let given = presented(headers);
+        if open {
+            // Endpoints that need no token never refuse one: a known token only names the
+            // caller (go-mezzanine clients may send headers of their own).
+            return Ok(match given {
+                Presented::Bearer(t) => identify(t),
+                _ => Caller::Anonymous,
+            });
+        }
+        let api = if area == Area::Admin {
+            "the admin API"
+        } else {
+            "this endpoint"
+        };
+        match given {
+            Presented::None => Err(Refused {
+                status: StatusCode::UNAUTHORIZED,
+                reason: "no token",
+                token: None,
+                needed,
+                detail: if area == Area::Admin && tokens.is_empty() {
+                    "the admin API needs a bearer token with scope admin, and this server has \
+                     none configured (TOKEN_FILE or TOKENS): make one with `mezzanine token \
+                     create --name NAME --scopes admin` and add its line to the token file"
+                        .to_owned()
+                } else {
+                    format!(
+                        "{api} needs a bearer token with scope {needed} \
+                         (Authorization: Bearer TOKEN; the admin commands take --token or \
+                         MEZZANINE_TOKEN)"
+                    )
+                },
+            }),
+            Presented::Malformed => Err(Refused {
+                status: StatusCode::UNAUTHORIZED,
+                reason: "malformed header",
+                token: None,
+                needed,
+                detail: "the Authorization header must be one `Bearer TOKEN`".to_owned(),
+            }),
+            Presented::Bearer(t) => match tokens.find(t) {
+                None => Err(Refused {
+                    status: StatusCode::UNAUTHORIZED,
+                    reason: "unknown token",
+                    token: None,
+                    needed,
+                    detail: "this server does not know the bearer token (a typing error, a \
+                             token of another cluster, or one removed from the token file)"
+                        .to_owned(),
+                }),
+                Some(e) if !e.scope.includes(needed) => Err(Refused {
+                    status: StatusCode::FORBIDDEN,
+                    reason: "insufficient scope",
+                    token: Some(e.name.to_string()),
+                    needed,
+                    detail: format!(
+                        "token {:?} has scope {}; {api} needs scope {needed}",
+                        &*e.name, e.scope
+                    ),
+                }),
+                Some(e) => Ok(Caller::Token {
+                    name: e.name.clone(),
+                    scope: e.scope,
+                }),
+            },
+        }
+    }
+
+    /// Reads the token file again if it changed; a bad file keeps the current tokens. Returns
+    /// whether a new set was installed.
+    pub fn reload_file(&self) -> bool {
+        let Some(path) = &self.file else {
+            return false;
+        };
+        let result = read_file(path).map(|bytes| {
+            let changed = {
+                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.0.as_deref() != Some(bytes.as_slice()) || seen.1.is_some()
+            };
+            if !changed {
+                return None;
+            }
+            let entries = parse_file(path, &bytes).and_then(|e| merge(&self.from_env, e));
+            Some((bytes, entries))
+        });
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let error = match result {
+            Ok(None) => return false,
+            Ok(Some((bytes, Ok(entries)))) => {
+                let same_as_seen = seen.0.as_deref() == Some(bytes.as_slice());
+                seen.0 = Some(bytes);
+                seen.1 = None;
+                let names: Vec<String> = entries.iter().map(|e| e.name.to_string()).collect();
+                self.tokens.store(Arc::new(TokenSet::new(entries)));
+                if !same_as_seen {
+                    tracing::info!(file = %path.display(), tokens = ?names, "token file reloaded");
+                } else {
+                    tracing::info!(file = %path.display(), tokens = ?names, "token file readable again");
+                }
+                return true;
+            }
+            Ok(Some((bytes, Err(e)))) => {
+                seen.0 = Some(bytes);
+                e.to_string()
+            }
+            Err(e) => e.to_string(),
+        };
+        if seen.1.as_deref() != Some(error.as_str()) {
+            tracing::error!(
+                error = %error,
+                tokens = self.tokens().len(),
+                "the token file is not usable; keeping the last good set of tokens"
+            );
+            seen.1 = Some(error);
+        }
+        false
+    }
+
+    /// Looks at the token file every [`RELOAD_EVERY`], for ever.
+    pub async fn watch_file(self: Arc<Self>) {
+        if self.file.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(RELOAD_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let me = self.clone();
+            // File system calls block: off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || me.reload_file()).await;
+        }
+    }
+
+    /// Logs what start-up should say about authentication (the unsafe flag loudly).
+    pub fn log_start(&self) {
+        let tokens = self.tokens();
+        if self.open_admin {
+            tracing::warn!(
+                "UNSAFE_OPEN_ADMIN: the admin API is open to anyone who reaches this port: \
+                 they can add backends, move every shard to them and drop the originals; use \
+                 tokens (TOKEN_FILE) instead"
+            );
+        }
+        match (self.configured, tokens.len()) {
+            (false, _) if !self.open_admin => tracing::warn!(
+                "no token is configured (TOKEN_FILE or TOKENS): the admin API answers 401 to \
+                 every request, and /v1 is open to anyone"
+            ),
+            (false, _) => tracing::warn!("no token is configured: /v1 is open to anyone"),
+            (true, n) => tracing::info!(
+                tokens = n,
+                data_api = if self.open_data {
+                    "open (OPEN_DATA_API)"
+                } else {
+                    "tokens required"
+                },
+                "authentication by bearer tokens"
+            ),
+        }
+    }
+}
+
+/// Starts the token file's watcher and the refusals' writer of `st`.
+pub(crate) fn spawn_background(st: &Arc<AppState>) {
+    st.spawn(tokio::spawn(st.auth.clone().watch_file()));
+    let writer = st
+        .auth
+        .writer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(w) = writer {
+        st.spawn(tokio::spawn(w.run(st.catalog.clone())));
+    }
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, AuthError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let read = || -> std::io::Result<Vec<u8>> {
+        let f = std::fs::File::open(path)?;
+        let mut bytes = Vec::new();
+        f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = read().map_err(|e| AuthError::Read {
+        path: shown.clone(),
+        cause: match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ if e.raw_os_error() == Some(21) => "it is a directory".to_owned(),
+            _ => e.to_string(),
+        },
+    })?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(AuthError::File {
+            path: shown,
+            cause: format!("larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+fn parse_file(path: &std::path::Path, bytes: &[u8]) -> Result<Vec<TokenEntry>, AuthError> {
+    let shown = path.display().to_string();
+    let text = std::str::from_utf8(bytes).map_err(|_| AuthError::File {
+        path: shown.clone(),
+        cause: "not UTF-8 text".to_owned(),
+    })?;
+    tokens::parse_lines(text).map_err(|cause| AuthError::File { path: shown, cause })
+}
+
+/// The tokens of `TOKENS` and of the file together (a name or token in both is an error).
+fn merge(env: &[TokenEntry], file: Vec<TokenEntry>) -> Result<Vec<TokenEntry>, AuthError> {
+    let mut all = env.to_vec();
+    for e in file {
+        tokens::add(&mut all, e)
+            .map_err(|why| AuthError::Conflict(format!("TOKENS and TOKEN_FILE together: {why}")))?;
+    }
+    Ok(all)
+}
+
+/// The client's IP address, or `unknown` (a server started without the connection loop of
+/// [`crate::http::serve`]).
+fn client_ip(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Whether a request of the admin API is written to the audit log: every change, and the
+/// export (which shows the backends' URLs).
+fn audited(method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD) || path.ends_with("/shards/export")
+}
+
+/// The middleware: refuses what the caller may not do (see the module's table), audits admin
+/// requests, and puts the [`Caller`] in the request's extensions.
+pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let area = Area::of(&method, &path);
+    let client = client_ip(&req);
+    let caller = match st.auth.check(area, req.headers()) {
+        Ok(c) => c,
+        Err(refused) => {
+            st.auth.refusals.note(Refusal {
+                client,
+                api: if area == Area::Admin { "admin" } else { "data" },
+                reason: refused.reason,
+                token: refused.token.clone(),
+                method: method.to_string(),
+                path,
+                status: refused.status.as_u16(),
+            });
+            return refused.into_response();
+        }
+    };
+    req.extensions_mut().insert(caller.clone());
+    if area != Area::Admin {
+        return next.run(req).await;
+    }
+    let actor = mezzanine_catalog::Actor {
+        token: caller.name().map(str::to_owned),
+        client,
+    };
+    let resp = mezzanine_catalog::acting(actor.clone(), next.run(req)).await;
+    if audited(&method, &path) {
+        let detail = json!({
+            "method": method.as_str(),
+            "path": path,
+            "status": resp.status().as_u16(),
+            "by": actor,
+        });
+        if let Err(e) = st.catalog.record("admin", &detail).await {
+            tracing::error!(error = %e, detail = %detail, "an admin request could not be audited");
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    fn auth_with(lines: &str, open_admin: bool, open_data: bool) -> Auth {
+        Auth::new(None, Some(lines), open_admin, open_data).unwrap()
+    }
+
+    #[test]
+    fn areas_by_path_and_method() {
+        assert_eq!(Area::of(&Method::GET, "/admin/v1/status"), Area::Admin);
+        assert_eq!(Area::of(&Method::GET, "/admin"), Area::Admin);
+        assert_eq!(
+            Area::of(&Method::GET, "/administrator"),
+            Area::Data(Scope::Read)
+        );
+        assert_eq!(
+            Area::of(&Method::POST, "/v1/cells"),
+            Area::Data(Scope::Write)
+        );
+        assert_eq!(
+            Area::of(&Method::DELETE, "/v1/plugins/1"),
+            Area::Data(Scope::Write)
+        );
+        assert_eq!(Area::of(&Method::GET, "/metrics"), Area::Data(Scope::Read));
+        assert_eq!(Area::of(&Method::GET, "/v1/readyz"), Area::Open);
+        assert_eq!(Area::of(&Method::GET, "/openapi.json"), Area::Open);
+    }
+
+    #[test]
+    fn the_header_is_one_bearer_token() {
+        let t = tokens::new_token();
+        let a = auth_with(&tokens::token_line("ops", Scope::Admin, &t), false, false);
+        let ok = a.check(Area::Admin, &headers(Some(&format!("bearer  {t} "))));
+        assert!(matches!(ok, Ok(Caller::Token { .. })), "{ok:?}");
+        for bad in [
+            format!("Basic {t}"),
+            t.clone(),
+            "Bearer".into(),
+            format!("Bearer {t} x"),
+        ] {
+            let r = a.check(Area::Admin, &headers(Some(&bad))).unwrap_err();
+            assert_eq!(r.reason, "malformed header", "{bad}");
+        }
+        let mut two = headers(Some(&format!("Bearer {t}")));
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+        assert_eq!(
+            a.check(Area::Admin, &two).unwrap_err().reason,
+            "malformed header"
+        );
+    }
+
+    #[test]
+    fn an_empty_tokens_variable_configures_nothing() {
+        let a = auth_with("  ", false, false);
+        assert!(!a.data_needs_token());
+        assert!(a.check(Area::Data(Scope::Write), &headers(None)).is_ok());
+        assert_eq!(
+            a.check(Area::Admin, &headers(None)).unwrap_err().status,
+            401
+        );
+    }
+
+    #[test]
+    fn open_areas_never_refuse_but_still_name_the_caller() {
+        let t = tokens::new_token();
+        let a = auth_with(&tokens::token_line("ops", Scope::Read, &t), true, true);
+        let bearer = format!("Bearer {t}");
+        for area in [Area::Open, Area::Admin, Area::Data(Scope::Write)] {
+            assert_eq!(
+                a.check(area, &headers(Some("Bearer nope"))),
+                Ok(Caller::Anonymous)
+            );
+            assert_eq!(
+                a.check(area, &headers(Some("garbage"))),
+                Ok(Caller::Anonymous)
+            );
+            let named = a.check(area, &headers(Some(&bearer))).unwrap();
+            assert_eq!(named.name(), Some("ops"));
+        }
+    }
+
+    #[test]
+    fn a_bad_file_keeps_the_last_good_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let (t1, t2) = (tokens::new_token(), tokens::new_token());
+        std::fs::write(&path, tokens::token_line("one", Scope::Admin, &t1)).unwrap();
+        let a = Auth::new(Some(path.clone()), None, false, false).unwrap();
+        let admin = |t: &str| a.check(Area::Admin, &headers(Some(&format!("Bearer {t}"))));
+        assert!(admin(&t1).is_ok() && admin(&t2).is_err());
+        assert!(!a.reload_file(), "nothing changed");
+        // A damaged file: the old set stays, and the status says why.
+        std::fs::write(&path, "one admin sha256:nothex").unwrap();
+        assert!(!a.reload_file());
+        assert!(admin(&t1).is_ok());
+        let (view, warnings) = a.status();
+        assert!(
+            view["token_file_error"]
+                .as_str()
+                .unwrap()
+                .contains("line 1"),
+            "{view}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("last good set")),
+            "{warnings:?}"
+        );
+        // A removed file too.
+        std::fs::remove_file(&path).unwrap();
+        assert!(!a.reload_file());
+        assert!(admin(&t1).is_ok());
+        // A good file again: the new set, and no error.
+        std::fs::write(&path, tokens::token_line("two", Scope::Admin, &t2)).unwrap();
+        assert!(a.reload_file());
+        assert!(admin(&t2).is_ok() && admin(&t1).is_err());
+        assert!(a.status().0["token_file_error"].is_null());
+    }
+
+    #[test]
+    fn a_configured_source_without_tokens_keeps_v1_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "# nobody yet\n").unwrap();
+        let a = Auth::new(Some(path), None, false, false).unwrap();
+        assert!(a.data_needs_token());
+        let r = a
+            .check(Area::Data(Scope::Read), &headers(None))
+            .unwrap_err();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn a_name_in_both_sources_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            tokens::token_line("ops", Scope::Admin, &tokens::new_token()),
+        )
+        .unwrap();
+        let env = tokens::token_line("ops", Scope::Read, &tokens::new_token());
+        let e = Auth::new(Some(path), Some(&env), false, false)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("the name \"ops\" is given twice"),
+            "{e}"
+        );
+    }
+}
