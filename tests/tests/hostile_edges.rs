@@ -304,7 +304,7 @@ async fn errors_below_the_application_are_problems() {
         (
             "a long target",
             raw::request(
-                &format!("GET /v1/livez?{} HTTP/1.1", "q".repeat(10_000)),
+                &format!("GET /v1/livez?{} HTTP/1.1", "q".repeat(20_000)),
                 &[],
                 b"",
             ),
