@@ -304,7 +304,7 @@ async fn errors_below_the_application_are_problems() {
         (
             "a long target",
             raw::request(
-                &format!("GET /v1/livez?{} HTTP/1.1", "q".repeat(10_000)),
+                &format!("GET /v1/livez?{} HTTP/1.1", "q".repeat(20_000)),
                 &[],
                 b"",
             ),
@@ -382,9 +382,22 @@ async fn openapi_states_what_the_server_enforces() {
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
     assert!(props.contains(&"$schema".to_owned()), "{props:?}");
+    // `$schema` is a string, and only a string.
+    for schema in [
+        &write["properties"]["$schema"],
+        &batch["properties"]["$schema"],
+    ] {
+        assert_eq!(schema["type"], "string", "{schema}");
+    }
     let mut one = json!({"row_key": row, "column_name": "c", "ref_key": 1, "body": 1, "$schema": "https://x/y.json"});
     let (s, v) = post_json(&c, &srv.url("/v1/cells"), &one).await;
     assert_eq!(s, 201, "a documented property refused: {v}");
+    for not_a_string in [json!(null), json!(1)] {
+        let mut bad = one.clone();
+        bad["$schema"] = not_a_string;
+        let (s, v) = post_json(&c, &srv.url("/v1/cells"), &bad).await;
+        assert_eq!(s, 422, "{v}");
+    }
     one["not_in_the_document"] = json!(1);
     let (s, _) = post_json(&c, &srv.url("/v1/cells"), &one).await;
     assert_eq!(s, 422, "an undocumented property accepted");

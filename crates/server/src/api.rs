@@ -55,7 +55,7 @@ pub struct CellResponse {
 pub struct WriteCellBody {
     /// A URL to the JSON Schema for this object (ignored).
     #[serde(rename = "$schema")]
-    #[schema(format = "uri", read_only)]
+    #[schema(format = "uri", read_only, nullable = false)]
     schema: Option<String>,
     /// Row key UUID.
     #[schema(format = "uuid")]
@@ -85,7 +85,7 @@ pub struct RowResponse {
 pub struct BatchWriteBody {
     /// A URL to the JSON Schema for this object (ignored).
     #[serde(rename = "$schema")]
-    #[schema(format = "uri", read_only)]
+    #[schema(format = "uri", read_only, nullable = false)]
     schema: Option<String>,
     /// The cells; each is validated on its own and refused in its own result.
     #[schema(min_items = 1, max_items = 1000)]

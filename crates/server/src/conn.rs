@@ -63,7 +63,7 @@ pub const MAX_REFUSING: usize = 64;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Longest request target accepted (path and query); a longer one is answered 414.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub const MAX_URI_BYTES: usize = 16 * 1024;
 
 /// A connection's socket, with hyper's own error answers replaced by problems.
 pub struct Answering<S> {
