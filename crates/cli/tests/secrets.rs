@@ -35,6 +35,9 @@ impl Serve {
             .env("PORT", port.to_string())
             .env("LOG_FORMAT", "json")
             .env("DB_QUERY_TIMEOUT", "3s")
+            // The admin API needs a token: the harness's, which `admin` sends.
+            .env("TOKENS", mezzanine_e2e::harness_tokens())
+            .env("OPEN_DATA_API", "true")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -80,6 +83,7 @@ impl Serve {
         Command::new(BIN)
             .args(args)
             .args(["--server", &self.base])
+            .env("MEZZANINE_TOKEN", mezzanine_e2e::ADMIN_TOKEN)
             .output()
             .unwrap()
     }
