@@ -49,6 +49,21 @@ pub enum BenchCommand {
     Rebalance(rebalance::RebalanceArgs),
 }
 
+/// The token option every bench shares.
+#[derive(Debug, clap::Args)]
+pub struct TokenArg {
+    /// Bearer token for the servers (default: $MEZZANINE_TOKEN, else the dev cluster's in
+    /// .mezzanine/mezzanine.env when it names the server). Needs scope admin for `bench move`
+    /// and `bench rebalance`; write for `bench http` once /v1 needs a token.
+    #[arg(
+        long,
+        env = "MEZZANINE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
 /// Options of `mezzanine bench http`.
 #[derive(Debug, clap::Args)]
 pub struct HttpArgs {
@@ -92,16 +107,8 @@ pub struct HttpArgs {
     /// Measure HTTP only (no shards.json needed).
     #[arg(long)]
     pub no_direct: bool,
-    /// Bearer token for the servers (default: $MEZZANINE_TOKEN, else the dev cluster's in
-    /// .mezzanine/mezzanine.env when it names the server). Needs scope admin for `bench move`
-    /// and `bench rebalance`; write for `bench http` once /v1 needs a token.
-    #[arg(
-        long,
-        env = "MEZZANINE_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub auth: TokenArg,
 }
 
 /// An operation measured on both sides.
@@ -225,7 +232,7 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
         bail!("--seed-rows must be at least 1 to measure latest and row reads");
     }
     let server = args.server.trim_end_matches('/').to_owned();
-    let token = crate::token::resolve(args.token.as_deref(), &server);
+    let token = crate::token::resolve(args.auth.token.as_deref(), &server);
     let target = conn::Target::parse(&server)?.with_token(token.as_deref())?;
     let client = reqwest::Client::builder()
         .default_headers(crate::token::bearer_headers(token.as_deref())?)

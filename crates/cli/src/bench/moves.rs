@@ -58,16 +58,8 @@ pub struct ClusterArgs {
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Bearer token for the servers (default: $MEZZANINE_TOKEN, else the dev cluster's in
-    /// .mezzanine/mezzanine.env when it names the server). Needs scope admin for `bench move`
-    /// and `bench rebalance`; write for `bench http` once /v1 needs a token.
-    #[arg(
-        long,
-        env = "MEZZANINE_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub auth: super::TokenArg,
 }
 
 /// Options of `mezzanine bench move`.
@@ -118,7 +110,7 @@ impl Cluster {
             &args.servers,
             args.concurrency,
             timeout,
-            args.token.as_deref(),
+            args.auth.token.as_deref(),
         )?;
         let shards_view = send_json(client.get(format!("{main}/admin/v1/shards")))
             .await
