@@ -310,7 +310,9 @@ impl Backend {
                 .last_error
                 .clone()
                 .unwrap_or_else(|| "down".to_owned());
-            return Err(self.unavailable(format!("known down ({why})")));
+            // The cause first, so the message reads the same as when the attempt was made
+            // now; the health check retries it in the background.
+            return Err(self.unavailable(format!("{why} (known down at the last health check)")));
         }
         self.lease_unchecked().await
     }
