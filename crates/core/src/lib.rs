@@ -9,6 +9,7 @@ pub mod duration;
 pub mod hash;
 pub mod hosts;
 pub mod moves;
+pub mod page;
 pub mod rebalance;
 pub mod shardmap;
 pub mod shardset;

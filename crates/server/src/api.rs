@@ -789,9 +789,10 @@ pub async fn partition_read(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
     let q = parse_partition_query(raw.as_deref(), st.num_shards())?;
+    let max_bytes = st.config.max_page_bytes;
     let cells = st
         .on_shard(q.partition, |b| async move {
-            cells::partition_read(&b, q.partition, q.from, q.limit).await
+            cells::partition_read(&b, q.partition, q.from, q.limit, max_bytes).await
         })
         .await?;
     Ok(Json(cells).into_response())

@@ -102,6 +102,11 @@ pub struct ServeConfig {
     /// request's cell bodies may take once stored (their numbers written out in full).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Most bytes of cells in one partition-read page (past its first cell, which is always
+    /// given): a page ends earlier than its `limit` rather than exceed it, at a point where a
+    /// reader paging by `created_at` skips nothing.
+    #[arg(long, env = "MAX_PAGE_BYTES", default_value_t = 16 << 20)]
+    pub max_page_bytes: usize,
     /// Most connections served at once; a connection beyond gets a 503 (with Retry-After)
     /// and is closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

@@ -496,6 +496,36 @@ impl<'a> Lease<'a> {
         self.finish(result, started)
     }
 
+    /// Runs one statement with typed parameters and hands its rows to `each` one at a time,
+    /// as they arrive, so that the caller holds only what it keeps. Rows after `each` first
+    /// returns `false` are read and dropped (the connection stays usable).
+    pub async fn query_each(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        mut each: impl FnMut(Row) -> bool,
+    ) -> Result<(), StorageError> {
+        use futures::TryStreamExt;
+        self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);
+        let started = self.backend.now_nanos();
+        let client = self.client()?;
+        let run = async {
+            let rows = client
+                .query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))
+                .await?;
+            futures::pin_mut!(rows);
+            let mut wanted = true;
+            while let Some(row) = rows.try_next().await? {
+                if wanted {
+                    wanted = each(row);
+                }
+            }
+            Ok(())
+        };
+        let result = timeout_at(self.deadline, run).await;
+        self.finish(result, started)
+    }
+
     /// Runs statements given as one string (simple protocol, no parameters): DDL only.
     pub async fn batch_execute(&self, sql: &str) -> Result<(), StorageError> {
         self.in_flight.fetch_add(1, AtomicOrdering::AcqRel);

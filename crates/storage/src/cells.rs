@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use mezzanine_core::page::Page;
 use mezzanine_core::{CellKey, NewCell};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -28,6 +29,13 @@ pub struct Cell {
     pub body: Box<RawValue>,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+}
+
+impl Cell {
+    /// About what the cell weighs in an answer: its body and its other fields.
+    pub fn stored_size(&self) -> usize {
+        self.body.get().len() + self.column_name.len() + 128
+    }
 }
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -87,6 +95,24 @@ async fn select_cells(
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<Vec<Cell>, StorageError> {
+    let mut cells = Vec::new();
+    read_cells(backend, shard, sql, params, |c| {
+        cells.push(c);
+        true
+    })
+    .await?;
+    Ok(cells)
+}
+
+/// [`select_cells`], handing the cells to `each` as they arrive (until it returns `false`),
+/// so that the caller holds only what it keeps. `each` sees no cell unless the fence allows.
+async fn read_cells(
+    backend: &Backend,
+    shard: u32,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+    mut each: impl FnMut(Cell) -> bool,
+) -> Result<(), StorageError> {
     let fenced = format!(
         "SELECT st.state, c.* FROM mezzanine_shard_state st \
          LEFT JOIN LATERAL ({sql}) c ON st.state IN ('active', 'frozen') \
@@ -97,12 +123,37 @@ async fn select_cells(
     all.push((&shard_i, Type::INT4));
     all.extend(params.iter().map(|(v, t)| (*v, t.clone())));
     let lease = backend.lease().await?;
-    let rows = lease.query(&fenced, &all).await?;
-    fence(backend, shard, &rows, ShardState::serves)?;
-    rows.iter()
-        .filter(|r| r.try_get::<_, Option<i64>>(1).ok().flatten().is_some())
-        .map(|r| cell_from(r, 1, backend))
-        .collect()
+    // The first row carries the state (every row does); no row: no state row here.
+    let mut state: Option<Option<String>> = None;
+    let mut bad = None;
+    lease
+        .query_each(&fenced, &all, |row| {
+            if state.is_none() {
+                let s: Option<String> = row.try_get(0).ok();
+                let serves = allowed(s.as_deref(), ShardState::serves);
+                state = Some(s);
+                if !serves {
+                    return false;
+                }
+            }
+            if row.try_get::<_, Option<i64>>(1).ok().flatten().is_none() {
+                return true; // the lateral join's empty side: no cell matched
+            }
+            match cell_from(&row, 1, backend) {
+                Ok(c) => each(c),
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            }
+        })
+        .await?;
+    fence(backend, shard, state.flatten(), ShardState::serves)?;
+    bad.map_or(Ok(()), Err)
+}
+
+fn allowed(state: Option<&str>, allows: impl Fn(ShardState) -> bool) -> bool {
+    matches!(state.map(str::parse::<ShardState>), Some(Ok(s)) if allows(s))
 }
 
 /// The fence (I2): the shard's state row on this backend, read by the statement itself (its
@@ -112,18 +163,17 @@ async fn select_cells(
 fn fence(
     backend: &Backend,
     shard: u32,
-    rows: &[Row],
+    state: Option<String>,
     allows: impl Fn(ShardState) -> bool,
 ) -> Result<(), StorageError> {
-    let state: Option<String> = rows.first().and_then(|r| r.try_get(0).ok());
-    match state.as_deref().map(str::parse::<ShardState>) {
-        Some(Ok(s)) if allows(s) => Ok(()),
-        _ => Err(StorageError::NotServed {
-            shard,
-            backend: backend.label().to_owned(),
-            state: state.unwrap_or_else(|| "absent".to_owned()),
-        }),
+    if allowed(state.as_deref(), allows) {
+        return Ok(());
     }
+    Err(StorageError::NotServed {
+        shard,
+        backend: backend.label().to_owned(),
+        state: state.unwrap_or_else(|| "absent".to_owned()),
+    })
 }
 
 /// Cells as column arrays, bound to `unnest($n::uuid[], $n::text[], $n::int8[], $n::jsonb[])`.
@@ -250,7 +300,8 @@ async fn write_group(
             ],
         )
         .await?;
-    fence(backend, shard, &rows, |s| s == ShardState::Active)?;
+    let state = rows.first().and_then(|r| r.try_get(0).ok());
+    fence(backend, shard, state, |s| s == ShardState::Active)?;
     let mut inserted: HashMap<CellKey, Cell> = HashMap::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<_, Option<i64>>(1).ok().flatten().is_some() {
@@ -375,43 +426,49 @@ pub async fn get_row(
     select_cells(backend, shard, &sql, &[(row_key, Type::UUID)]).await
 }
 
-/// A page of a shard's cells in change-stream order.
+/// A page of a shard's cells in change-stream order: at most `limit` cells and, past the
+/// first, at most `max_bytes` of them, ending where a reader paging by `created_at` skips
+/// nothing ([`mezzanine_core::page`]).
 pub async fn partition_read(
     backend: &Backend,
     shard: u32,
     from: PartitionRead,
     limit: i64,
+    max_bytes: usize,
 ) -> Result<Vec<Cell>, StorageError> {
     let t = cells_table(shard);
+    let limit = limit.max(1);
+    // One more row than the page holds, to see whether its last group goes on.
+    let fetch = limit.saturating_add(1);
+    let mut page = Page::new(usize::try_from(limit).unwrap_or(usize::MAX), max_bytes);
+    let by_time = matches!(from, PartitionRead::AfterCreatedAt(_));
+    let take = |c: Cell| {
+        let size = c.stored_size();
+        let group = by_time.then_some(c.created_at);
+        page.offer(c, size, group)
+    };
     match from {
         PartitionRead::AfterAddedId(id) => {
             let sql = format!(
                 "SELECT {CELL_COLUMNS} FROM {t} WHERE added_id > $2 ORDER BY added_id LIMIT $3"
             );
-            select_cells(
-                backend,
-                shard,
-                &sql,
-                &[(&id, Type::INT8), (&limit, Type::INT8)],
-            )
-            .await
+            let params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&id, Type::INT8), (&fetch, Type::INT8)];
+            read_cells(backend, shard, &sql, &params, take).await?;
         }
         PartitionRead::AfterCreatedAt(Some(at)) => {
             let sql = format!(
                 "SELECT {CELL_COLUMNS} FROM {t} WHERE created_at > $2 ORDER BY created_at, added_id LIMIT $3"
             );
-            select_cells(
-                backend,
-                shard,
-                &sql,
-                &[(&at, Type::TIMESTAMPTZ), (&limit, Type::INT8)],
-            )
-            .await
+            let params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&at, Type::TIMESTAMPTZ), (&fetch, Type::INT8)];
+            read_cells(backend, shard, &sql, &params, take).await?;
         }
         PartitionRead::AfterCreatedAt(None) => {
             let sql =
                 format!("SELECT {CELL_COLUMNS} FROM {t} ORDER BY created_at, added_id LIMIT $2");
-            select_cells(backend, shard, &sql, &[(&limit, Type::INT8)]).await
+            read_cells(backend, shard, &sql, &[(&fetch, Type::INT8)], take).await?;
         }
     }
+    Ok(page.into_items())
 }

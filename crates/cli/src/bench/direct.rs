@@ -200,7 +200,7 @@ pub fn op(work: &Arc<Workload>, direct: &Arc<Direct>, op: Op) -> OpFn {
                 let shard = work.random_shard();
                 Box::pin(async move {
                     let from = PartitionRead::AfterAddedId(0);
-                    cells::partition_read(d.backend(shard)?, shard, from, 100).await?;
+                    cells::partition_read(d.backend(shard)?, shard, from, 100, usize::MAX).await?;
                     Ok(1)
                 })
             }
