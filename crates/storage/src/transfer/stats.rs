@@ -73,7 +73,8 @@ pub const EXACT_COUNT_BELOW: i64 = 1 << 20;
 /// The statistics of every `cells_NNNN` table of the backend, in one statement. Row counts
 /// are PostgreSQL's (`n_live_tup`, or `reltuples`), which lag behind recent writes by seconds;
 /// a young table they know nothing of yet is counted exactly when small. A long step (it
-/// reads the catalog of thousands of tables, and counts some).
+/// reads the catalog of thousands of tables, and counts some). A table dropped while the
+/// statement runs (a move's source) has no size any more: it counts as empty, not as an error.
 pub async fn shard_stats(backend: &Backend) -> Result<Vec<ShardStats>, StorageError> {
     let lease = long_lease(backend).await?;
     let rows = lease
@@ -84,7 +85,7 @@ pub async fn shard_stats(backend: &Backend) -> Result<Vec<ShardStats>, StorageEr
                       (xpath('/row/n/text()', query_to_xml( \
                          format('SELECT count(*) AS n FROM %I', c.relname), false, true, '')))[1]::text::int8 \
                     ELSE greatest(coalesce(s.n_live_tup, 0), c.reltuples::int8, 0) END, \
-                    pg_total_relation_size(c.oid), coalesce(s.n_tup_ins, 0) \
+                    coalesce(pg_total_relation_size(c.oid), 0), coalesce(s.n_tup_ins, 0) \
              FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
              WHERE c.relkind = 'r' \
                AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) \
