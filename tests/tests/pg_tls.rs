@@ -268,7 +268,11 @@ async fn a_live_move_between_tls_only_backends_completes() {
     let f = fixture();
     let src = with(&create_database(&f.a).await, "verify-full", Some(&f.ca));
     let dst = with(&create_database(&f.b).await, "verify-ca", Some(&f.ca));
-    let srv = TestServer::start(default_config(), even_map(std::slice::from_ref(&src), SHARDS)).await;
+    let srv = TestServer::start(
+        default_config(),
+        even_map(std::slice::from_ref(&src), SHARDS),
+    )
+    .await;
     let (s, b) = post_json(
         &client(),
         &srv.url("/admin/v1/backends"),
@@ -287,4 +291,49 @@ async fn a_live_move_between_tls_only_backends_completes() {
     assert_eq!(shard_state_in(&dst, shard).await.as_deref(), Some("active"));
     assert_eq!(cells_in(&dst, shard).await, 20);
     assert_eq!(read_shard(&c, &srv, shard).await.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_over_tls_binds_the_channel() {
+    let f = fixture();
+    let db = create_database(&f.a).await;
+    // A role with a password that A asks for over TLS (the other rules trust).
+    let hba = f.a.data_dir().parent().unwrap().join("tls_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    if !rules.contains("mz_scram") {
+        std::fs::write(
+            &hba,
+            format!("hostssl all mz_scram all scram-sha-256\n{rules}"),
+        )
+        .unwrap();
+    }
+    let admin = connect(&f.a.url("postgres")).await;
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE mz_scram LOGIN SUPERUSER PASSWORD 'right'; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; SELECT pg_reload_conf()",
+        )
+        .await
+        .unwrap();
+    let url = with(&db, "verify-full", Some(&f.ca)).replacen("postgres@", "mz_scram:right@", 1);
+    let wrong = url.replacen(":right@", ":wrong@", 1);
+    // The reload has taken effect once a wrong password is refused.
+    let deadline = tokio::time::Instant::now() + LONG;
+    while mezzanine_storage::conninfo::connect(&wrong, LONG)
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pg_hba.conf not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = start_error(default_config(), even_map(&[wrong], SHARDS)).await;
+    says_once(&e, "password authentication failed for user \"mz_scram\"");
+    assert!(!e.contains("wrong"), "{e}");
+    // channel_binding=require: SCRAM-SHA-256-PLUS over the server's certificate, or nothing.
+    let bound = format!("{url}&channel_binding=require");
+    let srv = TestServer::start(default_config(), even_map(&[bound], SHARDS)).await;
+    writes_and_reads(&srv).await;
 }
