@@ -252,7 +252,7 @@ pub fn backend_targets(url: &str) -> Result<Vec<Target>, String> {
         }
     }
     let split = crate::sslmode::split(url, |name| std::env::var(name).ok())
-        .map_err(|e| format!("cannot be used: {e}"))?;
+        .map_err(|e| format!("cannot be read: {e}"))?;
     let config =
         Config::from_str(&split.rest).map_err(|e| format!("cannot be read: {}", pg_cause(&e)))?;
     let targets = targets(&config);
@@ -320,11 +320,11 @@ mod tests {
             ("postgres://u@h/d?password=***", "masked password"),
             (
                 "postgres://u:secret@h/d?sslmode=allow",
-                "cannot be used: sslmode=allow",
+                "cannot be read: sslmode=allow",
             ),
             (
                 "postgres://u:secret@h/d?sslmode=verify-ca",
-                "cannot be used: sslmode=verify-ca needs the CA certificates",
+                "cannot be read: sslmode=verify-ca needs the CA certificates",
             ),
         ] {
             match backend_targets(bad) {
