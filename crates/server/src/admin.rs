@@ -431,13 +431,19 @@ async fn reload(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
 /// `GET /admin/v1/status`: this node, the mover's leader, the map version in use.
 async fn status(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
     let leader = current_leader(&st.catalog).await?;
-    let (auth, warnings) = st.auth.status();
+    let (auth, mut warnings) = st.auth.status();
+    let tls = st.tls.as_ref().map(|t| {
+        let (view, more) = t.status();
+        warnings.extend(more);
+        view
+    });
     Ok(Json(json!({
         "node": {"id": st.node_id, "addr": st.addr(), "mover": st.config.mover()},
         "leader": leader,
         "map_version": st.map_version(),
         "cluster_id": st.catalog.cluster_id(),
         "auth": auth,
+        "tls": tls,
         "warnings": warnings,
     }))
     .into_response())
