@@ -62,7 +62,7 @@ pub enum TlsError {
     ClientCaWithoutTls,
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("invalid {what} {path} ({var}): {cause}")]
+    #[error("{what} {path} ({var}) cannot be used: {cause}")]
     File {
         what: &'static str,
         path: String,
@@ -202,7 +202,7 @@ pub fn server_config(files: &TlsFiles, contents: &[Vec<u8>]) -> Result<ServerCon
         rustls::Error::InvalidCertificate(e) => {
             invalid(cert_file, format!("its first certificate is invalid ({e})"))
         }
-        e => invalid(key_file, format!("the key cannot be used ({e})")),
+        e => invalid(key_file, e.to_string()),
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
@@ -439,18 +439,18 @@ mod tests {
             ),
             (
                 vec![b"".to_vec(), one.key.clone().into()],
-                "invalid the certificate file /etc/c.pem (TLS_CERT_FILE): no certificate",
+                "the certificate file /etc/c.pem (TLS_CERT_FILE) cannot be used: no certificate",
             ),
             (
                 vec![
                     one.cert[..one.cert.len() / 2].into(),
                     one.key.clone().into(),
                 ],
-                "/etc/c.pem (TLS_CERT_FILE): not PEM certificates",
+                "/etc/c.pem (TLS_CERT_FILE) cannot be used: not PEM certificates",
             ),
             (
                 vec![one.cert.clone().into(), one.cert.clone().into()],
-                "/etc/k.pem (TLS_KEY_FILE): no private key",
+                "/etc/k.pem (TLS_KEY_FILE) cannot be used: no private key",
             ),
             (
                 vec![
@@ -458,7 +458,7 @@ mod tests {
                     one.key.clone().into(),
                     b"junk".to_vec(),
                 ],
-                "/etc/ca.pem (TLS_CLIENT_CA_FILE): no certificate",
+                "/etc/ca.pem (TLS_CLIENT_CA_FILE) cannot be used: no certificate",
             ),
         ];
         for (contents, says) in cases {
