@@ -444,6 +444,8 @@ pub struct Server {
 impl Server {
     /// Reads `shards.json` (the catalog's seed) and starts.
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
+        // TLS's variables come together or not at all: said before anything else is read.
+        config.tls_files()?;
         let path = config.shard_config_path.display().to_string();
         let text = tokio::fs::read_to_string(&config.shard_config_path)
             .await

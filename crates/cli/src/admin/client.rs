@@ -259,12 +259,18 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The TLS error among the causes of `e`, if any.
 fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut inner = Some(e);
-    while let Some(err) = inner {
+    let mut next = Some(e);
+    while let Some(err) = next {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        inner = err.source();
+        // An I/O error's `source` skips the error it wraps: go into that one.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
