@@ -64,19 +64,40 @@ async fn admin_commands_and_bench_trust_a_private_ca() {
     .await;
     assert!(out.status.success(), "{}", text(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["tls"]["client_certificates"], "not asked for", "{status}");
+    assert_eq!(
+        status["tls"]["client_certificates"], "not asked for",
+        "{status}"
+    );
 
     // Without the CA: refused, saying what to do.
     let out = mezzanine(&["status", "--server", &srv.base], &[]).await;
     assert!(!out.status.success());
     let said = text(&out);
-    assert!(said.contains("TLS with the mezzanine server") && said.contains("--cacert"), "{said}");
+    assert!(
+        said.contains("TLS with the mezzanine server") && said.contains("--cacert"),
+        "{said}"
+    );
 
     let out = mezzanine(
         &[
-            "bench", "http", "--duration", "1s", "--concurrency", "2", "--batch-size", "10",
-            "--seed-rows", "10", "--json", "--ops", "write,latest", "--no-direct", "--server",
-            &srv.base, "--cacert", ca_file,
+            "bench",
+            "http",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
+            "--batch-size",
+            "10",
+            "--seed-rows",
+            "10",
+            "--json",
+            "--ops",
+            "write,latest",
+            "--no-direct",
+            "--server",
+            &srv.base,
+            "--cacert",
+            ca_file,
         ],
         &[],
     )
@@ -99,7 +120,13 @@ async fn admin_commands_present_a_client_certificate() {
     let cert = write(dir.path(), "ops.pem", &ops.chain_pem);
     let key = write(dir.path(), "ops-key.pem", &ops.key_pem);
     let srv = https_server(dir.path(), &ca, Some(&clients)).await;
-    let base = ["status", "--server", &srv.base, "--cacert", ca_file.to_str().unwrap()];
+    let base = [
+        "status",
+        "--server",
+        &srv.base,
+        "--cacert",
+        ca_file.to_str().unwrap(),
+    ];
 
     let out = mezzanine(&base, &[]).await;
     assert!(!out.status.success(), "served without a client certificate");
@@ -135,5 +162,8 @@ async fn serve_refuses_half_a_pair_in_one_line() {
         .lines()
         .find(|l| l.starts_with("mezzanine: "))
         .unwrap_or_else(|| panic!("no error line: {stderr}"));
-    assert!(line.contains("TLS_CERT_FILE is set but TLS_KEY_FILE is not"), "{stderr}");
+    assert!(
+        line.contains("TLS_CERT_FILE is set but TLS_KEY_FILE is not"),
+        "{stderr}"
+    );
 }

@@ -36,6 +36,16 @@ pub struct Target {
     )>,
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Target {
     /// The target of `server`; `tls` for an `https://` one.
     pub fn parse(server: &str, tls: &rustls::ClientConfig) -> anyhow::Result<Target> {
