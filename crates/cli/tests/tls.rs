@@ -57,6 +57,11 @@ async fn admin_commands_and_bench_trust_a_private_ca() {
 
     let out = mezzanine(&["status", "--server", &srv.base, "--cacert", ca_file], &[]).await;
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("HTTPS"),
+        "{}",
+        text(&out)
+    );
     let out = mezzanine(
         &["status", "--json", "--server", &srv.base],
         &[("MEZZANINE_CACERT", ca_file)],
@@ -137,6 +142,11 @@ async fn admin_commands_present_a_client_certificate() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("HTTPS, client certificates required"),
+        "{shown}"
+    );
     srv.stop().await;
 }
 

@@ -432,11 +432,14 @@ async fn reload(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
 async fn status(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
     let leader = current_leader(&st.catalog).await?;
     let (auth, mut warnings) = st.auth.status();
-    let tls = st.tls.as_ref().map(|t| {
-        let (view, more) = t.status();
-        warnings.extend(more);
-        view
-    });
+    let tls = match &st.tls {
+        Some(t) => {
+            let (view, more) = t.status();
+            warnings.extend(more);
+            view
+        }
+        None => json!({"enabled": false}),
+    };
     Ok(Json(json!({
         "node": {"id": st.node_id, "addr": st.addr(), "mover": st.config.mover()},
         "leader": leader,

@@ -283,6 +283,7 @@ impl Tls {
             .map(|e| format!("{e}; new connections use the last good TLS certificate and key"))
             .collect();
         let view = json!({
+            "enabled": true,
             "cert_file": self.files.cert.display().to_string(),
             "key_file": self.files.key.display().to_string(),
             "client_ca_file": self.files.client_ca.as_ref().map(|p| p.display().to_string()),
