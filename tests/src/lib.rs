@@ -9,6 +9,7 @@
 //! - Fault tests that stop, kill or pause a server use [`dedicated_pg`] servers of their own.
 //! - [`proxy::PgProxy`]: a TCP proxy that cuts a node off from a PostgreSQL server silently.
 //! - [`logs`]: nodes on runtimes of their own, and what each of them logs.
+//! - [`tls`]: certificates made in the test (a CA and the leaves it signs) and TLS clients.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,6 +22,7 @@ use mezzanine_server::{http, AppState, ServeConfig, Server, StartError};
 pub mod logs;
 pub mod proxy;
 pub mod raw;
+pub mod tls;
 
 static SHARED: OnceLock<Vec<PgServer>> = OnceLock::new();
 static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -153,7 +155,8 @@ pub fn even_map(urls: &[String], num_shards: u32) -> ShardMap {
     }
 }
 
-/// A mezzanine server running inside the test process.
+/// A mezzanine server running inside the test process (`base` is `https://…` when its
+/// configuration has TLS files).
 pub struct TestServer {
     pub base: String,
     pub state: Arc<AppState>,
@@ -191,14 +194,16 @@ impl TestServer {
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server.router();
+        let tls = server.tls();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
-            let _ = http::serve(listener, app, limits, async {
+            let _ = http::serve(listener, app, limits, tls, async {
                 let _ = rx.await;
             })
             .await;
         });
         Ok(TestServer {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             state: server.state,
             startup: server.startup,
             shutdown: Some(tx),

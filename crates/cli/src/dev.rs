@@ -407,6 +407,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.host = "127.0.0.1".into();
     config.token_file = Some(token_path);
     config.open_data_api = true;
+    // Plain HTTP on the loopback, whatever TLS_* variables the shell has (zero configuration).
+    config.tls_cert_file = None;
+    config.tls_key_file = None;
+    config.tls_client_ca_file = None;
     for (name, url) in &backend_urls {
         tracing::info!(backend = %name, url = %mezzanine_storage::mask_url(url), "backend");
     }

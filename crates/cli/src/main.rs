@@ -10,6 +10,7 @@ mod cli;
 mod dev;
 mod docs;
 mod logging;
+mod tls;
 mod token;
 
 pub use logging::init_logging;
@@ -121,8 +122,10 @@ pub async fn run_server_with_spares(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| addr.clone());
     server.serving_on(&local);
-    tracing::info!(addr = %addr, startup_ms = server.startup.as_millis() as u64, "serving");
-    http::serve(listener, server.router(), limits, stop).await?;
+    let tls = server.tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %addr, scheme, startup_ms = server.startup.as_millis() as u64, "serving");
+    http::serve(listener, server.router(), limits, tls, stop).await?;
     server.state.stop_background();
     tracing::info!("stopped");
     Ok(())

@@ -431,13 +431,22 @@ async fn reload(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
 /// `GET /admin/v1/status`: this node, the mover's leader, the map version in use.
 async fn status(State(st): State<Arc<AppState>>) -> Result<Response, Problem> {
     let leader = current_leader(&st.catalog).await?;
-    let (auth, warnings) = st.auth.status();
+    let (auth, mut warnings) = st.auth.status();
+    let tls = match &st.tls {
+        Some(t) => {
+            let (view, more) = t.status();
+            warnings.extend(more);
+            view
+        }
+        None => json!({"enabled": false}),
+    };
     Ok(Json(json!({
         "node": {"id": st.node_id, "addr": st.addr(), "mover": st.config.mover()},
         "leader": leader,
         "map_version": st.map_version(),
         "cluster_id": st.catalog.cluster_id(),
         "auth": auth,
+        "tls": tls,
         "warnings": warnings,
     }))
     .into_response())

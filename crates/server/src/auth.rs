@@ -22,9 +22,9 @@
 //! and the catalog's own entries of the changes it makes record `by` too
 //! ([`mezzanine_catalog::acting`]). Refusals are audited, bounded: [`refusals`].
 //!
-//! The token file is read again every [`RELOAD_EVERY`] when it changed; a file that cannot be
-//! read or parsed keeps the last good set of tokens, and the error is logged (once per
-//! distinct error) and shown by `status`.
+//! The token file is read again every [`crate::watched::EVERY`] when it changed; a file that
+//! cannot be read or parsed keeps the last good set of tokens, and the error is logged (once
+//! per change) and shown by `status`.
 
 pub mod refusals;
 pub mod tokens;
@@ -32,7 +32,6 @@ pub mod tokens;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::extract::{ConnectInfo, Request, State};
@@ -45,9 +44,6 @@ use crate::problem::Problem;
 use crate::AppState;
 pub use refusals::{Refusal, Refusals};
 pub use tokens::{Scope, TokenEntry, TokenSet};
-
-/// How often the token file is looked at.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The largest token file read.
 const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -78,8 +74,8 @@ impl Caller {
 /// Why the token configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read the token file {path} (TOKEN_FILE): {cause}")]
-    Read { path: String, cause: String },
+    #[error(transparent)]
+    Read(#[from] crate::watched::ReadError),
     #[error("invalid token file {path} (TOKEN_FILE): {cause}")]
     File { path: String, cause: String },
     #[error("invalid TOKENS: {0}")]
@@ -97,11 +93,10 @@ pub struct Auth {
     open_admin: bool,
     /// `OPEN_DATA_API`.
     open_data: bool,
-    file: Option<PathBuf>,
+    /// The token file, and what it held at the last look.
+    file: Option<crate::watched::Watched>,
     /// The tokens of `TOKENS` (fixed for the life of the process).
     from_env: Vec<TokenEntry>,
-    /// What the file held when last read, and the error it gave, if any.
-    seen: Mutex<(Option<Vec<u8>>, Option<String>)>,
     refusals: Refusals,
     /// The writer of refusals, until [`spawn_background`] starts it.
     writer: Mutex<Option<refusals::Writer>>,
@@ -208,13 +203,14 @@ impl Auth {
             Some(text) => tokens::parse_lines(text).map_err(AuthError::Env)?,
             None => Vec::new(),
         };
-        let mut seen = (None, None);
         let mut all = from_env.clone();
+        let mut file = None;
         if let Some(path) = &token_file {
-            let bytes = read_file(path)?;
+            let f = crate::watched::File::new(path, "the token file", "TOKEN_FILE", MAX_FILE_BYTES);
+            let bytes = f.read()?;
             let entries = parse_file(path, &bytes)?;
             all = merge(&from_env, entries)?;
-            seen.0 = Some(bytes);
+            file = Some(crate::watched::Watched::new(vec![f], vec![bytes]));
         }
         let (refusals, writer) = Refusals::new();
         Ok(Auth {
@@ -222,9 +218,8 @@ impl Auth {
             configured: token_file.is_some() || tokens_env.is_some(),
             open_admin,
             open_data,
-            file: token_file,
+            file,
             from_env,
-            seen: Mutex::new(seen),
             refusals,
             writer: Mutex::new(Some(writer)),
         })
@@ -254,12 +249,7 @@ impl Auth {
     pub fn status(&self) -> (serde_json::Value, Vec<String>) {
         let tokens = self.tokens();
         let names: Vec<&str> = tokens.names().collect();
-        let file_error = self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .clone();
+        let file_error = self.file.as_ref().and_then(|w| w.error());
         let mut warnings = Vec::new();
         if self.open_admin {
             warnings.push(
@@ -286,7 +276,7 @@ impl Auth {
         };
         let view = json!({
             "tokens": names,
-            "token_file": self.file.as_ref().map(|p| p.display().to_string()),
+            "token_file": self.file.as_ref().map(|w| w.files()[0].path.display().to_string()),
             "token_file_error": file_error,
             "admin_api": admin,
             "data_api": data,
@@ -380,66 +370,50 @@ impl Auth {
     /// Reads the token file again if it changed; a bad file keeps the current tokens. Returns
     /// whether a new set was installed.
     pub fn reload_file(&self) -> bool {
-        let Some(path) = &self.file else {
+        use crate::watched::Reload;
+        let Some(watched) = &self.file else {
             return false;
         };
-        let result = read_file(path).map(|bytes| {
-            let changed = {
-                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                seen.0.as_deref() != Some(bytes.as_slice()) || seen.1.is_some()
-            };
-            if !changed {
-                return None;
-            }
-            let entries = parse_file(path, &bytes).and_then(|e| merge(&self.from_env, e));
-            Some((bytes, entries))
+        let path = &watched.files()[0].path;
+        let mut names: Vec<String> = Vec::new();
+        let reload = watched.reload(|contents| {
+            let entries = parse_file(path, &contents[0]).and_then(|e| merge(&self.from_env, e))?;
+            names = entries.iter().map(|e| e.name.to_string()).collect();
+            self.tokens.store(Arc::new(TokenSet::new(entries)));
+            Ok::<_, AuthError>(())
         });
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let error = match result {
-            Ok(None) => return false,
-            Ok(Some((bytes, Ok(entries)))) => {
-                let same_as_seen = seen.0.as_deref() == Some(bytes.as_slice());
-                seen.0 = Some(bytes);
-                seen.1 = None;
-                let names: Vec<String> = entries.iter().map(|e| e.name.to_string()).collect();
-                self.tokens.store(Arc::new(TokenSet::new(entries)));
-                if !same_as_seen {
-                    tracing::info!(file = %path.display(), tokens = ?names, "token file reloaded");
-                } else {
-                    tracing::info!(file = %path.display(), tokens = ?names, "token file readable again");
+        match reload {
+            Reload::Unchanged => false,
+            Reload::Installed { again: false } => {
+                tracing::info!(file = %path.display(), tokens = ?names, "token file reloaded");
+                true
+            }
+            Reload::Installed { again: true } => {
+                tracing::info!(file = %path.display(), tokens = ?names, "token file readable again");
+                true
+            }
+            Reload::Kept { error, news } => {
+                if news {
+                    tracing::error!(
+                        error = %error,
+                        tokens = self.tokens().len(),
+                        "the token file is not usable; keeping the last good set of tokens"
+                    );
                 }
-                return true;
+                false
             }
-            Ok(Some((bytes, Err(e)))) => {
-                seen.0 = Some(bytes);
-                e.to_string()
-            }
-            Err(e) => e.to_string(),
-        };
-        if seen.1.as_deref() != Some(error.as_str()) {
-            tracing::error!(
-                error = %error,
-                tokens = self.tokens().len(),
-                "the token file is not usable; keeping the last good set of tokens"
-            );
-            seen.1 = Some(error);
         }
-        false
     }
 
-    /// Looks at the token file every [`RELOAD_EVERY`], for ever.
+    /// Looks at the token file every [`crate::watched::EVERY`], for ever.
     pub async fn watch_file(self: Arc<Self>) {
         if self.file.is_none() {
             return;
         }
-        let mut tick = tokio::time::interval(RELOAD_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let me = self.clone();
-            // File system calls block: off the runtime's workers.
-            let _ = tokio::task::spawn_blocking(move || me.reload_file()).await;
-        }
+        crate::watched::every(move || {
+            self.reload_file();
+        })
+        .await
     }
 
     /// Logs what start-up should say about authentication (the unsafe flag loudly).
@@ -483,33 +457,6 @@ pub(crate) fn spawn_background(st: &Arc<AppState>) {
     if let Some(w) = writer {
         st.spawn(tokio::spawn(w.run(st.catalog.clone())));
     }
-}
-
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, AuthError> {
-    use std::io::Read;
-    let shown = path.display().to_string();
-    let read = || -> std::io::Result<Vec<u8>> {
-        let f = std::fs::File::open(path)?;
-        let mut bytes = Vec::new();
-        f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-        Ok(bytes)
-    };
-    let bytes = read().map_err(|e| AuthError::Read {
-        path: shown.clone(),
-        cause: match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-            _ if e.raw_os_error() == Some(21) => "it is a directory".to_owned(),
-            _ => e.to_string(),
-        },
-    })?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(AuthError::File {
-            path: shown,
-            cause: format!("larger than {MAX_FILE_BYTES} bytes"),
-        });
-    }
-    Ok(bytes)
 }
 
 fn parse_file(path: &std::path::Path, bytes: &[u8]) -> Result<Vec<TokenEntry>, AuthError> {

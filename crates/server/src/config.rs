@@ -205,6 +205,20 @@ pub struct ServeConfig {
     /// admin API needs one then), as `mezzanine dev` does.
     #[arg(long, env = "OPEN_DATA_API", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub open_data_api: bool,
+    /// Serve HTTPS: the certificate chain (PEM, the server's certificate first, then its
+    /// intermediates). Given with TLS_KEY_FILE, or neither (plain HTTP). Read again when it
+    /// changes (looked at every 2 s): new connections get the new pair; a pair that cannot be
+    /// used keeps the last good one.
+    #[arg(long, env = "TLS_CERT_FILE", value_name = "PATH")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of TLS_CERT_FILE's certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TLS_KEY_FILE", value_name = "PATH")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require a client certificate signed by one of these CA certificates (PEM) from every
+    /// client (mutual TLS; needs TLS_CERT_FILE). Transport only: tokens still decide what a
+    /// client may do. Read again when it changes.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", value_name = "PATH")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Test only: pauses in the mover (`after_freeze=30s,...`) so crash tests can kill a
     /// leader in a given phase.
     #[arg(long, env = "MEZZANINE_FAILPOINTS", hide = true, default_value = "")]
@@ -221,6 +235,15 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The TLS files, when the port speaks HTTPS; an error when they are not given together.
+    pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, crate::tls::TlsError> {
+        crate::tls::files(
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            self.tls_client_ca_file.as_deref(),
+        )
+    }
+
     /// Whether this node takes part in the mover's leader election.
     pub fn mover(&self) -> bool {
         self.mover_enabled && !self.no_mover
@@ -414,6 +437,42 @@ mod tests {
             .config;
         assert!(!c.unsafe_open_admin);
         assert!(Cli::try_parse_from(["mezzanine", "--unsafe-open-admin=maybe"]).is_err());
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_together() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(c.tls_files().unwrap(), None);
+        let c = Cli::try_parse_from([
+            "mezzanine",
+            "--tls-cert-file=/etc/m/cert.pem",
+            "--tls-key-file=/etc/m/key.pem",
+            "--tls-client-ca-file=/etc/m/ca.pem",
+        ])
+        .unwrap()
+        .config;
+        let files = c.tls_files().unwrap().unwrap();
+        assert_eq!(files.cert, PathBuf::from("/etc/m/cert.pem"));
+        assert_eq!(files.key, PathBuf::from("/etc/m/key.pem"));
+        assert_eq!(files.client_ca, Some(PathBuf::from("/etc/m/ca.pem")));
+        let one = Cli::try_parse_from(["mezzanine", "--tls-cert-file=/etc/m/cert.pem"])
+            .unwrap()
+            .config;
+        let e = one.tls_files().unwrap_err().to_string();
+        assert!(e.contains("TLS_KEY_FILE is not"), "{e}");
+        let one = Cli::try_parse_from(["mezzanine", "--tls-key-file=/etc/m/key.pem"])
+            .unwrap()
+            .config;
+        let e = one.tls_files().unwrap_err().to_string();
+        assert!(e.contains("TLS_CERT_FILE is not"), "{e}");
+        let cmd = <Cli as clap::CommandFactory>::command();
+        for var in ["TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"] {
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_env() == Some(std::ffi::OsStr::new(var))),
+                "{var} has no flag"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! its first request gets a 503 problem with `Retry-After` and `X-Request-ID`, and the
 //! connection is closed. At most [`MAX_REFUSING`] such connections are being answered at
 //! once, each for at most `HTTP_READ_TIMEOUT` (the wait for its request's head); beyond
-//! those, a new connection is closed at once without an answer.
+//! those, a new connection is closed at once without an answer. With TLS
+//! ([`crate::tls`]) a connection counts from its acceptance, its handshake included, and one
+//! beyond the limit is answered after its handshake (both within `HTTP_READ_TIMEOUT`).
 //!
 //! **Answers hyper writes itself.** When the head of an HTTP/1 request cannot be parsed
 //! (a malformed request line, a bad header, `Content-Length` headers that disagree, too many

@@ -159,11 +159,14 @@ async fn problems_everywhere(resp: Response) -> Response {
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets the
 /// requests in flight finish (bounded by `limits.drain_timeout`). At most
 /// `limits.max_connections` connections are served at once; those beyond are answered 503
-/// ([`crate::conn`]).
+/// ([`crate::conn`]). With `tls` ([`crate::Server::tls`]) every connection is HTTPS: its
+/// handshake runs in the connection's own task, within `HTTP_READ_TIMEOUT`, and the
+/// connection counts against `MAX_CONNECTIONS` from its acceptance.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: crate::conn::Limits,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use crate::conn::{Answering, MAX_HEAD_BYTES, MAX_REFUSING};
@@ -211,29 +214,44 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if let Some(tls) = &tls {
+                    // Beyond MAX_CONNECTIONS too the handshake comes first (within the
+                    // refusals' bound), so that the 503 reaches an HTTPS client.
+                    let (permit, refused) = match open.clone().try_acquire_owned() {
+                        Ok(p) => (p, false),
+                        Err(_) => match refusals.clone().try_acquire_owned() {
+                            Ok(p) => (p, true),
+                            Err(_) => continue,
+                        },
+                    };
+                    let (tls, app, builder, refusing) = (tls.clone(), app.clone(), builder.clone(), refusing.clone());
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let Some(stream) = tls.handshake(stream, read_timeout, peer).await else {
+                            return;
+                        };
+                        let io = TokioIo::new(Answering::new(stream, peer.to_string()));
+                        if refused {
+                            let conn = refusing.serve_connection_with_upgrades(io, refuse(max_connections)).into_owned();
+                            let _ = tokio::time::timeout(read_timeout, conn).await;
+                        } else {
+                            let conn = builder.serve_connection_with_upgrades(io, application(app, peer)).into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                        drop(permit);
+                    });
+                    continue;
+                }
                 let io = TokioIo::new(Answering::new(stream, peer.to_string()));
                 if let Ok(permit) = open.clone().try_acquire_owned() {
-                    // The client's address, for the audit log (crate::auth).
-                    let service = TowerToHyperService::new(app.clone().map_request(
-                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                            req
-                        },
-                    ));
-                    let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
+                    let conn = builder.serve_connection_with_upgrades(io, application(app.clone(), peer)).into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _ = conn.await;
                         drop(permit);
                     });
                 } else if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (parts, _) = req.into_parts();
-                        std::future::ready(Ok::<_, std::convert::Infallible>(
-                            crate::conn::over_capacity(&parts, max_connections),
-                        ))
-                    });
-                    let conn = refusing.serve_connection_with_upgrades(io, service).into_owned();
+                    let conn = refusing.serve_connection_with_upgrades(io, refuse(max_connections)).into_owned();
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(read_timeout, conn).await;
                         drop(permit);
@@ -253,4 +271,44 @@ pub async fn serve(
         tracing::warn!("some connections were still busy after the drain timeout");
     }
     Ok(())
+}
+
+/// The application as a connection's service, with the client's address (for the audit log,
+/// [`crate::auth`]).
+fn application(
+    app: Router,
+    peer: std::net::SocketAddr,
+) -> TowerToHyperService<
+    tower::util::MapRequest<
+        Router,
+        impl FnMut(
+                axum::http::Request<hyper::body::Incoming>,
+            ) -> axum::http::Request<hyper::body::Incoming>
+            + Clone,
+    >,
+> {
+    TowerToHyperService::new(app.map_request(
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        },
+    ))
+}
+
+/// The service of a connection beyond `MAX_CONNECTIONS` ([`crate::conn::over_capacity`]).
+fn refuse(
+    max_connections: usize,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<Response, std::convert::Infallible>>,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (parts, _) = req.into_parts();
+        std::future::ready(Ok::<_, std::convert::Infallible>(
+            crate::conn::over_capacity(&parts, max_connections),
+        ))
+    })
 }

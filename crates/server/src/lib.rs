@@ -22,6 +22,8 @@ pub mod metrics;
 pub mod ops;
 pub mod problem;
 pub mod refresh;
+pub mod tls;
+pub mod watched;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,6 +59,8 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A backend as the router sees it: its pool, and whether its schema is ready for traffic.
@@ -115,6 +119,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The tokens and who may do what ([`auth`]).
     pub auth: Arc<auth::Auth>,
+    /// TLS on the listener, when configured ([`tls`]).
+    pub tls: Option<Arc<tls::Tls>>,
     /// This node's id (audit log, status, mover leadership).
     pub node_id: String,
     addr: OnceLock<String>,
@@ -438,6 +444,8 @@ pub struct Server {
 impl Server {
     /// Reads `shards.json` (the catalog's seed) and starts.
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
+        // TLS's variables come together or not at all: said before anything else is read.
+        config.tls_files()?;
         let path = config.shard_config_path.display().to_string();
         let text = tokio::fs::read_to_string(&config.shard_config_path)
             .await
@@ -471,6 +479,11 @@ impl Server {
             config.open_data_api,
         )?);
         auth.log_start();
+        // TLS's files next: a missing or bad file stops the start here too.
+        let tls = match config.tls_files()? {
+            Some(files) => Some(Arc::new(tls::Tls::start(files).await?)),
+            None => None,
+        };
         metrics::init();
         let settings = config.pool_settings();
         let node_id = config.node_id.clone().unwrap_or_else(|| {
@@ -568,6 +581,7 @@ impl Server {
             config,
             catalog,
             auth,
+            tls,
             node_id,
             addr: OnceLock::new(),
             version_tx,
@@ -581,6 +595,9 @@ impl Server {
         state.spawn(tokio::spawn(refresh::run(state.clone())));
         state.spawn(tokio::spawn(metrics::upkeep()));
         auth::spawn_background(&state);
+        if let Some(tls) = &state.tls {
+            state.spawn(tokio::spawn(tls.clone().watch()));
+        }
         let startup = started.elapsed();
         tracing::info!(
             startup_ms = startup.as_millis() as u64,
@@ -641,6 +658,11 @@ impl Server {
             catalog,
             std::future::pending(),
         )));
+    }
+
+    /// TLS on the listener, when configured: give it to [`http::serve`].
+    pub fn tls(&self) -> Option<Arc<tls::Tls>> {
+        self.state.tls.clone()
     }
 
     /// The HTTP application.

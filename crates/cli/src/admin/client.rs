@@ -23,6 +23,13 @@ pub enum ApiError {
          Point at it with --server URL or MEZZANINE_URL"
     )]
     Unreachable { server: String, cause: String },
+    /// The TLS handshake failed (an untrusted certificate, a client certificate missing).
+    #[error(
+        "TLS with the mezzanine server at {server} failed: {cause}; for a server whose \
+         certificate a private CA signed, trust that CA with --cacert FILE (MEZZANINE_CACERT); \
+         a server that requires client certificates needs --client-cert and --client-key"
+    )]
+    Tls { server: String, cause: String },
     /// The connection was made but the request did not complete.
     #[error("{method} {url}: {cause}")]
     Transport {
@@ -89,19 +96,26 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the node of `conn`, sending its token ([`super::Conn::token`]).
-    pub fn for_conn(conn: &super::Conn) -> anyhow::Result<Self> {
-        Self::with_token(&conn.server, conn.token().as_deref())
+    /// A client of the node of `conn`, sending its token ([`super::Conn::token`]) and
+    /// speaking TLS as its options say ([`crate::tls`]).
+    pub async fn for_conn(conn: &super::Conn) -> anyhow::Result<Self> {
+        let tls = conn.tls.client_config().await?;
+        Self::with_token(&conn.server, conn.token().as_deref(), tls)
     }
 
     /// A client of the node at `server` (`http://host:port`, possibly with a path prefix).
     #[cfg(test)]
     pub fn new(server: &str) -> anyhow::Result<Self> {
-        Self::with_token(server, None)
+        Self::with_token(server, None, crate::tls::default_config()?)
     }
 
-    /// A client of the node at `server` sending `token` (as `Authorization: Bearer`).
-    pub fn with_token(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
+    /// A client of the node at `server` sending `token` (as `Authorization: Bearer`), with
+    /// `tls` for an `https://` server.
+    pub fn with_token(
+        server: &str,
+        token: Option<&str>,
+        tls: rustls::ClientConfig,
+    ) -> anyhow::Result<Self> {
         let base = Url::parse(server.trim()).map_err(|e| {
             anyhow::anyhow!(
                 "invalid server URL {server:?} ({e}); expected for instance http://127.0.0.1:8080 \
@@ -110,10 +124,11 @@ impl Client {
         })?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
             anyhow::bail!(
-                "invalid server URL {server:?}: expected http://HOST:PORT (--server or MEZZANINE_URL)"
+                "invalid server URL {server:?}: expected http://HOST:PORT or https://HOST:PORT (--server or MEZZANINE_URL)"
             );
         }
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .default_headers(crate::token::bearer_headers(token)?)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -205,7 +220,12 @@ impl Client {
         timeout: Option<Duration>,
     ) -> ApiError {
         let cause = root_cause(&e);
-        if e.is_connect() {
+        if let Some(tls) = tls_cause(&e) {
+            ApiError::Tls {
+                server: self.base.as_str().trim_end_matches('/').to_owned(),
+                cause: tls,
+            }
+        } else if e.is_connect() {
             ApiError::Unreachable {
                 server: self.base.as_str().trim_end_matches('/').to_owned(),
                 cause,
@@ -235,6 +255,24 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         inner = next;
     }
     inner.to_string()
+}
+
+/// The TLS error among the causes of `e`, if any.
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An I/O error's `source` skips the error it wraps: go into that one.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// What to tell the operator about an error answer: the problem's `detail`, else its `title`,

@@ -29,6 +29,8 @@ pub struct Conn {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl Conn {

@@ -305,12 +305,12 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Verify(args) => verify(args).await,
         AdminCommand::Rebalance(args) => rebalance_cmd(args).await,
         AdminCommand::Reload(conn) => {
-            let c = Client::for_conn(&conn)?;
+            let c = Client::for_conn(&conn).await?;
             let answer = c.post(&["reload"], None).await?;
             show::<Reloaded>(conn.json, &answer, render::reloaded)
         }
         AdminCommand::Status(conn) => {
-            let c = Client::for_conn(&conn)?;
+            let c = Client::for_conn(&conn).await?;
             let answer = c.get(&["status"]).await?;
             show::<Status>(conn.json, &answer, render::status)
         }
@@ -340,7 +340,7 @@ fn print_json(answer: &Answer) -> anyhow::Result<()> {
 }
 
 async fn shards(args: ShardsArgs) -> anyhow::Result<()> {
-    let c = Client::for_conn(&args.conn)?;
+    let c = Client::for_conn(&args.conn).await?;
     match args.command {
         None => {
             let answer = c.get(&["shards"]).await?;
@@ -358,7 +358,7 @@ async fn shards(args: ShardsArgs) -> anyhow::Result<()> {
 }
 
 async fn backend(args: BackendArgs) -> anyhow::Result<()> {
-    let c = Client::for_conn(&args.conn)?;
+    let c = Client::for_conn(&args.conn).await?;
     let json = args.conn.json;
     match args.command {
         BackendCommand::List => {
@@ -423,7 +423,7 @@ async fn backend(args: BackendArgs) -> anyhow::Result<()> {
 }
 
 async fn rebalance_cmd(args: RebalanceArgs) -> anyhow::Result<()> {
-    let c = Client::for_conn(&args.conn)?;
+    let c = Client::for_conn(&args.conn).await?;
     let json = args.conn.json;
     match args.command {
         RebalanceCommand::Plan(opts) => {
@@ -511,7 +511,7 @@ fn start_body(args: &StartArgs) -> Value {
 }
 
 async fn moves(args: MoveArgs) -> anyhow::Result<()> {
-    let c = Client::for_conn(&args.conn)?;
+    let c = Client::for_conn(&args.conn).await?;
     let json = args.conn.json;
     match args.command {
         MoveCommand::Start(start) => {
@@ -587,7 +587,7 @@ async fn request(
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let c = Client::for_conn(&args.conn)?;
+    let c = Client::for_conn(&args.conn).await?;
     let body = json!({"shards": args.shards});
     let answer = c
         .call(Method::POST, &["verify"], Some(body), Some(args.timeout))

@@ -353,6 +353,14 @@ pub fn status(s: &Status) -> String {
         };
         rows.push(vec!["tokens".into(), names]);
     }
+    if let Some(t) = &s.tls {
+        let tls = match (t.enabled, t.client_certificates.as_deref()) {
+            (false, _) => "off: plain HTTP".to_owned(),
+            (true, Some("required")) => "HTTPS, client certificates required".to_owned(),
+            (true, _) => "HTTPS".to_owned(),
+        };
+        rows.push(vec!["TLS".into(), tls]);
+    }
     let mut out = table(&["node", &node], &rows);
     for w in &s.warnings {
         out.push_str(&format!("WARNING: {w}\n"));

@@ -167,6 +167,8 @@ pub struct Status {
     pub cluster_id: Option<String>,
     /// Who may use the APIs (`admin_api`, `data_api`: sentences; `tokens`: names).
     pub auth: Option<AuthStatus>,
+    /// Whether the node speaks HTTPS (absent from older nodes).
+    pub tls: Option<TlsStatus>,
     /// What the operator should know (an admin API open to anyone, a bad token file).
     pub warnings: Vec<String>,
 }
@@ -178,6 +180,15 @@ pub struct AuthStatus {
     pub tokens: Vec<String>,
     pub admin_api: Option<String>,
     pub data_api: Option<String>,
+}
+
+/// The `tls` of the status.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsStatus {
+    pub enabled: bool,
+    /// `required` or `not asked for`.
+    pub client_certificates: Option<String>,
 }
 
 /// A server node; `mover` is only in `node`, `term` (the leadership's) only in `leader`.

@@ -1,5 +1,5 @@
 //! The load generator's HTTP client for the measured phases: each worker owns one kept-alive
-//! HTTP/1.1 connection (hyper's connection API, TCP_NODELAY), so that nothing is shared
+//! HTTP/1.1 connection (hyper's connection API, TCP_NODELAY, TLS for an `https://` server), so that nothing is shared
 //! between workers (no pool to check out from, no lock) and the client's own cost per request,
 //! which runs on the same machine as the server it measures, stays small. The rest of the
 //! bench (seeding, readiness, metrics) uses reqwest.
@@ -20,8 +20,8 @@ use super::http::Refused;
 /// Bound on opening a connection (each request is bounded by the runner's `OP_TIMEOUT`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the server listens, from its `http://host:port` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the server listens, from its `http://host:port` or `https://host:port` URL.
+#[derive(Clone)]
 pub struct Target {
     host: String,
     port: u16,
@@ -29,27 +29,58 @@ pub struct Target {
     authority: String,
     /// The `Authorization` header, when the bench has a token.
     authorization: Option<hyper::header::HeaderValue>,
+    /// For an `https://` server: the connector, and the name its certificate must carry.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
-    pub fn parse(server: &str) -> anyhow::Result<Target> {
+    /// The target of `server`; `tls` for an `https://` one.
+    pub fn parse(server: &str, tls: &rustls::ClientConfig) -> anyhow::Result<Target> {
         let uri: Uri = server
             .parse()
             .with_context(|| format!("--server {server:?} is not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            bail!("--server {server:?}: the bench speaks plain http:// only");
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => bail!("--server {server:?}: give an http:// or https:// URL"),
+        };
         if !matches!(uri.path(), "" | "/") {
             bail!("--server {server:?}: give the server's root URL, without a path");
         }
         let Some(authority) = uri.authority() else {
             bail!("--server {server:?} names no host");
         };
+        let host = authority.host().trim_matches(['[', ']']).to_owned();
+        let tls = match https {
+            false => None,
+            true => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.clone()).with_context(|| {
+                        format!("--server {server:?}: {host:?} is no TLS server name")
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls.clone()));
+                Some((connector, name))
+            }
+        };
         Ok(Target {
-            host: authority.host().trim_matches(['[', ']']).to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            host,
             authority: authority.as_str().to_owned(),
             authorization: None,
+            tls,
         })
     }
 
@@ -139,39 +170,68 @@ impl Conn {
             })?
             .with_context(|| format!("cannot connect to {}", t.authority))?;
         stream.set_nodelay(true)?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        // Drives the connection; ends when the sender is dropped or the server closes it.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+        let Some((connector, name)) = &t.tls else {
+            return start(stream).await;
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+            .await
+            .with_context(|| {
+                format!(
+                    "no TLS handshake with {} within {CONNECT_TIMEOUT:?}",
+                    t.authority
+                )
+            })?
+            .with_context(|| format!("TLS with {} failed", t.authority))?;
+        start(stream).await
     }
+}
+
+/// HTTP/1.1 on `io`, driven by a task of its own (which ends when the sender is dropped or
+/// the server closes the connection).
+async fn start<IO>(io: IO) -> anyhow::Result<SendRequest<Full<Bytes>>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(url: &str) -> anyhow::Result<Target> {
+        Target::parse(url, &crate::tls::default_config().unwrap())
+    }
+
     #[test]
     fn a_server_url_names_host_port_and_host_header() {
-        let t = Target::parse("http://localhost:8080").unwrap();
+        let t = parse("http://localhost:8080").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("localhost", 8080));
         assert_eq!(t.authority, "localhost:8080");
-        let t = Target::parse("http://10.0.0.7/").unwrap();
+        assert!(t.tls.is_none());
+        let t = parse("http://10.0.0.7/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("10.0.0.7", 80));
-        let t = Target::parse("http://[::1]:9").unwrap();
+        let t = parse("http://[::1]:9").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9));
+        let t = parse("https://mezz.example").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("mezz.example", 443));
+        assert!(t.tls.is_some());
+        let t = parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8443));
     }
 
     #[test]
     fn other_urls_are_refused_saying_why() {
         for (url, why) in [
-            ("https://localhost:8080", "plain http"),
+            ("ftp://localhost:8080", "http:// or https://"),
             ("http://localhost:8080/v1", "without a path"),
             ("localhost 8080", "not a URL"),
         ] {
-            let e = Target::parse(url).unwrap_err().to_string();
+            let e = parse(url).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");
         }
     }

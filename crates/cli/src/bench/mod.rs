@@ -49,7 +49,7 @@ pub enum BenchCommand {
     Rebalance(rebalance::RebalanceArgs),
 }
 
-/// The token option every bench shares.
+/// The token and TLS options every bench shares.
 #[derive(Debug, clap::Args)]
 pub struct TokenArg {
     /// Bearer token for the servers (default: $MEZZANINE_TOKEN, else the dev cluster's in
@@ -62,6 +62,8 @@ pub struct TokenArg {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Options of `mezzanine bench http`.
@@ -233,8 +235,10 @@ async fn bench_http(args: HttpArgs) -> anyhow::Result<()> {
     }
     let server = args.server.trim_end_matches('/').to_owned();
     let token = crate::token::resolve(args.auth.token.as_deref(), &server);
-    let target = conn::Target::parse(&server)?.with_token(token.as_deref())?;
+    let tls = args.auth.tls.client_config().await?;
+    let target = conn::Target::parse(&server, &tls)?.with_token(token.as_deref())?;
     let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .default_headers(crate::token::bearer_headers(token.as_deref())?)
         .pool_max_idle_per_host(args.concurrency * 2)
         .timeout(OP_TIMEOUT)

@@ -110,6 +110,7 @@ impl Cluster {
             args.concurrency,
             timeout,
             args.auth.token.as_deref(),
+            args.auth.tls.client_config().await?,
         )?;
         let shards_view = send_json(client.get(format!("{main}/admin/v1/shards")))
             .await
@@ -592,6 +593,7 @@ fn nodes(
     concurrency: usize,
     timeout: Duration,
     token: Option<&str>,
+    tls: rustls::ClientConfig,
 ) -> anyhow::Result<(Vec<String>, String, reqwest::Client)> {
     let servers: Vec<String> = servers
         .iter()
@@ -603,6 +605,7 @@ fn nodes(
     };
     let token = crate::token::resolve(token, &main);
     let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .default_headers(crate::token::bearer_headers(token.as_deref())?)
         .pool_max_idle_per_host(concurrency * 2)
         .timeout(timeout)
