@@ -26,6 +26,9 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this occurrence.
     pub detail: String,
+    /// The occurrence: the path of the request it answers (when given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// The individual faults, each naming its field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<ErrorDetail>)]
@@ -89,6 +92,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").into(),
             status: status.as_u16(),
             detail: detail.into(),
+            instance: None,
             errors: Vec::new(),
             retry_after: None,
         }
