@@ -120,8 +120,9 @@ pub fn harness_tokens() -> String {
 /// The server configuration with every default, listening on an ephemeral local port, with
 /// one token ([`ADMIN_TOKEN`], scope admin, which [`client`] sends) and `/v1` open to clients
 /// without a token (`OPEN_DATA_API`, as `mezzanine dev` runs): the suites' raw requests to
-/// `/v1` work as before, and the admin API needs the token, as it always does. The
-/// authentication suite (`tests/auth.rs`) configures its own.
+/// `/v1` work as before, and the admin API needs the token, as it always does, without its
+/// rate limit (`ADMIN_RATE_LIMIT=off`). The authentication suite (`tests/auth.rs`) configures
+/// its own tokens.
 pub fn default_config() -> ServeConfig {
     #[derive(clap::Parser)]
     struct Defaults {
@@ -136,6 +137,9 @@ pub fn default_config() -> ServeConfig {
     c.port = 0;
     c.tokens = Some(harness_tokens());
     c.open_data_api = true;
+    // The suites poll the admin API faster than an operator would (every 20 ms): its rate
+    // limit is the rate-limit suite's business (`tests/rate_limit.rs`).
+    c.admin_rate_limit = mezzanine_server::auth::limits::Limit::Off;
     c
 }
 
