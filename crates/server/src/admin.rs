@@ -96,7 +96,7 @@ pub(crate) fn table() -> Vec<Route> {
         route("/admin/v1/reload", Method::POST, reload),
         route("/admin/v1/status", Method::GET, status),
         route("/admin/v1/audit", Method::GET, audit),
-        route(openapi::DOCUMENT_PATH, Method::GET, openapi::serve),
+        route("/admin/v1/openapi.json", Method::GET, openapi::serve),
     ]
 }
 
