@@ -636,9 +636,8 @@ pub(crate) fn rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
         ),
     };
     let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, detail);
-    p.instance = Some(path.to_owned());
     p.retry_after = Some(Duration::from_secs(over.retry_after));
-    Some(p.into_response())
+    Some(p.into_response_at(path))
 }
 
 /// The middleware: refuses what the caller may not do (see the module's table), audits admin

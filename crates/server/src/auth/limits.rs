@@ -219,12 +219,22 @@ struct Bucket {
 
 type AnonLimiter = RateLimiter<u64, HashMapStateStore<u64>, DefaultClock>;
 
+/// A token's buckets: data, then admin (`None`: no limit).
+type TokenBuckets = [Option<Arc<Bucket>>; 2];
+
+fn slot(api: Api) -> usize {
+    match api {
+        Api::Data => 0,
+        Api::Admin => 1,
+    }
+}
+
 /// Every bucket of a server.
 pub struct RateLimits {
     defaults: Defaults,
     clock: DefaultClock,
-    /// By token name and API; rebuilt by [`RateLimits::follow`].
-    tokens: ArcSwap<HashMap<(Arc<str>, Api), Arc<Bucket>>>,
+    /// By token name; rebuilt by [`RateLimits::follow`].
+    tokens: ArcSwap<HashMap<Arc<str>, TokenBuckets>>,
     /// Anonymous callers, by API: keyed by a bucket number below [`ANON_BUCKETS`].
     anon: [Option<(Limit, AnonLimiter)>; 2],
     /// The keyed hash of a client's address (random per process: a client cannot choose
@@ -263,6 +273,7 @@ impl RateLimits {
         let old = self.tokens.load();
         let mut next = HashMap::new();
         for e in tokens.entries() {
+            let mut buckets: TokenBuckets = [None, None];
             for api in [Api::Data, Api::Admin] {
                 if api == Api::Admin && !e.scope.includes(Scope::Admin) {
                     continue;
@@ -275,8 +286,8 @@ impl RateLimits {
                 let Limit::Rate(rate) = limit else {
                     continue;
                 };
-                let key = (e.name.clone(), api);
-                let bucket = match old.get(&key) {
+                let kept = old.get(&e.name).and_then(|b| b[slot(api)].as_ref());
+                let bucket = match kept {
                     Some(b) if b.limit == limit && b.source == source => b.clone(),
                     _ => Arc::new(Bucket {
                         limit,
@@ -287,7 +298,10 @@ impl RateLimits {
                         )),
                     }),
                 };
-                next.insert(key, bucket);
+                buckets[slot(api)] = Some(bucket);
+            }
+            if buckets.iter().any(Option::is_some) {
+                next.insert(e.name.clone(), buckets);
             }
         }
         self.tokens.store(Arc::new(next));
@@ -295,7 +309,7 @@ impl RateLimits {
 
     /// The number of token buckets (for tests: the key set follows the tokens).
     pub fn token_buckets(&self) -> usize {
-        self.tokens.load().len()
+        self.tokens.load().values().flatten().flatten().count()
     }
 
     /// Takes one request of `who` on `api`: `Err` when over its limit.
@@ -303,7 +317,7 @@ impl RateLimits {
         match who {
             Who::Token { name, .. } => {
                 let buckets = self.tokens.load();
-                let Some(b) = buckets.get(&(Arc::from(name), api)) else {
+                let Some(b) = buckets.get(name).and_then(|b| b[slot(api)].as_ref()) else {
                     return Ok(()); // off
                 };
                 b.limiter.check().map_err(|e| Over {
@@ -313,11 +327,7 @@ impl RateLimits {
                 })
             }
             Who::Anonymous { client } => {
-                let slot = match api {
-                    Api::Data => &self.anon[0],
-                    Api::Admin => &self.anon[1],
-                };
-                let Some((limit, limiter)) = slot else {
+                let Some((limit, limiter)) = &self.anon[slot(api)] else {
                     return Ok(());
                 };
                 let key = self.hasher.hash_one(client) % ANON_BUCKETS;
