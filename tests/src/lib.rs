@@ -108,21 +108,23 @@ pub const ADMIN_TOKEN: &str =
     "mzt_0000000000000000000000000000000000000000000000000000000000harness";
 
 /// The token line (`TOKENS`) that makes a server accept [`ADMIN_TOKEN`], named `harness`, with
-/// scope admin: for servers started as processes (`mezzanine serve`).
+/// scope admin and no rate limit (`rate=off`: the suites poll and load faster than any
+/// client; the limits are `tests/rate_limit.rs`'s business): for servers started as processes
+/// (`mezzanine serve`) too.
 pub fn harness_tokens() -> String {
-    mezzanine_server::auth::tokens::token_line(
+    mezzanine_server::auth::tokens::token_line_with_rate(
         "harness",
         mezzanine_server::auth::Scope::Admin,
         ADMIN_TOKEN,
+        Some(mezzanine_server::auth::limits::Limit::Off),
     )
 }
 
 /// The server configuration with every default, listening on an ephemeral local port, with
 /// one token ([`ADMIN_TOKEN`], scope admin, which [`client`] sends) and `/v1` open to clients
 /// without a token (`OPEN_DATA_API`, as `mezzanine dev` runs): the suites' raw requests to
-/// `/v1` work as before, and the admin API needs the token, as it always does, without its
-/// rate limit (`ADMIN_RATE_LIMIT=off`). The authentication suite (`tests/auth.rs`) configures
-/// its own tokens.
+/// `/v1` work as before, and the admin API needs the token, as it always does. The
+/// authentication suite (`tests/auth.rs`) configures its own tokens.
 pub fn default_config() -> ServeConfig {
     #[derive(clap::Parser)]
     struct Defaults {
@@ -137,9 +139,6 @@ pub fn default_config() -> ServeConfig {
     c.port = 0;
     c.tokens = Some(harness_tokens());
     c.open_data_api = true;
-    // The suites poll the admin API faster than an operator would (every 20 ms): its rate
-    // limit is the rate-limit suite's business (`tests/rate_limit.rs`).
-    c.admin_rate_limit = mezzanine_server::auth::limits::Limit::Off;
     c
 }
 

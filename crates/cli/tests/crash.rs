@@ -112,8 +112,6 @@ impl Node {
             .env("NODE_ID", id)
             .env("MEZZANINE_FAILPOINTS", failpoints)
             .env("TOKENS", mezzanine_e2e::harness_tokens())
-            // The waits poll the admin API every 50 ms.
-            .env("ADMIN_RATE_LIMIT", "off")
             .env("DB_QUERY_TIMEOUT", "2s")
             .env("MOVE_HOLD_TIMEOUT", format!("{}s", HOLD_TIMEOUT.as_secs()))
             .env("RUST_BACKTRACE", "1")

@@ -214,7 +214,8 @@ pub struct ServeConfig {
     #[arg(long, env = "ADMIN_RATE_LIMIT", value_name = "LIMIT", default_value = crate::auth::limits::DEFAULT_ADMIN_RATE, value_parser = rate_limit)]
     pub admin_rate_limit: crate::auth::limits::Limit,
     /// Rate limit of requests without a token to an open /v1 (no token configured, or
-    /// OPEN_DATA_API), per client address (addresses share 1024 buckets).
+    /// OPEN_DATA_API), per client address (addresses share 1024 buckets). Off by default: an
+    /// address is no identity behind a proxy.
     #[arg(long, env = "ANON_RATE_LIMIT", value_name = "LIMIT", default_value = crate::auth::limits::DEFAULT_ANON_RATE, value_parser = rate_limit)]
     pub anon_rate_limit: crate::auth::limits::Limit,
     /// Test only: pauses in the mover (`after_freeze=30s,...`) so crash tests can kill a

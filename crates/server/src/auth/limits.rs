@@ -46,7 +46,10 @@ pub const DEFAULT_RATE: &str = "1000/s,burst=2000";
 /// `ADMIN_RATE_LIMIT`'s default: a token's requests to the admin API.
 pub const DEFAULT_ADMIN_RATE: &str = "20/s,burst=100";
 /// `ANON_RATE_LIMIT`'s default: the requests without a token to an open `/v1`, per bucket.
-pub const DEFAULT_ANON_RATE: &str = "1000/s,burst=2000";
+/// Off: an address is no identity behind a proxy or a NAT (a fleet of clients would share one
+/// client's share), and an open `/v1` is go-mezzanine's behaviour, which had no limit; an
+/// operator who wants one sets it, and tokens are the way to limit each client.
+pub const DEFAULT_ANON_RATE: &str = "off";
 
 /// The period of a rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,9 +408,10 @@ mod tests {
                 "{bad}: {e}"
             );
         }
-        for s in [DEFAULT_RATE, DEFAULT_ADMIN_RATE, DEFAULT_ANON_RATE] {
+        for s in [DEFAULT_RATE, DEFAULT_ADMIN_RATE] {
             assert!(matches!(limit(s), Limit::Rate(_)), "{s}");
         }
+        assert_eq!(limit(DEFAULT_ANON_RATE), Limit::Off);
     }
 
     #[test]
