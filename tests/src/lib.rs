@@ -111,12 +111,15 @@ pub const ADMIN_TOKEN: &str =
     "mzt_0000000000000000000000000000000000000000000000000000000000harness";
 
 /// The token line (`TOKENS`) that makes a server accept [`ADMIN_TOKEN`], named `harness`, with
-/// scope admin: for servers started as processes (`mezzanine serve`).
+/// scope admin and no rate limit (`rate=off`: the suites poll and load faster than any
+/// client; the limits are `tests/rate_limit.rs`'s business): for servers started as processes
+/// (`mezzanine serve`) too.
 pub fn harness_tokens() -> String {
-    mezzanine_server::auth::tokens::token_line(
+    mezzanine_server::auth::tokens::token_line_with_rate(
         "harness",
         mezzanine_server::auth::Scope::Admin,
         ADMIN_TOKEN,
+        Some(mezzanine_server::auth::limits::Limit::Off),
     )
 }
 
@@ -124,7 +127,7 @@ pub fn harness_tokens() -> String {
 /// one token ([`ADMIN_TOKEN`], scope admin, which [`client`] sends) and `/v1` open to clients
 /// without a token (`OPEN_DATA_API`, as `mezzanine dev` runs): the suites' raw requests to
 /// `/v1` work as before, and the admin API needs the token, as it always does. The
-/// authentication suite (`tests/auth.rs`) configures its own.
+/// authentication suite (`tests/auth.rs`) configures its own tokens.
 pub fn default_config() -> ServeConfig {
     #[derive(clap::Parser)]
     struct Defaults {

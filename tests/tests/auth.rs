@@ -262,13 +262,20 @@ fn data_routes() -> Vec<(Method, &'static str, String, Option<Value>, Scope)> {
     ]
 }
 
-/// The endpoints that need no token (probes and the API's description).
-const OPEN: [&str; 4] = ["/v1/livez", "/v1/readyz", "/v1/health", "/openapi.json"];
+/// The endpoints that need no token (probes and the APIs' descriptions).
+const OPEN: [&str; 5] = [
+    "/v1/livez",
+    "/v1/readyz",
+    "/v1/health",
+    "/openapi.json",
+    "/admin/v1/openapi.json",
+];
 
-/// The route templates of `source` (a file of `.route("…"` calls).
+/// The route templates of `source` (a file of `.route("…"` calls, or of the admin table's
+/// `route("…"`).
 fn routes_in(source: &str) -> Vec<String> {
     source
-        .split(".route(")
+        .split("route(")
         .skip(1)
         .filter_map(|s| s.trim_start().strip_prefix('"')?.split('"').next())
         .map(str::to_owned)

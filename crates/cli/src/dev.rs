@@ -264,7 +264,13 @@ fn dev_token(env_path: &Path, token_path: &Path) -> anyhow::Result<String> {
     if text.is_empty() {
         text.push_str("# Tokens of this dev cluster: NAME SCOPES sha256:HEX (`mezzanine token create` prints lines).\n");
     }
-    text.push_str(&tokens::token_line("dev", Scope::Admin, &token));
+    // The developer's own token on their own machine: no rate limit (`bench` sends it).
+    text.push_str(&tokens::token_line_with_rate(
+        "dev",
+        Scope::Admin,
+        &token,
+        Some(mezzanine_server::auth::limits::Limit::Off),
+    ));
     text.push('\n');
     tokens::parse_lines(&text)
         .map_err(|e| anyhow::anyhow!("{} is not a valid token file: {e}", token_path.display()))?;

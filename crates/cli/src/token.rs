@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use mezzanine_server::auth::limits::Limit;
 use mezzanine_server::auth::tokens::{self, Scope};
 
 /// The folder `mezzanine dev` uses by default, and its environment file.
@@ -34,6 +35,11 @@ pub struct CreateArgs {
     /// What it may do: read, write or admin (admin includes write, which includes read).
     #[arg(long, value_parser = parse_scope)]
     scopes: Scope,
+    /// The token's own rate limit, written on its line (`rate=...`): `N/s`, `N/m` or `N/h`,
+    /// optionally `,burst=B` (e.g. 200/s,burst=400), or `off`. Without it, the server's
+    /// default applies (RATE_LIMIT for /v1, ADMIN_RATE_LIMIT for the admin API).
+    #[arg(long, value_name = "LIMIT", value_parser = parse_rate)]
+    rate: Option<Limit>,
     /// Also append the line to this token file (created, readable by its owner only, when
     /// missing).
     #[arg(long, value_name = "FILE")]
@@ -45,6 +51,10 @@ pub struct CreateArgs {
 
 fn parse_scope(s: &str) -> Result<Scope, String> {
     Scope::parse_list(s)
+}
+
+fn parse_rate(s: &str) -> Result<Limit, String> {
+    s.parse()
 }
 
 pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
@@ -61,7 +71,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         );
     }
     let token = tokens::new_token();
-    let line = tokens::token_line(&args.name, args.scopes, &token);
+    let line = tokens::token_line_with_rate(&args.name, args.scopes, &token, args.rate);
     if let Some(file) = &args.append {
         append_line(file, &args.name, &line)?;
     }
@@ -69,6 +79,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "name": args.name,
             "scopes": args.scopes.as_str(),
+            "rate": args.rate.map(|r| r.to_string()),
             "token": token,
             "line": line,
         });

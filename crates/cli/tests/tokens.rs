@@ -79,6 +79,48 @@ fn create_prints_the_token_and_the_line_of_its_hash() {
     assert!(text(&out.stderr).contains("unknown scope \"root\""));
 }
 
+#[test]
+fn create_writes_the_tokens_own_rate_on_its_line() {
+    let out = mezzanine(
+        &[
+            "token",
+            "create",
+            "--name",
+            "ingest",
+            "--scopes",
+            "write",
+            "--rate",
+            "200/s,burst=400",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().nth(1).unwrap_or_default();
+    assert!(line.starts_with("ingest write sha256:"), "{stdout}");
+    assert!(line.ends_with(" rate=200/s,burst=400"), "{stdout}");
+    // The server reads the line as written.
+    let entries = mezzanine_server::auth::tokens::parse_lines(line).unwrap();
+    assert_eq!(
+        entries[0].rate.map(|r| r.to_string()).as_deref(),
+        Some("200/s,burst=400")
+    );
+    // A bad rate says why, before any token is made.
+    let out = mezzanine(
+        &[
+            "token", "create", "--name", "x", "--scopes", "read", "--rate", "fast",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not a rate limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

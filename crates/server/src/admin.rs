@@ -8,9 +8,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use mezzanine_catalog::{current_leader, NewMove, Request};
 use mezzanine_core::{parse_shard_set, FieldError, ShardMap};
@@ -23,35 +24,87 @@ use crate::problem::Problem;
 use crate::AppState;
 
 pub mod backends;
+pub mod openapi;
 pub mod rebalance;
 pub mod verify;
 
+/// One admin route: its path template, method and handler.
+pub(crate) struct Route {
+    pub path: &'static str,
+    /// The method (its filter is in `handler`; the document's test reads it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub method: Method,
+    handler: MethodRouter<Arc<AppState>>,
+}
+
+fn route<H, T>(path: &'static str, method: Method, handler: H) -> Route
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    let filter = match method {
+        Method::POST => MethodFilter::POST,
+        Method::PATCH => MethodFilter::PATCH,
+        Method::DELETE => MethodFilter::DELETE,
+        Method::PUT => MethodFilter::PUT,
+        _ => MethodFilter::GET,
+    };
+    Route {
+        path,
+        method,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every admin route: the router is made from this table, and the document's test compares
+/// it with [`openapi::document`].
+pub(crate) fn table() -> Vec<Route> {
+    vec![
+        route("/admin/v1/shards", Method::GET, shards),
+        route("/admin/v1/shards/export", Method::GET, export),
+        route("/admin/v1/backends", Method::GET, list_backends),
+        route("/admin/v1/backends", Method::POST, add_backend),
+        route("/admin/v1/backends/{name}", Method::DELETE, remove_backend),
+        route("/admin/v1/backends/{name}", Method::PATCH, update_backend),
+        route(
+            "/admin/v1/backends/{name}/drain",
+            Method::POST,
+            rebalance::drain_endpoint,
+        ),
+        route("/admin/v1/rebalance", Method::GET, rebalance::list),
+        route(
+            "/admin/v1/rebalance/plan",
+            Method::POST,
+            rebalance::plan_endpoint,
+        ),
+        route(
+            "/admin/v1/rebalance/apply",
+            Method::POST,
+            rebalance::apply_endpoint,
+        ),
+        route("/admin/v1/rebalance/{id}", Method::GET, rebalance::get_one),
+        route(
+            "/admin/v1/rebalance/{id}/{action}",
+            Method::POST,
+            rebalance::action,
+        ),
+        route("/admin/v1/moves", Method::GET, list_moves),
+        route("/admin/v1/moves", Method::POST, start_move),
+        route("/admin/v1/moves/{id}", Method::GET, get_move),
+        route("/admin/v1/moves/{id}/{action}", Method::POST, move_action),
+        route("/admin/v1/verify", Method::POST, verify::verify),
+        route("/admin/v1/reload", Method::POST, reload),
+        route("/admin/v1/status", Method::GET, status),
+        route("/admin/v1/audit", Method::GET, audit),
+        route("/admin/v1/openapi.json", Method::GET, openapi::serve),
+    ]
+}
+
 /// The admin routes.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/admin/v1/shards", get(shards))
-        .route("/admin/v1/shards/export", get(export))
-        .route("/admin/v1/backends", get(list_backends).post(add_backend))
-        .route(
-            "/admin/v1/backends/{name}",
-            delete(remove_backend).patch(update_backend),
-        )
-        .route(
-            "/admin/v1/backends/{name}/drain",
-            post(rebalance::drain_endpoint),
-        )
-        .route("/admin/v1/rebalance", get(rebalance::list))
-        .route("/admin/v1/rebalance/plan", post(rebalance::plan_endpoint))
-        .route("/admin/v1/rebalance/apply", post(rebalance::apply_endpoint))
-        .route("/admin/v1/rebalance/{id}", get(rebalance::get_one))
-        .route("/admin/v1/rebalance/{id}/{action}", post(rebalance::action))
-        .route("/admin/v1/moves", get(list_moves).post(start_move))
-        .route("/admin/v1/moves/{id}", get(get_move))
-        .route("/admin/v1/moves/{id}/{action}", post(move_action))
-        .route("/admin/v1/verify", post(verify::verify))
-        .route("/admin/v1/reload", post(reload))
-        .route("/admin/v1/status", get(status))
-        .route("/admin/v1/audit", get(audit))
+    table()
+        .into_iter()
+        .fold(Router::new(), |r, x| r.route(x.path, x.handler))
 }
 
 #[derive(Serialize)]
@@ -460,4 +513,23 @@ async fn audit(
     let limit = limit_param(q.as_deref(), 100)?;
     let entries = st.catalog.audit(limit).await?;
     Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_operation_is_routed() {
+        let mut routed: Vec<(String, String)> = table()
+            .iter()
+            .map(|r| (r.path.to_owned(), r.method.to_string()))
+            .collect();
+        let mut documented = openapi::documented();
+        routed.sort();
+        documented.sort();
+        assert_eq!(routed, documented);
+        // And the router takes every route of the table (it panics on a bad one).
+        let _ = routes();
+    }
 }

@@ -7,14 +7,18 @@
 //! | `/admin/…` (the admin API, every admin command) | a token with scope `admin`, always; without any configured token the admin API is closed, unless `UNSAFE_OPEN_ADMIN` |
 //! | `GET`/`HEAD` of `/v1/…` and `/metrics` | `read`, once a token source is configured (`TOKEN_FILE` or `TOKENS`) and not `OPEN_DATA_API` |
 //! | other methods of `/v1/…` (writes) | `write`, likewise |
-//! | `/v1/livez`, `/v1/readyz`, `/v1/health`, `/openapi.json` | nothing (probes); readyz and health show each backend only to a caller that may read |
+//! | `/v1/livez`, `/v1/readyz`, `/v1/health`, `/openapi.json`, `/admin/v1/openapi.json` | nothing (probes, and the documents: descriptions only); readyz and health show each backend only to a caller that may read |
 //!
 //! A token source that is configured keeps `/v1` closed even when it holds no token (an
 //! operator who removes the last token must not open the API by doing so). A refused request
 //! is a problem answer: 401 with `WWW-Authenticate: Bearer` (no token, or one the server does
 //! not know), 403 (a known token without the scope). The caller ([`Caller`]: the token's name
-//! and scope, or anonymous) is put in the request's extensions for the handlers (and a future
-//! per-token limit, keyed by the name).
+//! and scope, or anonymous) is put in the request's extensions for the handlers.
+//!
+//! Rate limits ([`limits`]): an allowed request takes one cell of its caller's bucket before
+//! any of its work is done ([`rate_limit`], called by the HTTP edge before the body is read);
+//! over the limit it is a 429 with `Retry-After`, counted in `mezzanine_rate_limited_total`
+//! (by API and scope) and audited like a refusal (bounded: [`refusals`]).
 //!
 //! Auditing: every admin request that changes something (any method but `GET`/`HEAD`) and
 //! every `shards/export` (it shows the backends' URLs) is written to the catalog's audit log
@@ -26,6 +30,7 @@
 //! cannot be read or parsed keeps the last good set of tokens, and the error is logged (once
 //! per change) and shown by `status`.
 
+pub mod limits;
 pub mod refusals;
 pub mod tokens;
 
@@ -87,6 +92,8 @@ pub enum AuthError {
 /// The server's tokens and its policy.
 pub struct Auth {
     tokens: ArcSwap<TokenSet>,
+    /// The rate limits' buckets, following `tokens`.
+    limits: limits::RateLimits,
     /// A token source is configured (`TOKEN_FILE` or a non-empty `TOKENS`).
     configured: bool,
     /// `UNSAFE_OPEN_ADMIN`.
@@ -112,14 +119,18 @@ enum Area {
 
 impl Area {
     fn of(method: &Method, path: &str) -> Area {
-        if path == "/admin" || path.starts_with("/admin/") {
-            return Area::Admin;
-        }
         if matches!(
             path,
-            "/v1/livez" | "/v1/readyz" | "/v1/health" | "/openapi.json"
+            "/v1/livez"
+                | "/v1/readyz"
+                | "/v1/health"
+                | "/openapi.json"
+                | crate::admin::openapi::DOCUMENT_PATH
         ) {
             return Area::Open;
+        }
+        if path == "/admin" || path.starts_with("/admin/") {
+            return Area::Admin;
         }
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             Area::Data(Scope::Read)
@@ -213,8 +224,10 @@ impl Auth {
             file = Some(crate::watched::Watched::new(vec![f], vec![bytes]));
         }
         let (refusals, writer) = Refusals::new();
+        let set = TokenSet::new(all);
         Ok(Auth {
-            tokens: ArcSwap::from_pointee(TokenSet::new(all)),
+            limits: limits::RateLimits::new(limits::Defaults::default(), &set),
+            tokens: ArcSwap::from_pointee(set),
             configured: token_file.is_some() || tokens_env.is_some(),
             open_admin,
             open_data,
@@ -223,6 +236,18 @@ impl Auth {
             refusals,
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// The same, with `defaults` as the server-wide rate limits (`RATE_LIMIT`,
+    /// `ADMIN_RATE_LIMIT`, `ANON_RATE_LIMIT`) instead of the built-in ones.
+    pub fn with_rate_limits(mut self, defaults: limits::Defaults) -> Auth {
+        self.limits = limits::RateLimits::new(defaults, &self.tokens());
+        self
+    }
+
+    /// The rate limits' buckets.
+    pub fn rate_limits(&self) -> &limits::RateLimits {
+        &self.limits
     }
 
     /// The tokens now accepted.
@@ -274,8 +299,14 @@ impl Auth {
         } else {
             "a token with scope read (GET) or write"
         };
+        let d = self.limits.defaults();
         let view = json!({
             "tokens": names,
+            "rate_limits": {
+                "data": d.data.to_string(),
+                "admin": d.admin.to_string(),
+                "anonymous": d.anonymous.to_string(),
+            },
             "token_file": self.file.as_ref().map(|w| w.files()[0].path.display().to_string()),
             "token_file_error": file_error,
             "admin_api": admin,
@@ -379,7 +410,9 @@ impl Auth {
         let reload = watched.reload(|contents| {
             let entries = parse_file(path, &contents[0]).and_then(|e| merge(&self.from_env, e))?;
             names = entries.iter().map(|e| e.name.to_string()).collect();
-            self.tokens.store(Arc::new(TokenSet::new(entries)));
+            let set = TokenSet::new(entries);
+            self.limits.follow(&set);
+            self.tokens.store(Arc::new(set));
             Ok::<_, AuthError>(())
         });
         match reload {
@@ -493,6 +526,67 @@ fn audited(method: &Method, path: &str) -> bool {
     !matches!(*method, Method::GET | Method::HEAD) || path.ends_with("/shards/export")
 }
 
+/// The rate limit of a request (see [`limits`]): `Some` 429 when its caller is over its limit.
+/// A request that will be refused (401, 403) or that needs nothing (the probes, the
+/// documents) is not counted: [`guard`] answers it.
+pub(crate) fn rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
+    let path = req.uri().path();
+    let area = Area::of(req.method(), path);
+    if area == Area::Open {
+        return None;
+    }
+    let caller = auth.check(area, req.headers()).ok()?;
+    let api = if area == Area::Admin {
+        limits::Api::Admin
+    } else {
+        limits::Api::Data
+    };
+    let client = client_ip(req);
+    let who = match &caller {
+        Caller::Token { name, scope } => limits::Who::Token {
+            name,
+            scope: *scope,
+        },
+        Caller::Anonymous => limits::Who::Anonymous { client: &client },
+    };
+    let over = auth.limits.check(who, api).err()?;
+    let scope = match &caller {
+        Caller::Token { scope, .. } => scope.as_str(),
+        Caller::Anonymous => "anonymous",
+    };
+    metrics::counter!("mezzanine_rate_limited_total", "api" => api.as_str(), "scope" => scope)
+        .increment(1);
+    auth.refusals.note(Refusal {
+        client: client.clone(),
+        api: api.as_str(),
+        reason: "rate limited",
+        token: caller.name().map(str::to_owned),
+        method: req.method().to_string(),
+        path: path.to_owned(),
+        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+    });
+    let detail = match caller.name() {
+        Some(name) => format!(
+            "token {name:?} is over its rate limit of {} on the {} API ({}): retry after {} s",
+            over.limit,
+            api.as_str(),
+            over.source,
+            over.retry_after
+        ),
+        None => format!(
+            "requests without a token from this address are over the rate limit of {} on the \
+             {} API ({}): retry after {} s, or send a token of your own",
+            over.limit,
+            api.as_str(),
+            over.source,
+            over.retry_after
+        ),
+    };
+    let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, detail);
+    p.retry_after = Some(std::time::Duration::from_secs(over.retry_after));
+    Some(p.into_response_at(path))
+}
+
 /// The middleware: refuses what the caller may not do (see the module's table), audits admin
 /// requests, and puts the [`Caller`] in the request's extensions.
 pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -573,6 +667,11 @@ mod tests {
         assert_eq!(Area::of(&Method::GET, "/metrics"), Area::Data(Scope::Read));
         assert_eq!(Area::of(&Method::GET, "/v1/readyz"), Area::Open);
         assert_eq!(Area::of(&Method::GET, "/openapi.json"), Area::Open);
+        assert_eq!(Area::of(&Method::GET, "/admin/v1/openapi.json"), Area::Open);
+        assert_eq!(
+            Area::of(&Method::GET, "/admin/v1/openapi.json/x"),
+            Area::Admin
+        );
     }
 
     #[test]

@@ -38,6 +38,10 @@ fn host_port(s: &str) -> Result<String, String> {
     Ok(s.trim().to_owned())
 }
 
+fn rate_limit(s: &str) -> Result<crate::auth::limits::Limit, String> {
+    s.parse()
+}
+
 fn hosts_allowed(s: &str) -> Result<HostsAllowed, String> {
     s.parse()
         .map_err(|e: mezzanine_core::hosts::HostsError| e.to_string())
@@ -219,6 +223,20 @@ pub struct ServeConfig {
     /// client may do. Read again when it changes.
     #[arg(long, env = "TLS_CLIENT_CA_FILE", value_name = "PATH")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Rate limit of each token's requests to /v1 and /metrics, unless its line in the token
+    /// file gives its own (`rate=`): `N/s`, `N/m` or `N/h`, optionally `,burst=B`, or `off`.
+    /// Each node counts its own requests. Over it: 429 with Retry-After.
+    #[arg(long, env = "RATE_LIMIT", value_name = "LIMIT", default_value = crate::auth::limits::DEFAULT_RATE, value_parser = rate_limit)]
+    pub rate_limit: crate::auth::limits::Limit,
+    /// Rate limit of each token's requests to the admin API, unless its line gives its own
+    /// (and of everyone's together under UNSAFE_OPEN_ADMIN).
+    #[arg(long, env = "ADMIN_RATE_LIMIT", value_name = "LIMIT", default_value = crate::auth::limits::DEFAULT_ADMIN_RATE, value_parser = rate_limit)]
+    pub admin_rate_limit: crate::auth::limits::Limit,
+    /// Rate limit of requests without a token to an open /v1 (no token configured, or
+    /// OPEN_DATA_API), per client address (addresses share 1024 buckets). Off by default: an
+    /// address is no identity behind a proxy.
+    #[arg(long, env = "ANON_RATE_LIMIT", value_name = "LIMIT", default_value = crate::auth::limits::DEFAULT_ANON_RATE, value_parser = rate_limit)]
+    pub anon_rate_limit: crate::auth::limits::Limit,
     /// Test only: pauses in the mover (`after_freeze=30s,...`) so crash tests can kill a
     /// leader in a given phase.
     #[arg(long, env = "MEZZANINE_FAILPOINTS", hide = true, default_value = "")]
@@ -242,6 +260,15 @@ impl ServeConfig {
             self.tls_key_file.as_deref(),
             self.tls_client_ca_file.as_deref(),
         )
+    }
+
+    /// The server-wide rate limits.
+    pub fn rate_limits(&self) -> crate::auth::limits::Defaults {
+        crate::auth::limits::Defaults {
+            data: self.rate_limit,
+            admin: self.admin_rate_limit,
+            anonymous: self.anon_rate_limit,
+        }
     }
 
     /// Whether this node takes part in the mover's leader election.
@@ -473,6 +500,27 @@ mod tests {
                 "{var} has no flag"
             );
         }
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_and_refuse_bad_values() {
+        let c = Cli::try_parse_from(["mezzanine"]).unwrap().config;
+        assert_eq!(c.rate_limits(), crate::auth::limits::Defaults::default());
+        let c = Cli::try_parse_from([
+            "mezzanine",
+            "--rate-limit=5/s,burst=10",
+            "--admin-rate-limit=off",
+            "--anon-rate-limit=60/m",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(c.rate_limit.to_string(), "5/s,burst=10");
+        assert_eq!(c.admin_rate_limit.to_string(), "off");
+        assert_eq!(c.anon_rate_limit.to_string(), "60/m");
+        let err = Cli::try_parse_from(["mezzanine", "--rate-limit=fast"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is not a rate limit"), "{err}");
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The edge of every request, as one middleware (each layer costs a boxed future per
 /// request): refuses at once a request whose target is too long (414), or whose declared
 /// `Content-Length` exceeds the body limit, before any of its body is read (a client must
-/// not hold a handler by announcing a huge body); reads the body within the buffered-bytes
+/// not hold a handler by announcing a huge body); answers 429 to a caller over its rate
+/// limit ([`crate::auth::rate_limit`]), before the body too; reads the body within the buffered-bytes
 /// budget and the read timeout ([`crate::buffer::take_body`]); makes the request's id known
 /// to the problems its handler makes ([`crate::problem::in_request`]); turns every error
 /// answer into a problem ([`problems_everywhere`]); counts the request in the metrics.
@@ -80,7 +81,10 @@ async fn edge(
         public: !req.uri().path().starts_with("/admin/"),
     };
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let resp = if target > crate::conn::MAX_URI_BYTES {
+    let resp = if let Some(over) = crate::auth::rate_limit(&st.auth, &req) {
+        // Before the body is read: a client over its limit costs nothing more.
+        over
+    } else if target > crate::conn::MAX_URI_BYTES {
         Problem::new(
             StatusCode::URI_TOO_LONG,
             format!(

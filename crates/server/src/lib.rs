@@ -472,12 +472,15 @@ impl Server {
     pub async fn start_with_map(config: ServeConfig, seed: ShardMap) -> Result<Server, StartError> {
         let started = Instant::now();
         // The tokens first: a bad token file stops the start before any backend is touched.
-        let auth = Arc::new(auth::Auth::new(
-            config.token_file.clone(),
-            config.tokens.as_deref(),
-            config.unsafe_open_admin,
-            config.open_data_api,
-        )?);
+        let auth = Arc::new(
+            auth::Auth::new(
+                config.token_file.clone(),
+                config.tokens.as_deref(),
+                config.unsafe_open_admin,
+                config.open_data_api,
+            )?
+            .with_rate_limits(config.rate_limits()),
+        );
         auth.log_start();
         // TLS's files next: a missing or bad file stops the start here too.
         let tls = match config.tls_files()? {

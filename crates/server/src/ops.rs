@@ -168,9 +168,11 @@ pub async fn openapi(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// [`ApiDoc`] with the bounds a node's configuration sets: the highest partition number
-/// (`NUM_SHARDS` less one) and the body limit (`MAX_BODY_BYTES`).
+/// (`NUM_SHARDS` less one) and the body limit (`MAX_BODY_BYTES`), and what authentication
+/// and the rate limits add ([`with_security`]).
 pub fn document(num_shards: u32, max_body_bytes: usize) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    with_security(&mut doc);
     if let Some(params) = doc
         .pointer_mut("/paths/~1v1~1cells~1partitionRead/get/parameters")
         .and_then(serde_json::Value::as_array_mut)
@@ -196,9 +198,119 @@ pub fn document(num_shards: u32, max_body_bytes: usize) -> serde_json::Value {
     doc
 }
 
+/// The operations of the probes: they need no token, and are never limited.
+const PROBES: [&str; 3] = ["/v1/livez", "/v1/readyz", "/v1/health"];
+
+/// Adds the `bearerAuth` scheme (optional: `/v1` needs a token only once tokens are
+/// configured, and not under `OPEN_DATA_API`), and to every operation but the probes the
+/// answers of authentication and of the rate limit: 401, 403 and 429 (problem+json). The
+/// paths and operation ids stay as they are (go-mezzanine's clients are generated from them).
+fn with_security(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let problem = |description: &str, retry: bool| {
+        let mut headers = json!({"X-Request-ID": {
+            "description": "The request's id (the client's own, or one the server made)",
+            "schema": {"type": "string"}}});
+        if retry {
+            headers["Retry-After"] = json!({
+                "description": "Whole seconds to wait before trying again (at least 1)",
+                "schema": {"type": "integer", "minimum": 1}});
+        }
+        json!({
+            "description": description,
+            "headers": headers,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        })
+    };
+    doc["components"]["securitySchemes"] = json!({"bearerAuth": {
+        "type": "http", "scheme": "bearer",
+        "description": "A token of the token file (TOKEN_FILE or TOKENS): scope read for GET, write for the writes. Needed once tokens are configured (unless OPEN_DATA_API)",
+    }});
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut().filter(|op| op.get("responses").is_some()) {
+            op["security"] = json!([{}, {"bearerAuth": []}]);
+            if PROBES.contains(&path.as_str()) {
+                continue;
+            }
+            let Some(responses) = op["responses"].as_object_mut() else {
+                continue;
+            };
+            for (status, answer) in [
+                ("401", problem("Tokens are configured, and the request has none, a malformed Authorization header, or a token this server does not know (with WWW-Authenticate: Bearer)", false)),
+                ("403", problem("The token's scope does not allow this (read for GET, write for the writes)", false)),
+                ("429", problem("The caller is over its rate limit (the token's rate= in the token file, else RATE_LIMIT; without a token, ANON_RATE_LIMIT): retry after Retry-After seconds", true)),
+            ] {
+                responses.entry(status).or_insert(answer);
+            }
+        }
+    }
+}
+
 /// This process's resident set size, from /proc (Linux).
 fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// (path, method, operation id) of every operation of `doc`.
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                out.push((path.clone(), method.clone(), op["operationId"].clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_v1_document_gains_the_token_scheme_without_changing_an_operation() {
+        let plain = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = document(64, 1 << 20);
+        // go-mezzanine's clients are generated from the paths and ids: unchanged.
+        assert_eq!(operations(&plain), operations(&doc));
+        oas3::from_json(doc.to_string()).expect("an OpenAPI 3.1 document");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearerAuth"]["type"],
+            "http"
+        );
+        for (path, method, _) in operations(&doc) {
+            let op = &doc["paths"][&path][&method];
+            assert_eq!(
+                op["security"],
+                json!([{}, {"bearerAuth": []}]),
+                "{method} {path}"
+            );
+            let probe = PROBES.contains(&path.as_str());
+            for status in ["401", "403", "429"] {
+                let r = &op["responses"][status];
+                assert_eq!(r.is_object(), !probe, "{method} {path} {status}");
+                if !probe {
+                    assert_eq!(
+                        r["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem"
+                    );
+                }
+            }
+            if !probe {
+                assert!(op["responses"]["429"]["headers"]["Retry-After"].is_object());
+            }
+        }
+    }
 }

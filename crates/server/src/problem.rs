@@ -162,11 +162,17 @@ impl From<mezzanine_catalog::CatalogError> for Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The answer, with `instance` (RFC 9457: the occurrence; here the request's path).
+    pub fn into_response_at(self, instance: &str) -> Response {
+        let mut body = serde_json::to_value(&self).unwrap_or_default();
+        body["instance"] = instance.into();
+        self.answer(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    fn answer(&self, body: Vec<u8>) -> Response {
         let status = self.status_code();
         let retry = self.retry_after.map(|d| d.as_secs().max(1));
-        let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut resp = (status, body).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -177,5 +183,12 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        self.answer(body)
     }
 }

@@ -1,6 +1,6 @@
 //! Refused requests in the audit log, bounded whatever a client sends.
 //!
-//! Each refusal (401 or 403, on the admin API or on `/v1`) is handed to one writer task
+//! Each refusal (401 or 403, on the admin API or on `/v1`, and 429 of the rate limits) is handed to one writer task
 //! through a bounded queue (a full queue drops it and counts it). The writer groups refusals
 //! by *who* and *why*: the client's IP address, the API (`admin` or `data`), the reason and
 //! the token's name (for a wrong scope). The first refusal of a group in a window of
@@ -37,9 +37,9 @@ pub struct Refusal {
     pub client: String,
     /// `admin` or `data`.
     pub api: &'static str,
-    /// `no token`, `unknown token`, `malformed header`, `insufficient scope`.
+    /// `no token`, `unknown token`, `malformed header`, `insufficient scope`, `rate limited`.
     pub reason: &'static str,
-    /// The token's name, when a known token lacked the scope.
+    /// The token's name, when a known token lacked the scope or was over its rate limit.
     pub token: Option<String>,
     pub method: String,
     pub path: String,

@@ -5,13 +5,14 @@
 //! plain hash is as strong as a slow one: nobody can guess a token from its hash), and looks
 //! a presented token up by comparing hashes in constant time ([`TokenSet::find`]).
 //!
-//! A line of the token file (`TOKEN_FILE`) or of `TOKENS` is `NAME SCOPES HASH`:
+//! A line of the token file (`TOKEN_FILE`) or of `TOKENS` is `NAME SCOPES HASH`, with an
+//! optional fourth word, the token's own rate limit (see [`super::limits`]):
 //!
 //! ```text
 //! # comments and blank lines are ignored
 //! ops      admin       sha256:5f1c…   (64 hex digits)
-//! ingest   write       sha256:0b9d…
-//! grafana  read        sha256:77aa…
+//! ingest   write       sha256:0b9d…   rate=5000/s,burst=10000
+//! grafana  read        sha256:77aa…   rate=10/s
 //! ```
 //!
 //! `NAME` (1 to 63 letters, digits, `_`, `-`, `.`) is what the audit log and the logs show,
@@ -23,6 +24,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use rand::RngCore;
+
+use super::limits::Limit;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -109,6 +112,16 @@ pub fn token_line(name: &str, scope: Scope, token: &str) -> String {
     )
 }
 
+/// The token file's line for a token with its own rate limit: `NAME SCOPE sha256:HEX
+/// rate=LIMIT` (without `rate=` when `rate` is `None`: the server's default applies).
+pub fn token_line_with_rate(name: &str, scope: Scope, token: &str, rate: Option<Limit>) -> String {
+    let line = token_line(name, scope, token);
+    match rate {
+        Some(r) => format!("{line} rate={r}"),
+        None => line,
+    }
+}
+
 /// Whether two hashes are equal, in time that does not depend on where they differ.
 pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a[..].ct_eq(&b[..]).into()
@@ -119,6 +132,8 @@ pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 pub struct TokenEntry {
     pub name: Arc<str>,
     pub scope: Scope,
+    /// Its own rate limit (`rate=`), or `None`: the server's default.
+    pub rate: Option<Limit>,
     hash: [u8; 32],
 }
 
@@ -127,6 +142,7 @@ impl TokenEntry {
         TokenEntry {
             name: Arc::from(name),
             scope,
+            rate: None,
             hash: hash_token(token),
         }
     }
@@ -138,6 +154,7 @@ impl fmt::Debug for TokenEntry {
         f.debug_struct("TokenEntry")
             .field("name", &self.name)
             .field("scope", &self.scope)
+            .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
 }
@@ -184,7 +201,24 @@ pub fn add(set: &mut Vec<TokenEntry>, entry: TokenEntry) -> Result<(), String> {
 }
 
 fn parse_line(line: &str) -> Result<TokenEntry, String> {
-    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    let rate = match words.as_slice() {
+        [_, _, _, fourth] => {
+            let name = words[0];
+            let value = fourth.strip_prefix("rate=").ok_or_else(|| {
+                format!(
+                    "token {name:?}: the fourth word must be rate=LIMIT (e.g. rate=200/s or \
+                     rate=200/s,burst=400 or rate=off), found {fourth:?}"
+                )
+            })?;
+            let limit = value
+                .parse::<Limit>()
+                .map_err(|e| format!("token {name:?}: rate: {e}"))?;
+            words.pop();
+            Some(limit)
+        }
+        _ => None,
+    };
     let [name, scopes, hash] = words.as_slice() else {
         if words.iter().any(|w| w.starts_with(TOKEN_PREFIX)) {
             return Err(
@@ -194,7 +228,7 @@ fn parse_line(line: &str) -> Result<TokenEntry, String> {
             );
         }
         return Err(format!(
-            "expected `NAME SCOPES sha256:HEX` (3 words), found {} words",
+            "expected `NAME SCOPES sha256:HEX [rate=LIMIT]` (3 or 4 words), found {} words",
             words.len()
         ));
     };
@@ -219,6 +253,7 @@ fn parse_line(line: &str) -> Result<TokenEntry, String> {
     Ok(TokenEntry {
         name: Arc::from(*name),
         scope,
+        rate,
         hash: bytes,
     })
 }
@@ -240,6 +275,11 @@ impl TokenSet {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The entries, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &TokenEntry> {
+        self.entries.iter()
     }
 
     /// The names, in order (for the status).
@@ -361,13 +401,53 @@ mod tests {
     }
 
     #[test]
+    fn a_line_may_give_its_own_rate() {
+        let t = new_token();
+        let rated =
+            token_line_with_rate("ci", Scope::Write, &t, Some("5/s,burst=9".parse().unwrap()));
+        assert!(rated.ends_with(" rate=5/s,burst=9"), "{rated}");
+        let set = TokenSet::new(parse_lines(&rated).unwrap());
+        assert_eq!(
+            set.find(&t)
+                .and_then(|e| e.rate)
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("5/s,burst=9")
+        );
+        // Without a rate: the line of three words, and the default applies.
+        let plain = token_line_with_rate("ci", Scope::Write, &t, None);
+        assert_eq!(plain, token_line("ci", Scope::Write, &t));
+        assert_eq!(
+            TokenSet::new(parse_lines(&plain).unwrap())
+                .find(&t)
+                .unwrap()
+                .rate,
+            None
+        );
+        let off = TokenSet::new(parse_lines(&format!("{plain} rate=off")).unwrap());
+        assert_eq!(off.find(&t).unwrap().rate, Some(Limit::Off));
+    }
+
+    #[test]
     fn bad_lines_say_which_and_why() {
         let t = new_token();
         let good = token_line("ops", Scope::Admin, &t);
         let cases = [
             (
                 format!("{good}\nops"),
-                "line 2: expected `NAME SCOPES sha256:HEX`",
+                "line 2: expected `NAME SCOPES sha256:HEX [rate=LIMIT]`",
+            ),
+            (
+                format!("{good} 5/s"),
+                "line 1: token \"ops\": the fourth word must be rate=LIMIT",
+            ),
+            (
+                format!("{good} rate=fast"),
+                "line 1: token \"ops\": rate: \"fast\" is not a rate limit",
+            ),
+            (
+                format!("{good} rate=1/s extra"),
+                "line 1: expected `NAME SCOPES sha256:HEX [rate=LIMIT]` (3 or 4 words), found 5",
             ),
             (format!("{good}\n{t}"), "line 2: this looks like a token"),
             (
