@@ -193,6 +193,25 @@ pub fn document(num_shards: u32, max_body_bytes: usize) -> serde_json::Value {
             .into();
         }
     }
+    // A written cell links to its reads (for clients and stateful testers). Added here, as
+    // utoipa 5.5 writes a link's `operationId` as `operation_id`.
+    let link = |op: &str, params: &[&str]| {
+        let params: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|p| ((*p).to_owned(), format!("$response.body#/{p}").into()))
+            .collect();
+        serde_json::json!({ "operationId": op, "parameters": params })
+    };
+    let links = serde_json::json!({
+        "GetCell": link("get-cell", &["row_key", "column_name", "ref_key"]),
+        "GetCellLatest": link("get-cell-latest", &["row_key", "column_name"]),
+        "GetRow": link("get-row", &["row_key"]),
+    });
+    for status in ["200", "201"] {
+        if let Some(r) = doc.pointer_mut(&format!("/paths/~1v1~1cells/post/responses/{status}")) {
+            r["links"] = links.clone();
+        }
+    }
     doc
 }
 
