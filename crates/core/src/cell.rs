@@ -8,6 +8,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub mod batch;
+#[cfg(test)]
+mod fuzz;
 pub mod number;
 
 /// Longest column name accepted, in UTF-8 bytes.
