@@ -23,6 +23,8 @@ use crate::problem::Problem;
 use crate::AppState;
 
 pub mod backends;
+#[cfg(test)]
+mod fuzz;
 pub mod rebalance;
 pub mod verify;
 
