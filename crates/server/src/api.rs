@@ -66,7 +66,7 @@ pub struct WriteCellBody {
     /// ASCII), without NUL.
     #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
     column_name: String,
-    /// Version.
+    /// Version: an integer written without a fraction or an exponent (`1`, not `1.0`).
     ref_key: i64,
     /// Any JSON value (see above for what PostgreSQL cannot store).
     body: Value,
