@@ -221,3 +221,45 @@ fn resident_memory_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every link of the document names an operation of it (by `operationId`, as OpenAPI
+    /// spells it) and only parameters that operation has.
+    #[test]
+    fn links_name_operations_and_their_parameters() {
+        let doc = document(64, 1 << 20);
+        let mut operations = std::collections::HashMap::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                let params: Vec<String> = op["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| p["name"].as_str().unwrap().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                operations.insert(op["operationId"].as_str().unwrap().to_owned(), params);
+            }
+        }
+        let mut links = 0;
+        for status in ["200", "201"] {
+            let found = doc["paths"]["/v1/cells"]["post"]["responses"][status]["links"]
+                .as_object()
+                .unwrap();
+            for link in found.values() {
+                links += 1;
+                let target = link["operationId"].as_str().expect("operationId");
+                let params = &operations[target];
+                for (name, value) in link["parameters"].as_object().unwrap() {
+                    assert!(params.contains(name), "{target} has no parameter {name}");
+                    assert_eq!(value, &format!("$response.body#/{name}"));
+                }
+            }
+        }
+        assert_eq!(links, 6);
+    }
+}
