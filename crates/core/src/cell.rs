@@ -8,6 +8,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub mod batch;
+#[cfg(test)]
+mod fuzz;
 pub mod number;
 
 /// Longest column name accepted, in UTF-8 bytes.
@@ -107,13 +110,29 @@ pub fn check_schema_url(v: &Value, location: &str) -> Result<(), FieldError> {
 /// Parses a decimal i64 (path or query parameters).
 pub fn parse_i64(s: &str, location: &str) -> Result<i64, FieldError> {
     s.trim().parse::<i64>().map_err(|_| {
-        let why = if s.trim().parse::<f64>().is_ok() || s.trim().parse::<i128>().is_ok() {
-            "must be an integer between -9223372036854775808 and 9223372036854775807"
-        } else {
-            "must be an integer"
-        };
-        FieldError::new(location, why, Some(Value::String(s.to_owned())))
+        FieldError::new(
+            location,
+            not_an_i64(s.trim()),
+            Some(Value::String(s.to_owned())),
+        )
     })
+}
+
+/// Why a number's text (`1.5`, `1.0`, `1e3`, `9223372036854775808`) is not an i64.
+fn not_an_i64(text: &str) -> &'static str {
+    const RANGE: &str = "must be an integer between -9223372036854775808 and 9223372036854775807";
+    if text.parse::<i128>().is_ok() {
+        return RANGE;
+    }
+    match text.parse::<f64>() {
+        // 2^63, the first double past i64's range (and beyond a double's: infinity).
+        Ok(f) if f.abs() >= 9_223_372_036_854_775_808.0 => RANGE,
+        Ok(f) if f.fract() != 0.0 => "must be an integer",
+        Ok(_) => {
+            "must be written as an integer, without a fraction or an exponent (1, not 1.0 or 1e0)"
+        }
+        Err(_) => "must be an integer",
+    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -350,14 +369,9 @@ impl NewCell {
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(i) => Some(i),
                 None => {
-                    let why = if n.is_f64() && n.as_f64().is_some_and(|f| f.fract() != 0.0) {
-                        "must be an integer"
-                    } else {
-                        "must be an integer between -9223372036854775808 and 9223372036854775807"
-                    };
                     errors.push(FieldError::new(
                         loc("ref_key"),
-                        why,
+                        not_an_i64(&n.to_string()),
                         Some(Value::Number(n.clone())),
                     ));
                     None
@@ -485,6 +499,43 @@ mod tests {
             locations(from_json(v, "body")),
             ["body.column_name", "body.ref_key"]
         );
+    }
+
+    #[test]
+    fn an_integral_number_with_a_fraction_or_exponent_is_named_for_its_form() {
+        // Found by schemathesis: -378303674310.0 was said to be out of i64's range.
+        for text in ["-378303674310.0", "1e3", "-0.0", "1E0"] {
+            let v = cell_text(text);
+            let mut v = v;
+            v["ref_key"] = v["body"].take();
+            v["body"] = Value::Null;
+            let e = from_json(v, "body").unwrap_err();
+            assert_eq!(e[0].location, "body.ref_key");
+            assert!(
+                e[0].message.contains("without a fraction"),
+                "{text}: {}",
+                e[0].message
+            );
+            assert!(parse_i64(text, "path.ref_key")
+                .unwrap_err()
+                .message
+                .contains("without a fraction"));
+        }
+        for (text, why) in [
+            ("1.5", "must be an integer"),
+            ("9223372036854775808", "between"),
+            ("9.3e18", "between"),
+            ("-1e19", "between"),
+            ("1e400", "between"),
+        ] {
+            let mut v = cell_text(text);
+            v["ref_key"] = v["body"].take();
+            v["body"] = Value::Null;
+            assert!(
+                from_json(v, "body").unwrap_err()[0].message.contains(why),
+                "{text}"
+            );
+        }
     }
 
     #[test]

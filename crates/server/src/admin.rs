@@ -24,6 +24,8 @@ use crate::problem::Problem;
 use crate::AppState;
 
 pub mod backends;
+#[cfg(test)]
+mod fuzz;
 pub mod openapi;
 pub mod rebalance;
 pub mod verify;

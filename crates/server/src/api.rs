@@ -1,6 +1,5 @@
 //! The `/v1` cell API, compatible with go-mezzanine.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -11,9 +10,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use mezzanine_core::cell::{check_column_name, check_schema_url, parse_i64, parse_row_key};
+use mezzanine_core::cell::batch::{parse_batch, BatchError};
+use mezzanine_core::cell::{check_column_name, parse_i64, parse_row_key};
 use mezzanine_core::{shard_for_row_key, CellKey, FieldError, NewCell};
-use mezzanine_storage::cells::{self, Cell, PartitionRead, WriteOutcome};
+use mezzanine_storage::cells::{self, Cell, WriteOutcome};
 use mezzanine_storage::StorageError;
 use serde::Serialize;
 use serde_json::Value;
@@ -22,8 +22,10 @@ use utoipa::ToSchema;
 use crate::problem::Problem;
 use crate::AppState;
 
-/// Most cells in one batch write.
-pub const MAX_BATCH: usize = 1000;
+mod partition;
+pub use partition::{parse_partition_query, PartitionQuery};
+
+pub use mezzanine_core::cell::batch::MAX_BATCH;
 
 /// A stored cell (documentation shape of [`Cell`]).
 #[derive(ToSchema)]
@@ -64,7 +66,7 @@ pub struct WriteCellBody {
     /// ASCII), without NUL.
     #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
     column_name: String,
-    /// Version.
+    /// Version: an integer written without a fraction or an exponent (`1`, not `1.0`).
     ref_key: i64,
     /// Any JSON value (see above for what PostgreSQL cannot store).
     body: Value,
@@ -192,6 +194,32 @@ pub fn too_large(limit: usize) -> Problem {
         None,
     ));
     p
+}
+
+/// The problem of a batch refused as a whole: 422 naming its shape's fault, or 413.
+fn batch_problem(e: BatchError) -> Problem {
+    match e {
+        BatchError::Shape(f) => Problem::field(f),
+        BatchError::TooLarge {
+            stored_bytes,
+            limit,
+        } => {
+            let mut p = Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the batch's bodies are {stored_bytes} bytes once stored (their numbers \
+                     written out in full, as PostgreSQL stores them), above the limit of {limit} \
+                     bytes (MAX_BODY_BYTES); send fewer cells per batch"
+                ),
+            );
+            p.errors.push(FieldError::new(
+                "body.cells",
+                format!("must be at most {limit} bytes once stored (got {stored_bytes})"),
+                None,
+            ));
+            p
+        }
+    }
 }
 
 /// Turns a path rejection (invalid percent-encoding or UTF-8) into a problem naming the segment.
@@ -334,62 +362,18 @@ pub async fn write_batch(
 ) -> Result<Response, Problem> {
     // What the request weighs while it is held (`MOVE_HOLD_MAX_BYTES`).
     let size = body.as_ref().map_or(0, |b| b.len());
-    let v = read_json(&headers, body, st.config.max_body_bytes)?;
-    let Value::Object(mut obj) = v else {
-        return Err(Problem::field(FieldError::new(
-            "body",
-            "must be an object {\"cells\": [...]}",
-            None,
-        )));
-    };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "cells" | "$schema"))
-    {
-        return Err(Problem::field(FieldError::new(
-            format!("body.{k}"),
-            "unexpected property",
-            None,
-        )));
-    }
-    if let Some(v) = obj.get("$schema") {
-        check_schema_url(v, "body.$schema").map_err(Problem::field)?;
-    }
-    let items = match obj.remove("cells") {
-        None => {
-            return Err(Problem::field(FieldError::new(
-                "body.cells",
-                "is required",
-                None,
-            )))
-        }
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(Problem::field(FieldError::new(
-                "body.cells",
-                "must be an array of cells",
-                Some(other),
-            )))
-        }
-    };
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(Problem::field(FieldError::new(
-            "body.cells",
-            format!("must hold 1 to {MAX_BATCH} cells (got {})", items.len()),
-            None,
-        )));
-    }
-
     let limit = st.config.max_body_bytes as u64;
-    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(items.len());
-    let mut parsed: Vec<(usize, NewCell)> = Vec::with_capacity(items.len());
-    let mut stored_bytes: u64 = 0;
-    // Each cell's JSON is consumed as it is parsed: its body moves into the cell.
-    for (i, item) in items.into_iter().enumerate() {
-        match NewCell::from_json(item, &format!("body.cells[{i}]"), limit) {
+    let v = read_json(&headers, body, st.config.max_body_bytes)?;
+    let mut results: Vec<Option<BatchResult>> = Vec::new();
+    let mut parsed: Vec<(usize, NewCell)> = Vec::new();
+    for (i, cell) in parse_batch(v, limit)
+        .map_err(batch_problem)?
+        .into_iter()
+        .enumerate()
+    {
+        match cell {
             Ok(c) => {
-                stored_bytes = stored_bytes.saturating_add(c.stored_bytes);
-                parsed.push((i, c.cell));
+                parsed.push((i, c));
                 results.push(None);
             }
             Err(errors) => results.push(Some(BatchResult {
@@ -398,24 +382,6 @@ pub async fn write_batch(
                 error: Some(Problem::invalid(errors)),
             })),
         }
-    }
-    // What the batch stores is bounded like what it sends: a few bytes of exponents must not
-    // become hundreds of megabytes of digits.
-    if stored_bytes > limit {
-        let mut p = Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the batch's bodies are {stored_bytes} bytes once stored (their numbers written \
-                 out in full, as PostgreSQL stores them), above the limit of {limit} bytes \
-                 (MAX_BODY_BYTES); send fewer cells per batch"
-            ),
-        );
-        p.errors.push(FieldError::new(
-            "body.cells",
-            format!("must be at most {limit} bytes once stored (got {stored_bytes})"),
-            None,
-        ));
-        return Err(p);
     }
     // By shard, then by backend: a backend's shard groups go out together on one connection,
     // in one transaction, in ascending shard order. Cells of shards that a backend says it
@@ -683,97 +649,6 @@ pub async fn get_row(
     .into_response())
 }
 
-/// The query of a partition read, validated.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PartitionQuery {
-    pub partition: u32,
-    pub from: PartitionRead,
-    pub limit: i64,
-}
-
-/// Validates partitionRead's query string, naming every faulty parameter.
-pub fn parse_partition_query(
-    raw: Option<&str>,
-    num_shards: u32,
-) -> Result<PartitionQuery, Problem> {
-    let params: HashMap<String, String> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    let mut errors = Vec::new();
-    let mut int = |name: &str, required: bool| -> Option<i64> {
-        match params.get(name) {
-            None if required => {
-                errors.push(FieldError::new(
-                    format!("query.{name}"),
-                    "is required",
-                    None,
-                ));
-                None
-            }
-            None => None,
-            Some(v) => parse_i64(v, &format!("query.{name}"))
-                .map_err(|e| errors.push(e))
-                .ok(),
-        }
-    };
-    let partition = int("partition_number", true);
-    let read_type = int("read_type", true);
-    let added_id = int("added_id", false);
-    let limit = int("limit", false);
-    let partition = partition.and_then(|p| {
-        if p >= 0 && p < i64::from(num_shards) {
-            Some(p as u32)
-        } else {
-            errors.push(FieldError::new(
-                "query.partition_number",
-                format!("must be a shard number from 0 to {}", num_shards - 1),
-                Some(Value::from(p)),
-            ));
-            None
-        }
-    });
-    let created_after = match params.get("created_after") {
-        None => None,
-        Some(s) => match DateTime::parse_from_rfc3339(s) {
-            Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(_) => {
-                errors.push(FieldError::new(
-                    "query.created_after",
-                    "must be an RFC 3339 time such as 2024-01-31T12:00:00Z",
-                    Some(Value::String(s.clone())),
-                ));
-                None
-            }
-        },
-    };
-    let from = match read_type {
-        Some(2) => Some(PartitionRead::AfterAddedId(added_id.unwrap_or(0))),
-        Some(1) => Some(PartitionRead::AfterCreatedAt(created_after)),
-        Some(other) => {
-            errors.push(FieldError::new(
-                "query.read_type",
-                "must be 1 (by created_at) or 2 (by added_id)",
-                Some(Value::from(other)),
-            ));
-            None
-        }
-        None => None,
-    };
-    let limit = match limit {
-        None => 100,
-        Some(l) if l <= 0 => 100,
-        Some(l) => l.min(1000),
-    };
-    match (partition, from) {
-        (Some(partition), Some(from)) if errors.is_empty() => Ok(PartitionQuery {
-            partition,
-            from,
-            limit,
-        }),
-        _ => Err(Problem::invalid(errors)),
-    }
-}
-
 /// Read a shard's cells in order: read_type 2 by added_id (greater than `added_id`), read_type
 /// 1 by created_at (after `created_after`). `limit` ≤ 0 means 100; above 1000 means 1000.
 #[utoipa::path(get, path = "/v1/cells/partitionRead", tag = "cells", operation_id = "partition-read",
@@ -806,93 +681,4 @@ pub async fn shard_count(State(st): State<Arc<AppState>>) -> Json<ShardCountResp
     Json(ShardCountResponse {
         num_shards: st.num_shards(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn locs(r: Result<PartitionQuery, Problem>) -> Vec<String> {
-        r.unwrap_err()
-            .errors
-            .into_iter()
-            .map(|e| e.location)
-            .collect()
-    }
-
-    #[test]
-    fn partition_query_defaults_and_clamps() {
-        let q = parse_partition_query(Some("partition_number=3&read_type=2"), 64).unwrap();
-        assert_eq!(
-            q,
-            PartitionQuery {
-                partition: 3,
-                from: PartitionRead::AfterAddedId(0),
-                limit: 100
-            }
-        );
-        assert_eq!(
-            parse_partition_query(Some("partition_number=3&read_type=2&limit=0"), 64)
-                .unwrap()
-                .limit,
-            100
-        );
-        assert_eq!(
-            parse_partition_query(Some("partition_number=3&read_type=2&limit=-5"), 64)
-                .unwrap()
-                .limit,
-            100
-        );
-        assert_eq!(
-            parse_partition_query(Some("partition_number=3&read_type=2&limit=5000"), 64)
-                .unwrap()
-                .limit,
-            1000
-        );
-        assert_eq!(
-            parse_partition_query(
-                Some("partition_number=3&read_type=2&limit=7&added_id=9"),
-                64
-            )
-            .unwrap()
-            .from,
-            PartitionRead::AfterAddedId(9)
-        );
-    }
-
-    #[test]
-    fn partition_query_names_each_bad_parameter() {
-        assert_eq!(
-            locs(parse_partition_query(None, 64)),
-            ["query.partition_number", "query.read_type"]
-        );
-        assert_eq!(
-            locs(parse_partition_query(
-                Some("partition_number=64&read_type=3"),
-                64
-            )),
-            ["query.partition_number", "query.read_type"]
-        );
-        assert_eq!(
-            locs(parse_partition_query(
-                Some("partition_number=x&read_type=2&limit=y&added_id=1e3"),
-                64
-            )),
-            ["query.partition_number", "query.added_id", "query.limit"]
-        );
-        assert_eq!(
-            locs(parse_partition_query(
-                Some("partition_number=1&read_type=1&created_after=yesterday"),
-                64
-            )),
-            ["query.created_after"]
-        );
-        assert_eq!(
-            locs(parse_partition_query(
-                Some("partition_number=-1&read_type=2&added_id=99999999999999999999"),
-                64
-            )),
-            ["query.added_id", "query.partition_number"]
-        );
-    }
 }

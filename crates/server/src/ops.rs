@@ -195,6 +195,25 @@ pub fn document(num_shards: u32, max_body_bytes: usize) -> serde_json::Value {
             .into();
         }
     }
+    // A written cell links to its reads (for clients and stateful testers). Added here, as
+    // utoipa 5.5 writes a link's `operationId` as `operation_id`.
+    let link = |op: &str, params: &[&str]| {
+        let params: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|p| ((*p).to_owned(), format!("$response.body#/{p}").into()))
+            .collect();
+        serde_json::json!({ "operationId": op, "parameters": params })
+    };
+    let links = serde_json::json!({
+        "GetCell": link("get-cell", &["row_key", "column_name", "ref_key"]),
+        "GetCellLatest": link("get-cell-latest", &["row_key", "column_name"]),
+        "GetRow": link("get-row", &["row_key"]),
+    });
+    for status in ["200", "201"] {
+        if let Some(r) = doc.pointer_mut(&format!("/paths/~1v1~1cells/post/responses/{status}")) {
+            r["links"] = links.clone();
+        }
+    }
     doc
 }
 
@@ -312,5 +331,42 @@ mod tests {
                 assert!(op["responses"]["429"]["headers"]["Retry-After"].is_object());
             }
         }
+    }
+
+    /// Every link of the document names an operation of it (by `operationId`, as OpenAPI
+    /// spells it) and only parameters that operation has.
+    #[test]
+    fn links_name_operations_and_their_parameters() {
+        let doc = document(64, 1 << 20);
+        let mut operations = std::collections::HashMap::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                let params: Vec<String> = op["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| p["name"].as_str().unwrap().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                operations.insert(op["operationId"].as_str().unwrap().to_owned(), params);
+            }
+        }
+        let mut links = 0;
+        for status in ["200", "201"] {
+            let found = doc["paths"]["/v1/cells"]["post"]["responses"][status]["links"]
+                .as_object()
+                .unwrap();
+            for link in found.values() {
+                links += 1;
+                let target = link["operationId"].as_str().expect("operationId");
+                let params = &operations[target];
+                for (name, value) in link["parameters"].as_object().unwrap() {
+                    assert!(params.contains(name), "{target} has no parameter {name}");
+                    assert_eq!(value, &format!("$response.body#/{name}"));
+                }
+            }
+        }
+        assert_eq!(links, 6);
     }
 }

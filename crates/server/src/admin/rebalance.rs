@@ -36,10 +36,10 @@ pub const DEFAULT_PARALLEL: i64 = 2;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the operator asked to plan.
-struct PlanRequest {
+pub(super) struct PlanRequest {
     strategy: Strategy,
-    window: Duration,
-    parallel: i64,
+    pub(super) window: Duration,
+    pub(super) parallel: i64,
     /// Plan only the shards of this backend (a drain): every other shard stays.
     drain: Option<String>,
 }
@@ -386,7 +386,7 @@ fn max_window(st: &AppState) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-fn plan_request(
+pub(super) fn plan_request(
     v: &Value,
     drain: Option<String>,
     max_window: Duration,
