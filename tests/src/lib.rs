@@ -58,10 +58,11 @@ pub async fn sql(url: &str, statements: &str) {
 
 /// A plain connection to a database (its driver task runs in the background).
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
-        Ok(c) => c,
-        Err(e) => panic!("cannot connect to {url}: {e}"),
-    };
+    let (client, conn) =
+        match mezzanine_storage::conninfo::connect(url, Duration::from_secs(30)).await {
+            Ok(c) => c,
+            Err(e) => panic!("cannot connect to {url}: {e}"),
+        };
     tokio::spawn(conn);
     client
 }

@@ -22,7 +22,7 @@ use mezzanine_core::moves::ShardMoveState;
 use mezzanine_core::Term;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, Row};
 
 use crate::{audit, corrupt, notify, scalar, CatalogError, Db, CHANNEL};
 
@@ -66,16 +66,16 @@ impl Dedicated {
     pub async fn connect(url: &str, timeout: Duration) -> Result<Dedicated, CatalogError> {
         use mezzanine_storage::keepalive;
         let lost = |m: String| CatalogError::Session(m);
-        let mut config = mezzanine_storage::conninfo::config(url).map_err(lost)?;
+        let (mut config, tls) = mezzanine_storage::conninfo::config(url).map_err(lost)?;
         config.connect_timeout(timeout);
         keepalive::apply(&mut config);
         let options = keepalive::with_server_options(config.get_options());
         config.options(options);
         config.application_name("mezzanine-catalog");
-        let (client, mut conn) = tokio::time::timeout(timeout, config.connect(NoTls))
+        let (client, mut conn) = tokio::time::timeout(timeout, config.connect(tls.clone()))
             .await
             .map_err(|_| lost(format!("no connection within {timeout:?}")))?
-            .map_err(|e| lost(mezzanine_storage::pg_cause(&e)))?;
+            .map_err(|e| lost(mezzanine_storage::tls::cause(&e, &tls)))?;
         let (tx, notifications) = mpsc::unbounded_channel();
         let (alive_tx, alive) = watch::channel(true);
         let alive_tx = Arc::new(alive_tx);

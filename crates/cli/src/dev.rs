@@ -222,12 +222,10 @@ fn save(dir: &Path, c: &ClusterFile) -> anyhow::Result<()> {
 }
 
 async fn ensure_database(server_url: &str) -> anyhow::Result<()> {
-    let (client, conn) = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio_postgres::connect(server_url, tokio_postgres::NoTls),
-    )
-    .await
-    .context("timed out connecting to a dev server")??;
+    let (client, conn) =
+        mezzanine_storage::conninfo::connect(server_url, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to a dev server: {e}"))?;
     let task = tokio::spawn(conn);
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])

@@ -12,16 +12,50 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
 
-fn spawn(args: &[&str], envs: &[(String, String)], log: &Path) -> Child {
+/// A running `mezzanine` process, stopped with SIGTERM (which makes `dev` stop its
+/// PostgreSQL servers) if the test ends without stopping it, e.g. by a failed assertion.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], envs: &[(String, String)], log: &Path) -> Running {
     let out = std::fs::File::create(log).unwrap();
-    Command::new(BIN)
-        .args(args)
-        .envs(envs.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap()
+    Running(
+        Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_ready(base: &str, child: &mut Child, log: &Path) {

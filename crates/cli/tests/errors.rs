@@ -89,7 +89,7 @@ async fn serve_says_why_it_cannot_use_a_database() {
         ),
         (
             format!("postgres://postgres@127.0.0.1:{port}/{db}?sslmode=require"),
-            "sslmode=require: this version connects to PostgreSQL without TLS".to_owned(),
+            format!("cannot connect to 127.0.0.1:{port}: the server does not support TLS (sslmode=require)"),
         ),
     ];
     for (url, cause) in cases {

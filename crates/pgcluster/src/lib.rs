@@ -26,6 +26,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
+pub use tls::{start_temp_tls_server, ServerTls};
+
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{chown, geteuid, Gid, Pid, Uid, User};
@@ -843,6 +847,15 @@ impl Drop for PgServer {
 static TEMP_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn start_temp_server(install: &PgInstall) -> Result<PgServer, PgError> {
+    start_temp_server_with(install, |_, spec| Ok(spec))
+}
+
+/// A throwaway server as [`start_temp_servers`] starts them, its spec first given to `shape`
+/// with the temp folder (owned by `postgres` when root), for files the server reads.
+fn start_temp_server_with(
+    install: &PgInstall,
+    shape: impl FnOnce(&Path, ServerSpec) -> Result<ServerSpec, PgError>,
+) -> Result<PgServer, PgError> {
     let name = format!(
         "mezzanine-test-{}-{}",
         std::process::id(),
@@ -867,6 +880,7 @@ fn start_temp_server(install: &PgInstall) -> Result<PgServer, PgError> {
         let spec = ServerSpec::new(root.join("data"))
             .log_file(root.join("server.log"))
             .fast_unsafe();
+        let spec = shape(&root, spec)?;
         PgServer::start_inner(install, spec, Some(root.clone()))
     })();
     if result.is_err() {

@@ -25,7 +25,9 @@ use deadpool_postgres::{
 use futures::{SinkExt, StreamExt};
 use tokio::time::timeout_at;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+
+use crate::tls::PgTls;
 
 use crate::StorageError;
 
@@ -100,6 +102,8 @@ pub struct Backend {
     addr: String,
     masked_url: String,
     pool: Pool,
+    /// The TLS connector of its URL's settings (the pool's, and its cancellations').
+    tls: PgTls,
     settings: PoolSettings,
     health: Mutex<HealthState>,
     /// Reference point of `progress`.
@@ -152,14 +156,7 @@ impl Backend {
             backend: label.to_owned(),
             message,
         };
-        let mut config = crate::conninfo::config(database_url).map_err(bad)?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(bad(
-                "sslmode=require: this version connects to PostgreSQL without TLS; use \
-                 sslmode=prefer or sslmode=disable"
-                    .to_owned(),
-            ));
-        }
+        let (mut config, tls) = crate::conninfo::config(database_url).map_err(bad)?;
         let connect_timeout =
             (settings.query_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
         config.connect_timeout(connect_timeout);
@@ -182,7 +179,7 @@ impl Backend {
         let addr = first_addr(&config);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -202,6 +199,7 @@ impl Backend {
             addr,
             masked_url: crate::conninfo::mask_url(database_url),
             pool,
+            tls,
             settings,
             epoch: Instant::now(),
             progress: AtomicU64::new(0),
@@ -331,7 +329,7 @@ impl Backend {
                 return Err(self.unavailable("no free connection within the query timeout"));
             }
             Ok(Err(e)) => {
-                let reason = format!("cannot connect to {}: {}", self.addr, pool_cause(&e));
+                let reason = format!("cannot connect to {}: {}", self.addr, self.pool_cause(&e));
                 self.mark_down(&reason);
                 return Err(self.unavailable(reason));
             }
@@ -448,19 +446,24 @@ impl Backend {
         let reason = format!(
             "connection to {} lost: {}",
             self.addr,
-            crate::error::pg_cause(&e)
+            crate::tls::cause(&e, &self.tls)
         );
         self.mark_down(&reason);
         self.unavailable(reason)
     }
 }
 
-/// Why the pool could not make a connection, in PostgreSQL's or the system's words.
-fn pool_cause(e: &deadpool_postgres::PoolError) -> String {
-    match e {
-        deadpool_postgres::PoolError::Backend(inner) => crate::error::pg_cause(inner),
-        deadpool_postgres::PoolError::Timeout(_) => "no answer within the connect timeout".into(),
-        other => other.to_string(),
+impl Backend {
+    /// Why the pool could not make a connection, in PostgreSQL's, the system's or TLS's
+    /// words.
+    fn pool_cause(&self, e: &deadpool_postgres::PoolError) -> String {
+        match e {
+            deadpool_postgres::PoolError::Backend(inner) => crate::tls::cause(inner, &self.tls),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                "no answer within the connect timeout".into()
+            }
+            other => other.to_string(),
+        }
     }
 }
 
@@ -724,9 +727,10 @@ impl Drop for Lease<'_> {
             if let Some(obj) = self.obj.take() {
                 let cancel = obj.cancel_token();
                 let bound = self.backend.settings.query_timeout;
+                let tls = self.backend.tls.clone();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move {
-                        let _ = tokio::time::timeout(bound, cancel.cancel_query(NoTls)).await;
+                        let _ = tokio::time::timeout(bound, cancel.cancel_query(tls)).await;
                     });
                 }
                 drop(Object::take(obj));

@@ -1,9 +1,11 @@
 //! Connection strings on their way to PostgreSQL.
 //!
-//! - [`config`]: every connection's configuration (backend pools, the catalog's sessions):
-//!   tokio-postgres's reading of the string, and, when it carries no password, the password
-//!   from the password file, as libpq finds it (`PGPASSFILE`, else `~/.pgpass`). URLs can so
-//!   leave their secret out: `shards export` then holds nothing to hide and works fed back.
+//! - [`config`]: every connection's configuration (backend pools, the catalog's sessions, the
+//!   CLI's [`connect`]): its TLS settings ([`crate::sslmode`]) and connector
+//!   ([`crate::tls`]), tokio-postgres's reading of the rest, and, when it carries no
+//!   password, the password from the password file, as libpq finds it (`PGPASSFILE`, else
+//!   `~/.pgpass`). URLs can so leave their secret out: `shards export` then holds nothing to
+//!   hide and works fed back (`sslmode` and `sslrootcert` are no secrets and stay in it).
 //! - [`backend_targets`]: the checks `backend add` makes before any connection: a PostgreSQL
 //!   URL that tokio-postgres reads, naming a host and a database; it returns where the node
 //!   would connect, for `BACKEND_HOSTS_ALLOWED` ([`mezzanine_core::hosts`]).
@@ -14,16 +16,29 @@ use std::str::FromStr;
 
 use mezzanine_core::hosts::Target;
 use tokio_postgres::config::Host;
-use tokio_postgres::Config;
+use tokio_postgres::{Client, Config, Connection, Socket};
 
 pub use mezzanine_core::conninfo::{has_masked_password, mask_url};
 
 use crate::error::pg_cause;
+use crate::tls::{PgTls, PgTlsStream};
 
-/// The configuration of a connection to `url`, with the password file's password when the
-/// URL gives none. The error says why in words, never with the password.
-pub fn config(url: &str) -> Result<Config, String> {
-    let mut config = Config::from_str(url).map_err(|e| pg_cause(&e))?;
+/// The configuration of a connection to `url` and its TLS connector: the TLS settings
+/// (`sslmode`, `sslrootcert`, with `PGSSLMODE` and `PGSSLROOTCERT` as defaults; see
+/// [`crate::sslmode`]) taken out and given to the connector, and, when the URL carries no
+/// password, the password file's. The error says why in words, never with the password.
+pub fn config(url: &str) -> Result<(Config, PgTls), String> {
+    let split = crate::sslmode::split(url, |name| std::env::var(name).ok())?;
+    let mut config = Config::from_str(&split.rest).map_err(|e| pg_cause(&e))?;
+    config.ssl_mode(split.tls.driver_mode());
+    // PostgreSQL has no TLS over Unix-domain sockets; libpq ignores sslmode there.
+    let hosts = config.get_hosts();
+    if !hosts.is_empty()
+        && config.get_hostaddrs().is_empty()
+        && hosts.iter().all(|h| !matches!(h, Host::Tcp(_)))
+    {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
     if config.get_password().is_none() {
         if let Some(path) = passfile_path() {
             if let Some(pw) = passfile_password(&path, &config) {
@@ -31,8 +46,26 @@ pub fn config(url: &str) -> Result<Config, String> {
             }
         }
     }
-    Ok(config)
+    Ok((config, PgTls::new(split.tls)))
 }
+
+/// A connection of its own to PostgreSQL (the CLI's, the tests'), as [`config`] reads `url`,
+/// within `timeout`. The error says why, once, never with the password.
+pub async fn connect(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<(Client, PgConnection), String> {
+    let (mut config, tls) = config(url)?;
+    config.connect_timeout(timeout);
+    match tokio::time::timeout(timeout, config.connect(tls.clone())).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(crate::tls::cause(&e, &tls)),
+        Err(_) => Err(format!("no connection within {timeout:?}")),
+    }
+}
+
+/// The driver half of a connection from [`connect`]: spawn it.
+pub type PgConnection = Connection<Socket, PgTlsStream<Socket>>;
 
 /// Where libpq looks for passwords: `PGPASSFILE`, else `~/.pgpass`.
 fn passfile_path() -> Option<PathBuf> {
@@ -218,7 +251,10 @@ pub fn backend_targets(url: &str) -> Result<Vec<Target>, String> {
             );
         }
     }
-    let config = Config::from_str(url).map_err(|e| format!("cannot be read: {}", pg_cause(&e)))?;
+    let split = crate::sslmode::split(url, |name| std::env::var(name).ok())
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let config =
+        Config::from_str(&split.rest).map_err(|e| format!("cannot be read: {}", pg_cause(&e)))?;
     let targets = targets(&config);
     if targets.is_empty() {
         return Err(format!("names no host: {URL_FORM}"));
@@ -258,6 +294,8 @@ mod tests {
         );
         let both = backend_targets("postgresql://u@a,b:5433/d?hostaddr=10.0.0.1,10.0.0.2");
         assert_eq!(both.map(|t| t.len()), Ok(4));
+        let tls = backend_targets("postgres://u@h/d?sslmode=verify-full&sslrootcert=%2Fca.pem");
+        assert_eq!(tls.map(|t| t.len()), Ok(1));
         let socket = backend_targets("postgres://u@%2Frun%2Fpg/d");
         assert!(
             matches!(socket.as_deref(), Ok([Target::Socket { dir, port: 5432 }]) if dir == "/run/pg"),
@@ -280,6 +318,14 @@ mod tests {
             ("postgres://u:p@ss@h/d", "'@' in its user name or password"),
             ("postgres://u:***@h/d", "masked password"),
             ("postgres://u@h/d?password=***", "masked password"),
+            (
+                "postgres://u:secret@h/d?sslmode=allow",
+                "cannot be read: sslmode=allow",
+            ),
+            (
+                "postgres://u:secret@h/d?sslmode=verify-ca",
+                "cannot be read: sslmode=verify-ca needs the CA certificates",
+            ),
         ] {
             match backend_targets(bad) {
                 Ok(t) => panic!("{bad} accepted: {t:?}"),

@@ -112,8 +112,12 @@ pub fn pg_cause(e: &tokio_postgres::Error) -> String {
         }
         source = cause.source();
     }
-    // "error connecting to server: connection refused" says the same thing twice.
-    if parts.len() > 1 && parts[0] == "error connecting to server" {
+    // "error connecting to server: connection refused" says the same thing twice, and so
+    // does "error performing TLS handshake: the server's certificate is …".
+    if parts.len() > 1
+        && (parts[0] == "error connecting to server"
+            || parts[0] == "error performing TLS handshake")
+    {
         parts.remove(0);
     }
     parts.join(": ")

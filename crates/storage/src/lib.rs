@@ -11,6 +11,9 @@
 //!   lock that makes the change stream ordered (invariant I1).
 //! - [`conninfo`]: connection strings: every password masked in one place, the password file,
 //!   and the checks of a backend's URL before any connection.
+//! - [`sslmode`], [`tls`]: TLS to PostgreSQL after libpq's `sslmode` and `sslrootcert`: the
+//!   settings taken out of a connection string, and the one rustls connector every
+//!   connection uses.
 //! - [`keepalive`]: TCP keepalives and user timeouts on every connection, both sides, so a
 //!   silent partition is noticed within seconds.
 //! - [`shard_state`]: the state of a shard on one backend, which the fence checks.
@@ -24,6 +27,8 @@ pub mod error;
 pub mod keepalive;
 pub mod schema;
 pub mod shard_state;
+pub mod sslmode;
+pub mod tls;
 pub mod transfer;
 
 pub use backend::{default_max_conns, Backend, BackendHealth, PoolSettings};

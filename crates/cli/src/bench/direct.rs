@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mezzanine_catalog::Catalog;
@@ -15,7 +16,7 @@ use mezzanine_storage::{Backend, PoolSettings};
 use tokio::sync::Mutex;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::runner::{OpFn, OpFuture, OP_TIMEOUT};
 
@@ -224,9 +225,12 @@ pub async fn copy_workers(
     for _ in 0..concurrency {
         let mut conns = Vec::with_capacity(direct.backends.len());
         for spec in direct.map.backends() {
-            let (client, conn) = tokio_postgres::connect(&spec.database_url, NoTls)
-                .await
-                .with_context(|| format!("cannot connect to backend {} for COPY", spec.name))?;
+            let (client, conn) =
+                mezzanine_storage::conninfo::connect(&spec.database_url, Duration::from_secs(10))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot connect to backend {} for COPY: {e}", spec.name)
+                    })?;
             tokio::spawn(conn);
             conns.push(CopyConn {
                 client,

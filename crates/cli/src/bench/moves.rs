@@ -24,7 +24,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use super::http::{send, send_json};
@@ -655,10 +654,9 @@ pub(super) fn percentile(v: &mut [f64], q: f64) -> f64 {
 }
 
 pub(super) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) =
-        tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, NoTls))
-            .await
-            .context("connection timed out")??;
+    let (client, conn) = mezzanine_storage::conninfo::connect(url, Duration::from_secs(10))
+        .await
+        .map_err(anyhow::Error::msg)?;
     tokio::spawn(conn);
     Ok(client)
 }
