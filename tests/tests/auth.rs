@@ -259,6 +259,35 @@ fn data_routes() -> Vec<(Method, &'static str, String, Option<Value>, Scope)> {
             None,
             Scope::Read,
         ),
+        // Plugins: registering and deleting make nodes send data to an endpoint (admin).
+        d(
+            Method::POST,
+            "/v1/plugins",
+            "/v1/plugins".into(),
+            Some(json!({})),
+            Scope::Admin,
+        ),
+        d(
+            Method::GET,
+            "/v1/plugins",
+            "/v1/plugins".into(),
+            None,
+            Scope::Read,
+        ),
+        d(
+            Method::GET,
+            "/v1/plugins/{plugin_id}",
+            format!("/v1/plugins/{ROW}"),
+            None,
+            Scope::Read,
+        ),
+        d(
+            Method::DELETE,
+            "/v1/plugins/{plugin_id}",
+            format!("/v1/plugins/{ROW}"),
+            None,
+            Scope::Admin,
+        ),
     ]
 }
 

@@ -93,7 +93,16 @@ ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS started_at TIMESTAMPT
 ALTER TABLE mezzanine.move_shards ADD COLUMN IF NOT EXISTS fence_target BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS move_shards_fence ON mezzanine.move_shards (shard) WHERE fence_target;
 ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS cluster_id UUID;
-ALTER TABLE mezzanine.leader ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;";
+ALTER TABLE mezzanine.leader ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS mezzanine.plugins (
+    id UUID PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    subscribed_columns TEXT[] NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'inactive')),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS plugins_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS go_plugins_imported_at TIMESTAMPTZ;";
 
 /// The name of the CHECK constraint on `mezzanine.move_shards.state` (layout 4).
 pub(crate) const MOVE_STATE_CHECK: &str = "move_shards_state_known";
@@ -125,8 +134,9 @@ UPDATE mezzanine.meta SET schema_version = {SCHEMA_VERSION}
 }
 
 /// The version of the catalog's layout; an older catalog is migrated at start-up. 4: the
-/// leader's term (`leader.term`), the CHECK of the move states.
-const SCHEMA_VERSION: i32 = 4;
+/// leader's term (`leader.term`), the CHECK of the move states. 5: plugins
+/// (`mezzanine.plugins`, `meta.plugins_version`, `meta.go_plugins_imported_at`).
+const SCHEMA_VERSION: i32 = 5;
 
 impl Catalog {
     /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if

@@ -11,6 +11,8 @@
 //!   index allows one in-flight move per shard);
 //! - `audit`: one row per change of the map, the backends or a move (with who asked, when an
 //!   admin request did: [`acting`]), per admin request, and per refused request (bounded);
+//! - `plugins`: go-mezzanine's trigger plugins, registered through `/v1/plugins` or imported
+//!   from go-mezzanine's table on adoption ([`plugins`]), with their own version in `meta`;
 //! - `leader`: who leads the mover (valid only while its session holds the advisory lock) and
 //!   its term, incremented at every acquisition (the fence of the backends against a leader
 //!   that lost its place: [`leader`]).
@@ -22,6 +24,7 @@ pub mod cluster;
 mod ensure;
 pub mod leader;
 pub mod moves;
+pub mod plugins;
 pub mod rebalance;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ pub use leader::{
     current_leader, CurrentLeader, Dedicated, Fence, Leader, LeaderInfo, LeaderSession,
 };
 pub use moves::{MoveJob, MoveShard, NewMove, Request};
+pub use plugins::{Plugin, PluginSet};
 pub use rebalance::{NewRebalance, Progress, Rebalance};
 
 /// The notification channel of catalog changes.
@@ -605,7 +609,8 @@ pub(crate) async fn audit(
     Ok(())
 }
 
-/// Notifies every node of a change (`map` or `moves`), at the commit of the transaction.
+/// Notifies every node of a change (`map`, `moves` or `plugins`), at the commit of the
+/// transaction.
 pub(crate) async fn notify(db: &impl Db, kind: &str) -> Result<(), CatalogError> {
     db.rows(
         "SELECT pg_notify($1, $2)",

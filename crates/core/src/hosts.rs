@@ -1,4 +1,6 @@
-//! `BACKEND_HOSTS_ALLOWED`: the hosts `backend add` may make a node connect to.
+//! `BACKEND_HOSTS_ALLOWED`: the hosts `backend add` may make a node connect to; and
+//! `PLUGIN_HOSTS_ALLOWED`, the hosts a plugin's endpoint may name (same entries, same default,
+//! read by [`HostsAllowed::parse_for`]).
 //!
 //! A list of entries separated by commas or white space:
 //!
@@ -48,10 +50,11 @@ impl fmt::Display for Target {
     }
 }
 
-/// An entry of `BACKEND_HOSTS_ALLOWED` that cannot be read.
+/// An entry of `BACKEND_HOSTS_ALLOWED` (or of the setting named `setting`) that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("BACKEND_HOSTS_ALLOWED: {entry:?} {why}")]
+#[error("{setting}: {entry:?} {why}")]
 pub struct HostsError {
+    pub setting: &'static str,
     pub entry: String,
     pub why: String,
 }
@@ -78,10 +81,21 @@ struct Entry {
     text: String,
 }
 
-/// The parsed `BACKEND_HOSTS_ALLOWED` (empty: any host but link-local and metadata ones).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The parsed `BACKEND_HOSTS_ALLOWED` (empty: any host but link-local and metadata ones), or
+/// another setting of the same form (its name in messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostsAllowed {
     entries: Vec<Entry>,
+    setting: &'static str,
+}
+
+/// The setting [`HostsAllowed`]'s `FromStr` and `Default` read.
+pub const BACKEND_HOSTS_ALLOWED: &str = "BACKEND_HOSTS_ALLOWED";
+
+impl Default for HostsAllowed {
+    fn default() -> Self {
+        HostsAllowed::default_for(BACKEND_HOSTS_ALLOWED)
+    }
 }
 
 /// Link-local and cloud metadata addresses: refused unless an entry of their own allows them.
@@ -97,12 +111,27 @@ impl FromStr for HostsAllowed {
     type Err = HostsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostsAllowed::parse_for(s, BACKEND_HOSTS_ALLOWED)
+    }
+}
+
+impl HostsAllowed {
+    /// The list `s` of the setting named `setting` (the name its messages give).
+    pub fn parse_for(s: &str, setting: &'static str) -> Result<Self, HostsError> {
         let entries = s
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|e| !e.is_empty())
-            .map(parse_entry)
+            .map(|e| parse_entry(e, setting))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(HostsAllowed { entries })
+        Ok(HostsAllowed { entries, setting })
+    }
+
+    /// The setting named `setting` left unset: any host but link-local and metadata ones.
+    pub fn default_for(setting: &'static str) -> Self {
+        HostsAllowed {
+            entries: Vec::new(),
+            setting,
+        }
     }
 }
 
@@ -113,8 +142,9 @@ impl fmt::Display for HostsAllowed {
     }
 }
 
-fn parse_entry(text: &str) -> Result<Entry, HostsError> {
+fn parse_entry(text: &str, setting: &'static str) -> Result<Entry, HostsError> {
     let bad = |why: &str| HostsError {
+        setting,
         entry: text.to_owned(),
         why: why.to_owned(),
     };
@@ -336,15 +366,17 @@ impl HostsAllowed {
             }
             return Err(Refused(format!(
                 "{shown} is a link-local or cloud metadata address: refused unless \
-                 BACKEND_HOSTS_ALLOWED lists it (the address, the name, or a network inside \
-                 169.254.0.0/16 or fe80::/10)"
+                 {} lists it (the address, the name, or a network inside \
+                 169.254.0.0/16 or fe80::/10)",
+                self.setting
             )));
         }
         if !self.is_set() || self.entries.iter().any(|e| e.matches(target, ip)) {
             return Ok(());
         }
         Err(Refused(format!(
-            "{shown} is not allowed by BACKEND_HOSTS_ALLOWED ({self})"
+            "{shown} is not allowed by {} ({self})",
+            self.setting
         )))
     }
 }

@@ -10,6 +10,7 @@ pub mod hash;
 pub mod hosts;
 pub mod moves;
 pub mod page;
+pub mod plugin;
 pub mod rebalance;
 pub mod shardmap;
 pub mod shardset;

@@ -7,6 +7,7 @@
 //! | `/admin/…` (the admin API, every admin command) | a token with scope `admin`, always; without any configured token the admin API is closed, unless `UNSAFE_OPEN_ADMIN` |
 //! | `GET`/`HEAD` of `/v1/…` and `/metrics` | `read`, once a token source is configured (`TOKEN_FILE` or `TOKENS`) and not `OPEN_DATA_API` |
 //! | other methods of `/v1/…` (writes) | `write`, likewise |
+//! | `POST /v1/plugins`, `DELETE /v1/plugins/{id}` | `admin`, likewise (open while `/v1` is: go-mezzanine's clients register without a token) |
 //! | `/v1/livez`, `/v1/readyz`, `/v1/health`, `/openapi.json`, `/admin/v1/openapi.json` | nothing (probes, and the documents: descriptions only); readyz and health show each backend only to a caller that may read |
 //!
 //! A token source that is configured keeps `/v1` closed even when it holds no token (an
@@ -134,6 +135,10 @@ impl Area {
         }
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             Area::Data(Scope::Read)
+        } else if path == "/v1/plugins" || path.starts_with("/v1/plugins/") {
+            // Registering a plugin makes every node send data to its endpoint: an
+            // operator's decision, as open as /v1 while /v1 needs no token.
+            Area::Data(Scope::Admin)
         } else {
             Area::Data(Scope::Write)
         }
@@ -662,7 +667,15 @@ mod tests {
         );
         assert_eq!(
             Area::of(&Method::DELETE, "/v1/plugins/1"),
-            Area::Data(Scope::Write)
+            Area::Data(Scope::Admin)
+        );
+        assert_eq!(
+            Area::of(&Method::POST, "/v1/plugins"),
+            Area::Data(Scope::Admin)
+        );
+        assert_eq!(
+            Area::of(&Method::GET, "/v1/plugins"),
+            Area::Data(Scope::Read)
         );
         assert_eq!(Area::of(&Method::GET, "/metrics"), Area::Data(Scope::Read));
         assert_eq!(Area::of(&Method::GET, "/v1/readyz"), Area::Open);

@@ -47,6 +47,11 @@ fn hosts_allowed(s: &str) -> Result<HostsAllowed, String> {
         .map_err(|e: mezzanine_core::hosts::HostsError| e.to_string())
 }
 
+fn plugin_hosts_allowed(s: &str) -> Result<HostsAllowed, String> {
+    HostsAllowed::parse_for(s, mezzanine_core::plugin::PLUGIN_HOSTS_ALLOWED)
+        .map_err(|e| e.to_string())
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -153,6 +158,13 @@ pub struct ServeConfig {
     /// entry of their own allows.
     #[arg(long, env = "BACKEND_HOSTS_ALLOWED", value_parser = hosts_allowed)]
     pub backend_hosts_allowed: Option<HostsAllowed>,
+    /// The hosts a plugin's endpoint may name (`POST /v1/plugins`), in the form of
+    /// BACKEND_HOSTS_ALLOWED (`hooks.internal:9000`, `*.hooks.internal`, `10.0.0.0/8`, `*`).
+    /// Default: any host but link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254, metadata.google.internal), which only an entry of their own
+    /// allows.
+    #[arg(long, env = "PLUGIN_HOSTS_ALLOWED", value_parser = plugin_hosts_allowed)]
+    pub plugin_hosts_allowed: Option<HostsAllowed>,
     /// Whether this node may lead the mover (`--no-mover` or MOVER_ENABLED=false: it serves
     /// traffic but never runs moves).
     #[arg(long, env = "MOVER_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]

@@ -20,7 +20,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
-use crate::{api, ops, AppState};
+use crate::{api, ops, plugins, AppState};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,6 +36,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cells/{row_key}/{column_name}", get(api::get_latest))
         .route("/v1/cells/{row_key}/{column_name}/{ref_key}", get(api::get_cell))
         .route("/v1/shards/count", get(api::shard_count))
+        .route("/v1/plugins", post(plugins::register).get(plugins::list))
+        .route("/v1/plugins/{plugin_id}", get(plugins::get).delete(plugins::delete))
         .route("/v1/livez", get(ops::livez))
         .route("/v1/readyz", get(ops::readyz))
         .route("/v1/health", get(ops::health))

@@ -20,6 +20,7 @@ pub mod conn;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod plugins;
 pub mod problem;
 pub mod refresh;
 pub mod tls;
@@ -134,6 +135,8 @@ pub struct AppState {
     held_bytes: Arc<Semaphore>,
     /// Request bodies buffered now, within `MAX_BUFFERED_BYTES`.
     pub bodies: buffer::BodyBudget,
+    /// This node's copy of the registered plugins ([`plugins`]).
+    pub plugins: plugins::Registry,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -494,6 +497,7 @@ impl Server {
             format!("node-{}", &id[..8])
         });
         let num_shards = seed.num_shards();
+        let seed_first = seed.backends().first().map(|b| b.name.clone());
         // Which cluster the backends of shards.json belong to says where the catalog is.
         let members = mezzanine_catalog::cluster::survey(&seed, settings.clone()).await;
         let at = members.locate(config.catalog_url.as_deref(), &seed)?;
@@ -574,6 +578,12 @@ impl Server {
         let held = Arc::new(Semaphore::new(config.move_hold_max.max(1)));
         let held_bytes = Arc::new(Semaphore::new(held_bytes_bound(&config)));
         let bodies = buffer::BodyBudget::new(config.max_buffered_bytes);
+        let first = seed_first.and_then(|name| {
+            slots
+                .iter()
+                .find(|s| s.backend.name() == name)
+                .map(|s| s.backend.clone())
+        });
         let state = Arc::new(AppState {
             topology: ArcSwap::from_pointee(Topology {
                 version: snap.version,
@@ -593,8 +603,13 @@ impl Server {
             held,
             held_bytes,
             bodies,
+            plugins: plugins::Registry::default(),
             tasks: Mutex::new(Vec::new()),
         });
+        // go-mezzanine's plugins (its table on the first backend of shards.json), once per
+        // cluster; then this node's copy of the set.
+        plugins::adopt(&state, first).await;
+        plugins::reload(&state).await;
         state.spawn(tokio::spawn(refresh::run(state.clone())));
         state.spawn(tokio::spawn(metrics::upkeep()));
         auth::spawn_background(&state);

@@ -1,6 +1,7 @@
-//! Keeps a node's map current: a committed catalog change reaches it by `LISTEN/NOTIFY`
-//! (normally within milliseconds), a periodic re-read of the map version catches anything a
-//! lost connection missed, and requests that meet a moved shard ask for a re-read at once.
+//! Keeps a node's map and its copy of the plugins current: a committed catalog change reaches
+//! it by `LISTEN/NOTIFY` (normally within milliseconds: `map`, `plugins`), a periodic re-read
+//! of both versions catches anything a lost connection missed, and requests that meet a moved
+//! shard ask for a re-read at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,11 +34,9 @@ pub async fn run(state: Arc<AppState>) {
                     None
                 }
             };
-            // Whatever happened while not listening (one cheap read of the version; the map
-            // only if it changed).
-            if !state.hold_refresh.load(Ordering::Acquire) {
-                check_version(&state).await;
-            }
+            // Whatever happened while not listening (one cheap read of the versions; the map
+            // and the plugins only if they changed).
+            check_version(&state).await;
         }
         let notified = async {
             match listener.as_mut() {
@@ -53,23 +52,41 @@ pub async fn run(state: Arc<AppState>) {
                             reload(&state).await;
                         }
                     }
+                    Some(kind) if kind == mezzanine_catalog::plugins::NOTIFY_KIND => {
+                        crate::plugins::reload(&state).await;
+                    }
                     Some(_) => {}
                     None => listener = None,
                 }
             }
             _ = tokio::time::sleep(poll) => {
-                if !state.hold_refresh.load(Ordering::Acquire) {
-                    check_version(&state).await;
-                }
+                check_version(&state).await;
             }
             _ = state.reload_requested.notified() => {
-                check_version(&state).await;
+                check_map_version(&state).await;
             }
         }
     }
 }
 
+/// The periodic look: the map (unless held by a test) and the plugins, each reloaded only if
+/// its version changed.
 async fn check_version(state: &AppState) {
+    match state.catalog.versions().await {
+        Ok((map, plugins)) => {
+            if map > state.map_version() && !state.hold_refresh.load(Ordering::Acquire) {
+                reload(state).await;
+            }
+            if plugins != state.plugins.version() {
+                crate::plugins::reload(state).await;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the catalog's versions"),
+    }
+}
+
+/// A re-read of the map asked for by a request (held refreshes included).
+async fn check_map_version(state: &AppState) {
     match state.catalog.version().await {
         Ok(v) if v > state.map_version() => reload(state).await,
         Ok(_) => {}
