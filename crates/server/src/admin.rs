@@ -19,7 +19,7 @@ use mezzanine_storage::mask_url;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::{path_problem, read_json};
+use crate::api::{path_problem, read_text_json};
 use crate::problem::Problem;
 use crate::AppState;
 
@@ -288,7 +288,7 @@ async fn add_backend(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = object(
-        read_json(&headers, body, st.config.max_body_bytes)?,
+        read_text_json(&headers, body, st.config.max_body_bytes)?,
         &["name", "url", "weight"],
     )?;
     let name = required_string(&v, "name")?;
@@ -325,9 +325,9 @@ async fn update_backend(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let Path(name) = path.map_err(path_problem)?;
+    let name = backend_in_path(path)?;
     let v = object(
-        read_json(&headers, body, st.config.max_body_bytes)?,
+        read_text_json(&headers, body, st.config.max_body_bytes)?,
         &["weight", "draining"],
     )?;
     let weight = weight_field(&v)?;
@@ -350,12 +350,26 @@ async fn update_backend(
     Ok(Json(view).into_response())
 }
 
+/// The `{name}` of a backend's path. A name no backend can have (`shardmap::valid_backend_name`:
+/// a NUL character, say, which the catalog could not even look up) names no backend: 404.
+pub(crate) fn backend_in_path(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, Problem> {
+    let Path(name) = path.map_err(path_problem)?;
+    if !mezzanine_core::shardmap::valid_backend_name(&name) {
+        return Err(Problem::not_found(format!(
+            "no backend {name:?}: a backend's name is 1 to 63 letters, digits, '_', '-' or '.'"
+        )));
+    }
+    Ok(name)
+}
+
 /// `DELETE /admin/v1/backends/{name}`: only a backend that owns nothing.
 async fn remove_backend(
     State(st): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let Path(name) = path.map_err(path_problem)?;
+    let name = backend_in_path(path)?;
     st.refuse_catalog_home(&name, "remove").await?;
     st.catalog.remove_backend(&name).await?;
     let _ = st.reload().await;
@@ -370,7 +384,7 @@ async fn start_move(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = object(
-        read_json(&headers, body, st.config.max_body_bytes)?,
+        read_text_json(&headers, body, st.config.max_body_bytes)?,
         &["shards", "to", "parallel", "max_rows_per_sec"],
     )?;
     let (spec, shards) = shards_field(&v, st.num_shards())?;

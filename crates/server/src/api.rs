@@ -182,6 +182,19 @@ pub(crate) fn read_json(
     })
 }
 
+/// [`read_json`] for bodies whose strings reach PostgreSQL as text (the admin API's, the
+/// plugins'): a NUL character (which PostgreSQL's text cannot hold) in any string or key, or
+/// a number PostgreSQL cannot store, is a 422 naming its path, before anything is done.
+pub(crate) fn read_text_json(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, Problem> {
+    let v = read_json(headers, body, limit)?;
+    mezzanine_core::cell::check_body(&v, "body").map_err(Problem::invalid)?;
+    Ok(v)
+}
+
 /// 413 for a body over the limit, naming the body.
 pub fn too_large(limit: usize) -> Problem {
     let mut p = Problem::new(

@@ -256,7 +256,7 @@ pub async fn register(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let v = crate::api::read_json(&headers, body, st.config.max_body_bytes)?;
+    let v = crate::api::read_text_json(&headers, body, st.config.max_body_bytes)?;
     let new = NewPlugin::from_json(v, "body", &plugin_hosts(&st)).map_err(Problem::invalid)?;
     let who = actor(caller.as_deref(), peer.as_deref());
     let p = mezzanine_catalog::acting(who, st.catalog.register_plugin(&new))

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{limit_param, object, optional_bool, parse_id, positive_field};
-use crate::api::{path_problem, read_json};
+use crate::api::{path_problem, read_text_json};
 use crate::problem::Problem;
 use crate::AppState;
 
@@ -374,7 +374,10 @@ fn optional_body(
 ) -> Result<Value, Problem> {
     match &body {
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(json!({})),
-        _ => object(read_json(headers, body, st.config.max_body_bytes)?, allowed),
+        _ => object(
+            read_text_json(headers, body, st.config.max_body_bytes)?,
+            allowed,
+        ),
     }
 }
 
@@ -560,7 +563,7 @@ pub async fn drain_endpoint(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let Path(name) = path.map_err(path_problem)?;
+    let name = super::backend_in_path(path)?;
     let v = optional_body(&st, &headers, body, PLAN_FIELDS)?;
     // Bad input is refused before the mark.
     let req = start_request(&v, Some(name.clone()), max_window(&st))?;

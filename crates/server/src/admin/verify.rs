@@ -20,7 +20,7 @@ use mezzanine_storage::Backend;
 use serde::Serialize;
 
 use super::{object, shards_field};
-use crate::api::read_json;
+use crate::api::read_text_json;
 use crate::problem::Problem;
 use crate::AppState;
 
@@ -69,7 +69,7 @@ pub async fn verify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let v = object(
-        read_json(&headers, body, st.config.max_body_bytes)?,
+        read_text_json(&headers, body, st.config.max_body_bytes)?,
         &["shards"],
     )?;
     let (_, shards) = shards_field(&v, st.num_shards())?;
