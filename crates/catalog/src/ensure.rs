@@ -279,13 +279,7 @@ impl Catalog {
             Ok::<(), CatalogError>(())
         }
         .await;
-        match seeded {
-            Ok(()) => lease.batch_execute("COMMIT").await?,
-            Err(e) => {
-                let _ = lease.batch_execute("ROLLBACK").await;
-                return Err(e);
-            }
-        }
+        crate::commit_if_ok(lease, seeded, || async { Ok(()) }).await?;
         Ok(EnsureReport {
             seeded: true,
             differences: Vec::new(),

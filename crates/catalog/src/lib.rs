@@ -419,12 +419,16 @@ impl Catalog {
     /// Starts a change of the catalog: a transaction holding the `meta` row lock, which
     /// serialises changes and orders them by version. End it with [`Catalog::end_change`].
     pub(crate) async fn begin_change(&self) -> Result<Lease<'_>, CatalogError> {
+        self.begin_with("SELECT map_version FROM mezzanine.meta FOR UPDATE")
+            .await
+    }
+
+    /// Begins a transaction on a fresh lease and runs `first` in it (the statement taking the
+    /// lock that orders this kind of change); rolls back if that fails.
+    pub(crate) async fn begin_with(&self, first: &str) -> Result<Lease<'_>, CatalogError> {
         let lease = self.lease().await?;
         lease.batch_execute("BEGIN").await?;
-        if let Err(e) = lease
-            .query("SELECT map_version FROM mezzanine.meta FOR UPDATE", &[])
-            .await
-        {
+        if let Err(e) = lease.query(first, &[]).await {
             let _ = lease.batch_execute("ROLLBACK").await;
             return Err(e.into());
         }
@@ -441,21 +445,7 @@ impl Catalog {
         kind: &str,
         detail: &serde_json::Value,
     ) -> Result<(T, i64), CatalogError> {
-        let done = match body {
-            Ok(v) => match self.bump_on(&lease, kind, detail).await {
-                Ok(version) => lease
-                    .batch_execute("COMMIT")
-                    .await
-                    .map(|()| (v, version))
-                    .map_err(CatalogError::from),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            let _ = lease.batch_execute("ROLLBACK").await;
-        }
-        done
+        commit_if_ok(&lease, body, || self.bump_on(&lease, kind, detail)).await
     }
 
     /// Bumps the map version, audits and notifies, inside the caller's transaction.
@@ -677,4 +667,33 @@ pub(crate) async fn query(
 ) -> Result<Vec<tokio_postgres::Row>, CatalogError> {
     let lease = catalog.lease().await?;
     Ok(lease.query(sql, params).await?)
+}
+
+/// Ends a transaction on `lease`: when `body` succeeded, runs `last` (the change's last
+/// statements: a version bump, an audit row, a notification) and commits, returning both
+/// results; otherwise, or when `last` or the commit fails, rolls back.
+pub(crate) async fn commit_if_ok<T, U, F, Fut>(
+    lease: &Lease<'_>,
+    body: Result<T, CatalogError>,
+    last: F,
+) -> Result<(T, U), CatalogError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<U, CatalogError>>,
+{
+    let done = match body {
+        Ok(v) => match last().await {
+            Ok(u) => lease
+                .batch_execute("COMMIT")
+                .await
+                .map(|()| (v, u))
+                .map_err(CatalogError::from),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if done.is_err() {
+        let _ = lease.batch_execute("ROLLBACK").await;
+    }
+    done
 }

@@ -265,36 +265,16 @@ impl Catalog {
             Ok(Some(report))
         }
         .await;
-        let done = match body {
-            Ok(r) => lease
-                .batch_execute("COMMIT")
-                .await
-                .map(|()| r)
-                .map_err(CatalogError::from),
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            let _ = lease.batch_execute("ROLLBACK").await;
-        }
-        done
+        Ok(crate::commit_if_ok(&lease, body, || async { Ok(()) })
+            .await?
+            .0)
     }
 
     /// Starts a change of the plugins: a transaction that has bumped `plugins_version` (its
     /// row lock orders changes). End it with [`Catalog::end_plugins_change`].
     async fn begin_plugins_change(&self) -> Result<Lease<'_>, CatalogError> {
-        let lease = self.lease().await?;
-        lease.batch_execute("BEGIN").await?;
-        if let Err(e) = lease
-            .query(
-                "UPDATE mezzanine.meta SET plugins_version = plugins_version + 1",
-                &[],
-            )
+        self.begin_with("UPDATE mezzanine.meta SET plugins_version = plugins_version + 1")
             .await
-        {
-            let _ = lease.batch_execute("ROLLBACK").await;
-            return Err(e.into());
-        }
-        Ok(lease)
     }
 
     /// Notifies every node and commits when `body` succeeded; otherwise rolls back.
@@ -303,21 +283,8 @@ impl Catalog {
         lease: Lease<'_>,
         body: Result<T, CatalogError>,
     ) -> Result<T, CatalogError> {
-        let done = match body {
-            Ok(v) => match notify(&lease, NOTIFY_KIND).await {
-                Ok(()) => lease
-                    .batch_execute("COMMIT")
-                    .await
-                    .map(|()| v)
-                    .map_err(CatalogError::from),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        if done.is_err() {
-            let _ = lease.batch_execute("ROLLBACK").await;
-        }
-        done
+        let notified = crate::commit_if_ok(&lease, body, || notify(&lease, NOTIFY_KIND)).await?;
+        Ok(notified.0)
     }
 }
 
