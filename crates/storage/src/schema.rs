@@ -11,7 +11,15 @@
 //!   Every client write locks its shard's row (invariant I1: commits, and so visibility, follow
 //!   `added_id` order) and checks that the shard is `active` on this backend. The row also
 //!   holds the highest term of the mover's leadership that changed the shard here (`term`):
-//!   the mover's changes from a lower term are refused (`crate::transfer`).
+//!   the mover's changes from a lower term are refused (`crate::transfer`). And it holds the
+//!   latest `created_at` given to a cell of the shard here (`last_created_at`, NULL until the
+//!   first write after the shard became active here): the next write's cells are created
+//!   after it (invariant I7, `crate::cells`).
+//!
+//! One index mezzanine adds to every cells table, go-mezzanine's or its own:
+//! `idx_cells_NNNN_created_added` on `(created_at, added_id)`, which serves partition reads by
+//! `created_at`. A new table gets it with the others; an existing one gets it online
+//! ([`crate::stream_index`], `CREATE INDEX CONCURRENTLY`), columns untouched.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -23,8 +31,25 @@ use crate::error::SqlState;
 use crate::{Backend, StorageError};
 
 /// The version of mezzanine's own layout on a backend. 2: the cluster (`cluster_id`,
-/// `catalog_url`); 3: the leader's term on each shard's row (`mezzanine_shard_state.term`).
-pub const SCHEMA_VERSION: i32 = 3;
+/// `catalog_url`); 3: the leader's term on each shard's row (`mezzanine_shard_state.term`);
+/// 4: the latest `created_at` of each shard (`mezzanine_shard_state.last_created_at`).
+pub const SCHEMA_VERSION: i32 = 4;
+
+/// Key of the session advisory lock that lets one node at a time build missing stream
+/// indexes on a backend (`crate::stream_index`; taken with `pg_try_advisory_lock`, never
+/// waited for).
+pub(crate) const STREAM_INDEX_LOCK: i64 = 0x6d65_7a7a_0002;
+
+/// The key of the index that serves partition reads by `created_at`, as `pg_get_indexdef`
+/// prints it (see [`CellsIndex::key`]).
+pub const STREAM_INDEX_KEY: &str = "(created_at, added_id)";
+
+/// The name of a shard's stream index: `idx_cells_NNNN_created_added`, in go-mezzanine's style
+/// (`idx_cells_NNNN_row_col`, …) and a name go-mezzanine never uses, on a key none of its
+/// indexes has, so go-mezzanine starting on the table adds no duplicate.
+pub fn stream_index_name(shard: u32) -> String {
+    format!("idx_{}_created_added", cells_table(shard))
+}
 
 /// Shards created per statement batch during a cold start (each batch is one transaction).
 const CREATE_CHUNK: usize = 64;
@@ -76,8 +101,9 @@ pub struct CellsIndex {
     pub ddl: String,
 }
 
-/// The unique constraint and the secondary indexes of a cells table.
-pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 4] {
+/// The unique constraint and the secondary indexes of a cells table: go-mezzanine's, and the
+/// stream index on `(created_at, added_id)` ([`stream_index_name`]).
+pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 5] {
     let t = cells_table(shard);
     let index = |name: &str, key: &'static str| CellsIndex {
         unique: false,
@@ -95,6 +121,14 @@ pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 4] {
         index("row_col_ref", "(row_key, column_name, ref_key DESC)"),
         index("col_added", "(column_name, added_id)"),
         index("col_created", "(column_name, created_at)"),
+        CellsIndex {
+            unique: false,
+            key: STREAM_INDEX_KEY,
+            ddl: format!(
+                "CREATE INDEX {} ON {t} {STREAM_INDEX_KEY}",
+                stream_index_name(shard)
+            ),
+        },
     ]
 }
 
@@ -111,7 +145,8 @@ CREATE TABLE IF NOT EXISTS mezzanine_shard_state (
     state TEXT NOT NULL CHECK (state IN ('active', 'importing', 'frozen', 'retired')),
     epoch BIGINT NOT NULL DEFAULT 1,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
-ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;";
+ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS last_created_at TIMESTAMPTZ;";
 
 /// What the start-up migration found and did on one backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -472,6 +507,7 @@ mod tests {
             "ON cells_0007 (row_key, column_name, ref_key DESC)",
             "ON cells_0007 (column_name, added_id)",
             "ON cells_0007 (column_name, created_at)",
+            "CREATE INDEX idx_cells_0007_created_added ON cells_0007 (created_at, added_id)",
         ] {
             assert!(ddl.contains(part), "missing {part}");
         }

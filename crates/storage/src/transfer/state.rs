@@ -220,7 +220,8 @@ async fn import_steps(
     let changed = lease
         .query(
             "INSERT INTO mezzanine_shard_state (shard, state, term) VALUES ($1, 'importing', $2) \
-             ON CONFLICT (shard) DO UPDATE SET state = 'importing', updated_at = now(), term = $2 \
+             ON CONFLICT (shard) DO UPDATE SET state = 'importing', updated_at = now(), term = $2, \
+                                               last_created_at = NULL \
              WHERE mezzanine_shard_state.state IN ('importing', 'retired') \
                AND mezzanine_shard_state.term <= $2 \
              RETURNING state",
@@ -250,6 +251,10 @@ async fn import_steps(
 /// absent or in another state (or `to` with another epoch), or, for `active`, that the table
 /// lacks the cell key's unique constraint. A row that holds a higher term than `term` is left
 /// as it is: [`StorageError::Superseded`].
+///
+/// A change of state forgets the shard's latest `created_at` here (`last_created_at`): the
+/// first write after an activation takes it from the table, which holds whatever was copied
+/// in (invariant I7 across moves and undone moves).
 ///
 /// Freezing an `active` shard waits for its in-flight writers (they hold its row lock) and
 /// stops new ones; the wait is bounded by three quarters of the query timeout (`lock_timeout`),
@@ -282,6 +287,7 @@ pub async fn set_state(
             "UPDATE mezzanine_shard_state SET \
                epoch = CASE WHEN state = $3 THEN epoch ELSE coalesce($4, epoch) END, \
                updated_at = CASE WHEN state = $3 THEN updated_at ELSE now() END, \
+               last_created_at = CASE WHEN state = $3 THEN last_created_at END, \
                state = $3, term = $7 \
              WHERE shard = $1 AND (state = ANY($2) OR state = $3) AND term <= $7 \
                AND (SELECT set_config('lock_timeout', $5, true)) IS NOT NULL \
