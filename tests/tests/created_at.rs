@@ -166,8 +166,8 @@ impl Acked {
     }
 }
 
-/// `n` clients writing single cells and small batches into `shard` through `srv` until
-/// `stop`; acknowledged cells go to `acked`.
+/// `n` clients writing single cells and small batches into `shard` (the batches also touch
+/// other shards) through `srv` until `stop`; acknowledged cells of `shard` go to `acked`.
 fn writers(
     srv: Arc<TestServer>,
     shard: u32,
@@ -185,14 +185,21 @@ fn writers(
                     i += 1;
                     let row = key_in_shard(shard, SHARDS);
                     if i % 4 == 0 {
-                        let batch: Vec<Value> = (0..5)
+                        // A batch of 5 cells in `shard` and one in each of three other
+                        // shards: one transaction that locks the shards in ascending order.
+                        let mut batch: Vec<Value> = (0..5)
                             .map(|k| cell(&row, &format!("w{w}b{k}"), i, json!({"w": w, "i": i})))
                             .collect();
+                        for other in (0..SHARDS).filter(|&o| o != shard).take(3) {
+                            let k = key_in_shard(other, SHARDS);
+                            batch.push(cell(&k, &format!("w{w}"), i, json!({"w": w, "i": i})));
+                        }
                         let (s, v) =
                             post_json(&c, &srv.url("/v1/cells/batch"), &json!({"cells": batch}))
                                 .await;
                         if s == 200 {
-                            for r in v["results"].as_array().cloned().unwrap_or_default() {
+                            let results = v["results"].as_array().cloned().unwrap_or_default();
+                            for r in results.iter().take(5) {
                                 if r["status"] == 201 {
                                     acked.add(added_id(&r["cell"]));
                                 }
@@ -294,6 +301,20 @@ async fn paging_by_created_at_across_a_live_move_skips_and_repeats_nothing() {
         shard_state_in(&urls[2], shard).await.as_deref(),
         Some("active")
     );
+    // The new owner serves reads by created_at from the stream index too.
+    let defs: Vec<String> = connect(&urls[2])
+        .await
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = $1",
+            &[&format!("idx_cells_{shard:04}_created_added")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(defs.len(), 1, "no stream index on the move's target");
+    assert!(defs[0].ends_with("(created_at, added_id)"), "{defs:?}");
     // Writes on the new owner, then stop.
     let moved = acked.all().len();
     while acked.all().len() < moved + 300 {
@@ -345,5 +366,81 @@ async fn cells_written_after_the_clock_went_back_still_come_after_the_shards_las
         .collect();
     assert_eq!(cols, ["a", "b", "c", "d"]);
     assert_created_at_follows_added_id(&c, &srv, shard).await;
+    srv.stop().await;
+}
+
+/// `(seq_scan, idx_scan of the stream index)` of shard `shard`'s table, as the statistics
+/// collector has them now.
+async fn scans(url: &str, shard: u32) -> (i64, i64) {
+    let db = connect(url).await;
+    let row = db
+        .query_one(
+            "SELECT pg_stat_clear_snapshot()::text, \
+                    (SELECT seq_scan FROM pg_stat_user_tables WHERE relname = $1), \
+                    (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = $2)",
+            &[
+                &format!("cells_{shard:04}"),
+                &format!("idx_cells_{shard:04}_created_added"),
+            ],
+        )
+        .await
+        .unwrap();
+    (
+        row.get::<_, Option<i64>>(1).unwrap_or(0),
+        row.get::<_, Option<i64>>(2).unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn reads_by_created_at_use_the_stream_index_not_a_scan() {
+    let (srv, urls) = TestServer::fresh(1, SHARDS).await;
+    let c = client();
+    let shard = 6;
+    // The cells as the batch answers give them (reading them back might scan the table).
+    let mut all = Vec::new();
+    for b in 0..3 {
+        let cells: Vec<Value> = (0..1000)
+            .map(|i| cell(&key_in_shard(shard, SHARDS), "c", b * 1000 + i, json!(i)))
+            .collect();
+        let (s, v) = post_json(&c, &srv.url("/v1/cells/batch"), &json!({ "cells": cells })).await;
+        assert_eq!(s, 200, "{v}");
+        all.extend(
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["cell"].clone()),
+        );
+    }
+    sql(&urls[0], &format!("ANALYZE cells_{shard:04}")).await;
+    let middle = all[1500]["created_at"].as_str().unwrap().to_owned();
+    let (_, idx_before) = scans(&urls[0], shard).await;
+    // Three pages by created_at: from the start, from the middle, past the end.
+    let from_start = page_after(&c, &srv, shard, None, 100).await;
+    assert_eq!(from_start.len(), 100);
+    let from_middle = page_after(&c, &srv, shard, Some(&middle), 100).await;
+    assert_eq!(added_id(&from_middle[0]), added_id(&all[1501]));
+    let last = all.last().unwrap()["created_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(page_after(&c, &srv, shard, Some(&last), 100)
+        .await
+        .is_empty());
+    // The index served all three (statistics arrive within seconds); no read scanned the table.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (seq, idx) = scans(&urls[0], shard).await;
+        assert_eq!(seq, 0, "a read scanned cells_{shard:04}");
+        if idx >= idx_before + 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream index served {} of the 3 reads",
+            idx - idx_before
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     srv.stop().await;
 }
