@@ -444,3 +444,37 @@ async fn reads_by_created_at_use_the_stream_index_not_a_scan() {
     }
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn an_adopted_go_mezzanine_shard_continues_after_its_latest_cell() {
+    let urls = fresh_databases(1).await;
+    let shard = 4;
+    let t = format!("cells_{shard:04}");
+    // go-mezzanine's table, whose cells (written by a clock an hour ahead, in one transaction:
+    // one created_at) are the latest.
+    sql(
+        &urls[0],
+        &format!(
+            "CREATE TABLE {t} (added_id BIGSERIAL PRIMARY KEY, row_key UUID NOT NULL, \
+               column_name TEXT NOT NULL, ref_key BIGINT NOT NULL, body JSONB NOT NULL, \
+               created_at TIMESTAMPTZ NOT NULL DEFAULT now(), UNIQUE (row_key, column_name, ref_key)); \
+             INSERT INTO {t} (row_key, column_name, ref_key, body, created_at) \
+               SELECT gen_random_uuid(), 'legacy', g, '{{}}', now() + interval '1 hour' \
+               FROM generate_series(1, 3) g;"
+        ),
+    )
+    .await;
+    let srv = TestServer::start(default_config(), even_map(&urls, SHARDS)).await;
+    let c = client();
+    let row = key_in_shard(shard, SHARDS);
+    let new = write_one(&c, &srv, &row, "new", 1).await;
+    assert!(
+        created(&new) > Utc::now() + chrono::Duration::minutes(59),
+        "{new}"
+    );
+    // Paging by created_at: the legacy group, then the new cell, each once.
+    let (seen, _) = read_all_by_time(&c, &srv, shard, 3).await;
+    let ids: Vec<i64> = seen.iter().map(added_id).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    srv.stop().await;
+}

@@ -284,12 +284,12 @@ async fn write_group(
     // else; under READ COMMITTED an update that waited for the lock works on the row's latest
     // version, so `last_created_at` is the previous writer's, committed (I7). The cells get
     // one microsecond apart, in input (so `added_id`) order, the last at `top`. NULL
-    // `last_created_at`: no write since the shard became active here (adopted, or moved in):
-    // the table's latest `created_at` (an index lookup).
+    // `last_created_at`: an empty shard (an activation or the migration sets it otherwise).
+    // No read of the cells table here: it would cost its planning on every write.
     let sql = format!(
         "WITH s AS (UPDATE mezzanine_shard_state st SET last_created_at = CASE \
                       WHEN st.state = 'active' THEN greatest(clock_timestamp(), \
-                           coalesce(st.last_created_at, (SELECT max(created_at) FROM {t}), '-infinity') \
+                           coalesce(st.last_created_at, '-infinity') \
                            + interval '1 microsecond') + ($6::int8 - 1) * interval '1 microsecond' \
                       ELSE st.last_created_at END \
                     WHERE st.shard = $1 RETURNING st.state, st.last_created_at AS top), \

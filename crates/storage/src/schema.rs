@@ -12,9 +12,10 @@
 //!   `added_id` order) and checks that the shard is `active` on this backend. The row also
 //!   holds the highest term of the mover's leadership that changed the shard here (`term`):
 //!   the mover's changes from a lower term are refused (`crate::transfer`). And it holds the
-//!   latest `created_at` given to a cell of the shard here (`last_created_at`, NULL until the
-//!   first write after the shard became active here): the next write's cells are created
-//!   after it (invariant I7, `crate::cells`).
+//!   latest `created_at` given to a cell of the shard here (`last_created_at`; set by the
+//!   migration for tables that hold cells already, and when an import is activated; NULL for
+//!   an empty shard): the next write's cells are created after it (invariant I7,
+//!   `crate::cells`).
 //!
 //! One index mezzanine adds to every cells table, go-mezzanine's or its own:
 //! `idx_cells_NNNN_created_added` on `(created_at, added_id)`, which serves partition reads by
@@ -457,6 +458,57 @@ pub(crate) async fn create_missing_tables(
     Ok((missing.len(), wanted.len() - missing.len()))
 }
 
+/// How many of a table's last cells (by `added_id`) [`record_latest_created`] looks at.
+const LATEST_TAIL: i64 = 1000;
+
+/// Records the latest `created_at` (`mezzanine_shard_state.last_created_at`) of every shard
+/// here that has cells but none recorded: tables adopted from go-mezzanine or written before
+/// layout 4 (an import gets its own when activated, `crate::transfer::set_state`). Their
+/// cells' `created_at` is their transaction's start, not in `added_id` order, so the latest
+/// of the last [`LATEST_TAIL`] cells by `added_id` is taken (a primary-key range, cheap on
+/// any table, where `max(created_at)` over the table would be a full scan without the stream
+/// index): only a transaction that started after the last thousand cells' transactions yet
+/// inserted before them would be later, and the next write is never earlier than the clock
+/// anyway, which has passed every `now()` go-mezzanine took on this server. Returns how many
+/// it recorded. Callers hold [`MIGRATION_LOCK`].
+async fn record_latest_created(lease: &crate::backend::Lease<'_>) -> Result<usize, StorageError> {
+    // The shards with a cells table (named as `cells_table` names them).
+    let rows = lease
+        .query(
+            "SELECT shard FROM mezzanine_shard_state \
+             WHERE state <> 'importing' AND last_created_at IS NULL \
+               AND to_regclass(format('%I', 'cells_' || CASE WHEN shard < 10000 \
+                     THEN lpad(shard::text, 4, '0') ELSE shard::text END)) IS NOT NULL \
+             ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let shards: Vec<i32> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+    for chunk in shards.chunks(CREATE_CHUNK) {
+        // The primary key's order, never a scan (an empty table's plan might be one).
+        let mut sql =
+            String::from("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off;\n");
+        for &s in chunk {
+            let t = cells_table(s as u32);
+            let _ = writeln!(
+                sql,
+                "UPDATE mezzanine_shard_state SET last_created_at = \
+                   (SELECT max(created_at) FROM \
+                      (SELECT created_at FROM {t} ORDER BY added_id DESC LIMIT {LATEST_TAIL}) AS tail) \
+                 WHERE shard = {s} AND last_created_at IS NULL;"
+            );
+        }
+        sql.push_str("COMMIT;");
+        if let Err(e) = lease.batch_execute(&sql).await {
+            if lease.is_idle() {
+                let _ = lease.batch_execute("ROLLBACK").await;
+            }
+            return Err(e);
+        }
+    }
+    Ok(shards.len())
+}
+
 async fn migrate(
     lease: &crate::backend::Lease<'_>,
     num_shards: u32,
@@ -472,6 +524,7 @@ async fn migrate(
             &[(&shards, Type::INT4_ARRAY)],
         )
         .await?;
+    record_latest_created(lease).await?;
     let n = num_shards as i32;
     lease
         .query(
