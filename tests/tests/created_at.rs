@@ -392,7 +392,7 @@ async fn scans(url: &str, shard: u32) -> (i64, i64) {
 }
 
 #[tokio::test]
-async fn reads_by_created_at_use_the_stream_index_not_a_scan() {
+async fn reads_by_created_at_use_the_stream_index() {
     let (srv, urls) = TestServer::fresh(1, SHARDS).await;
     let c = client();
     let shard = 6;
@@ -427,11 +427,11 @@ async fn reads_by_created_at_use_the_stream_index_not_a_scan() {
     assert!(page_after(&c, &srv, shard, Some(&last), 100)
         .await
         .is_empty());
-    // The index served all three (statistics arrive within seconds); no read scanned the table.
+    // The stream index served all three (statistics arrive within seconds; nothing else
+    // reads that index: a read that scanned the table instead would leave it at two).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (seq, idx) = scans(&urls[0], shard).await;
-        assert_eq!(seq, 0, "a read scanned cells_{shard:04}");
+        let (_, idx) = scans(&urls[0], shard).await;
         if idx >= idx_before + 3 {
             break;
         }
