@@ -278,8 +278,13 @@ pub async fn set_state(
     let lease = backend.lease().await?;
     // An import being activated: its latest `created_at` (the copied cells keep theirs), read
     // before the update (an importing table takes no client writes; its stream index, built
-    // with the others, makes this one index lookup).
-    let latest: Option<String> = if to == ShardState::Active {
+    // with the others, makes this one index lookup). Not for a copy active again (a thaw in a
+    // cutover's pause): it keeps its own, and its table may lack the stream index.
+    let importing = to == ShardState::Active
+        && state_on(&lease, backend, shard, "")
+            .await?
+            .is_some_and(|r| r.state == ShardState::Importing);
+    let latest: Option<String> = if importing {
         match lease
             .query(&format!("SELECT max(created_at)::text FROM {table}"), &[])
             .await
