@@ -1,6 +1,6 @@
 //! Partition-read pages: bounded in bytes (`MAX_PAGE_BYTES`), and never ending inside a group
-//! of cells that share a `created_at` (one transaction), so that a reader paging by
-//! `created_after` skips nothing.
+//! of cells that share a `created_at` (one go-mezzanine transaction, in adopted data), so that
+//! a reader paging by `created_after` skips nothing.
 
 use mezzanine_e2e::*;
 use serde_json::{json, Value};
@@ -12,9 +12,11 @@ fn big(tag: &str) -> Value {
     json!({"tag": tag, "pad": "x".repeat(20 << 10)})
 }
 
-/// Writes, in shard `SHARD`: `a` alone, then `b1`-`b3` in one batch (one transaction: one
-/// `created_at`), then `c` alone. Returns the column names in write order.
-async fn write_groups(c: &reqwest::Client, srv: &TestServer) -> Vec<String> {
+/// Writes, in shard `SHARD`: `a` alone, then `b1`-`b3` in one batch, then `c` alone; then
+/// gives `b1`-`b3` one `created_at` (as go-mezzanine stores a transaction's cells: mezzanine
+/// gives each its own, but adopted data keeps such groups). Returns the column names in write
+/// order.
+async fn write_groups(c: &reqwest::Client, srv: &TestServer, url: &str) -> Vec<String> {
     let row = key_in_shard(SHARD, SHARDS);
     let (s, v) = post_json(c, &srv.url("/v1/cells"), &cell(&row, "a", 1, big("a"))).await;
     assert_eq!(s, 201, "{v}");
@@ -29,6 +31,15 @@ async fn write_groups(c: &reqwest::Client, srv: &TestServer) -> Vec<String> {
     }
     let (s, v) = post_json(c, &srv.url("/v1/cells"), &cell(&row, "c", 1, big("c"))).await;
     assert_eq!(s, 201, "{v}");
+    sql(
+        url,
+        &format!(
+            "UPDATE cells_{SHARD:04} SET created_at = \
+               (SELECT created_at FROM cells_{SHARD:04} WHERE column_name = 'b1') \
+             WHERE column_name IN ('b2', 'b3')"
+        ),
+    )
+    .await;
     ["a", "b1", "b2", "b3", "c"].map(String::from).to_vec()
 }
 
@@ -66,9 +77,9 @@ async fn read_by_time(
 
 #[tokio::test]
 async fn a_page_cut_by_its_limit_leaves_a_transactions_cells_whole() {
-    let (srv, _urls) = TestServer::fresh(1, SHARDS).await;
+    let (srv, urls) = TestServer::fresh(1, SHARDS).await;
     let c = client();
-    let written = write_groups(&c, &srv).await;
+    let written = write_groups(&c, &srv, &urls[0]).await;
     // Limit 3 would end the first page inside b1-b3; the reader would then ask for cells
     // created after b2's time and never see b3.
     let (seen, sizes) = read_by_time(&c, &srv, 3).await;
@@ -83,7 +94,7 @@ async fn a_page_holds_at_most_max_page_bytes_and_still_skips_nothing() {
     config.max_page_bytes = 64 << 10;
     let srv = TestServer::start(config, even_map(&urls, SHARDS)).await;
     let c = client();
-    let written = write_groups(&c, &srv).await;
+    let written = write_groups(&c, &srv, &urls[0]).await;
     // By added_id: every page within the bound (three 20 KiB cells fit, a fourth does not),
     // and paging reads every cell once.
     let all = read_shard(&c, &srv, SHARD).await;

@@ -616,6 +616,7 @@ impl Server {
         if let Some(tls) = &state.tls {
             state.spawn(tokio::spawn(tls.clone().watch()));
         }
+        state.spawn(tokio::spawn(stream_indexes(state.clone())));
         let startup = started.elapsed();
         tracing::info!(
             startup_ms = startup.as_millis() as u64,
@@ -763,6 +764,35 @@ fn log_report(backend: &str, r: &mezzanine_storage::schema::MigrationReport) {
             shards = %mezzanine_core::format_shard_set(&r.not_active),
             "the catalog gives these shards to this backend but it does not mark them active (a cutover in progress, or a damaged backend: `mezzanine verify`); requests for them are held, then answered 503"
         );
+    }
+}
+
+/// Builds the stream index (partition reads by `created_at`) online on every cells table of
+/// the node's backends that lacks it: tables adopted from go-mezzanine or laid out by an
+/// earlier mezzanine (`mezzanine_storage::stream_index`). In the background, one backend after
+/// another; a backend that fails is retried at the next start (reads by `created_at` work
+/// without it, as a scan).
+async fn stream_indexes(state: Arc<AppState>) {
+    let backends: Vec<Arc<Backend>> = state
+        .topology
+        .load()
+        .backends
+        .iter()
+        .map(|s| s.backend.clone())
+        .collect();
+    for b in backends {
+        match mezzanine_storage::stream_index::build_stream_indexes(&b).await {
+            Ok(r) if r.busy => {
+                tracing::info!(backend = %b.name(), missing = r.missing, "stream indexes: another node builds them")
+            }
+            Ok(r) if r.missing > 0 => {
+                tracing::info!(backend = %b.name(), built = r.built, "stream indexes built")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(backend = %b.name(), error = %e, "stream indexes not built; reads by created_at scan those tables until the next start")
+            }
+        }
     }
 }
 

@@ -207,7 +207,11 @@ impl<'a> CellArrays<'a> {
 /// The statement first locks the shard's row in `mezzanine_shard_state` and checks that the
 /// shard is `active` here (the fence), and only then inserts: writers of one shard are
 /// serialised, so `added_id` values are taken and committed in the same order and the change
-/// stream never skips (invariant I1). Cells whose coordinates exist already are reported as
+/// stream never skips (invariant I1). Under the same lock it gives the cells their
+/// `created_at`: strictly increasing per shard in commit order, each cell after the shard's
+/// previous one (`mezzanine_shard_state.last_created_at`, updated in the same statement) and
+/// no earlier than the clock (invariant I7), so a reader paging by `created_at` skips and
+/// repeats nothing. Cells whose coordinates exist already are reported as
 /// [`WriteOutcome::Existing`] (equal body) or [`WriteOutcome::Conflict`]; the others are stored.
 /// Results come back in input order.
 pub async fn write_cells(
@@ -276,10 +280,21 @@ async fn write_group(
         return Ok(Vec::new());
     }
     let t = cells_table(shard);
+    // The shard's row is locked by the update (as `FOR NO KEY UPDATE`: I1) before anything
+    // else; under READ COMMITTED an update that waited for the lock works on the row's latest
+    // version, so `last_created_at` is the previous writer's, committed (I7). The cells get
+    // one microsecond apart, in input (so `added_id`) order, the last at `top`. NULL
+    // `last_created_at`: an empty shard (an activation or the migration sets it otherwise).
+    // No read of the cells table here: it would cost its planning on every write.
     let sql = format!(
-        "WITH s AS (SELECT state FROM mezzanine_shard_state WHERE shard = $1 FOR NO KEY UPDATE), \
-         ins AS (INSERT INTO {t} (row_key, column_name, ref_key, body) \
-                 SELECT u.r, u.c, u.k, u.b FROM s, \
+        "WITH s AS (UPDATE mezzanine_shard_state st SET last_created_at = CASE \
+                      WHEN st.state = 'active' THEN greatest(clock_timestamp(), \
+                           coalesce(st.last_created_at, '-infinity') \
+                           + interval '1 microsecond') + ($6::int8 - 1) * interval '1 microsecond' \
+                      ELSE st.last_created_at END \
+                    WHERE st.shard = $1 RETURNING st.state, st.last_created_at AS top), \
+         ins AS (INSERT INTO {t} (row_key, column_name, ref_key, body, created_at) \
+                 SELECT u.r, u.c, u.k, u.b, s.top - ($6::int8 - u.o) * interval '1 microsecond' FROM s, \
                         unnest($2::uuid[], $3::text[], $4::int8[], $5::jsonb[]) WITH ORDINALITY AS u(r, c, k, b, o) \
                  WHERE s.state = 'active' ORDER BY u.o \
                  ON CONFLICT (row_key, column_name, ref_key) DO NOTHING \
@@ -287,6 +302,7 @@ async fn write_group(
          SELECT (SELECT state FROM s), ins.* FROM (VALUES (1)) AS one(x) LEFT JOIN ins ON true"
     );
     let shard_i = shard as i32;
+    let n = cells.len() as i64;
     let all = CellArrays::of(cells.iter().copied());
     let rows = lease
         .query(
@@ -297,6 +313,7 @@ async fn write_group(
                 (&all.columns, Type::TEXT_ARRAY),
                 (&all.ref_keys, Type::INT8_ARRAY),
                 (&all.bodies, Type::JSONB_ARRAY),
+                (&n, Type::INT8),
             ],
         )
         .await?;

@@ -17,6 +17,8 @@
 //! - [`keepalive`]: TCP keepalives and user timeouts on every connection, both sides, so a
 //!   silent partition is noticed within seconds.
 //! - [`shard_state`]: the state of a shard on one backend, which the fence checks.
+//! - [`stream_index`]: the index that serves reads by `created_at`, built online on tables
+//!   that existed before it.
 //! - [`transfer`]: the storage steps of live shard moves: per-backend shard state, preparing a
 //!   target, binary `COPY` between backends, checksums, precise diffs and self-checks.
 
@@ -28,6 +30,7 @@ pub mod keepalive;
 pub mod schema;
 pub mod shard_state;
 pub mod sslmode;
+pub mod stream_index;
 pub mod tls;
 pub mod transfer;
 

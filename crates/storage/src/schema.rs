@@ -11,7 +11,16 @@
 //!   Every client write locks its shard's row (invariant I1: commits, and so visibility, follow
 //!   `added_id` order) and checks that the shard is `active` on this backend. The row also
 //!   holds the highest term of the mover's leadership that changed the shard here (`term`):
-//!   the mover's changes from a lower term are refused (`crate::transfer`).
+//!   the mover's changes from a lower term are refused (`crate::transfer`). And it holds the
+//!   latest `created_at` given to a cell of the shard here (`last_created_at`; set by the
+//!   migration for tables that hold cells already, and when an import is activated; NULL for
+//!   an empty shard): the next write's cells are created after it (invariant I7,
+//!   `crate::cells`).
+//!
+//! One index mezzanine adds to every cells table, go-mezzanine's or its own:
+//! `idx_cells_NNNN_created_added` on `(created_at, added_id)`, which serves partition reads by
+//! `created_at`. A new table gets it with the others; an existing one gets it online
+//! ([`crate::stream_index`], `CREATE INDEX CONCURRENTLY`), columns untouched.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -23,8 +32,25 @@ use crate::error::SqlState;
 use crate::{Backend, StorageError};
 
 /// The version of mezzanine's own layout on a backend. 2: the cluster (`cluster_id`,
-/// `catalog_url`); 3: the leader's term on each shard's row (`mezzanine_shard_state.term`).
-pub const SCHEMA_VERSION: i32 = 3;
+/// `catalog_url`); 3: the leader's term on each shard's row (`mezzanine_shard_state.term`);
+/// 4: the latest `created_at` of each shard (`mezzanine_shard_state.last_created_at`).
+pub const SCHEMA_VERSION: i32 = 4;
+
+/// Key of the session advisory lock that lets one node at a time build missing stream
+/// indexes on a backend (`crate::stream_index`; taken with `pg_try_advisory_lock`, never
+/// waited for).
+pub(crate) const STREAM_INDEX_LOCK: i64 = 0x6d65_7a7a_0002;
+
+/// The key of the index that serves partition reads by `created_at`, as `pg_get_indexdef`
+/// prints it (see [`CellsIndex::key`]).
+pub const STREAM_INDEX_KEY: &str = "(created_at, added_id)";
+
+/// The name of a shard's stream index: `idx_cells_NNNN_created_added`, in go-mezzanine's style
+/// (`idx_cells_NNNN_row_col`, …) and a name go-mezzanine never uses, on a key none of its
+/// indexes has, so go-mezzanine starting on the table adds no duplicate.
+pub fn stream_index_name(shard: u32) -> String {
+    format!("idx_{}_created_added", cells_table(shard))
+}
 
 /// Shards created per statement batch during a cold start (each batch is one transaction).
 const CREATE_CHUNK: usize = 64;
@@ -76,8 +102,9 @@ pub struct CellsIndex {
     pub ddl: String,
 }
 
-/// The unique constraint and the secondary indexes of a cells table.
-pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 4] {
+/// The unique constraint and the secondary indexes of a cells table: go-mezzanine's, and the
+/// stream index on `(created_at, added_id)` ([`stream_index_name`]).
+pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 5] {
     let t = cells_table(shard);
     let index = |name: &str, key: &'static str| CellsIndex {
         unique: false,
@@ -95,6 +122,14 @@ pub fn cells_index_ddl(shard: u32) -> [CellsIndex; 4] {
         index("row_col_ref", "(row_key, column_name, ref_key DESC)"),
         index("col_added", "(column_name, added_id)"),
         index("col_created", "(column_name, created_at)"),
+        CellsIndex {
+            unique: false,
+            key: STREAM_INDEX_KEY,
+            ddl: format!(
+                "CREATE INDEX {} ON {t} {STREAM_INDEX_KEY}",
+                stream_index_name(shard)
+            ),
+        },
     ]
 }
 
@@ -111,7 +146,8 @@ CREATE TABLE IF NOT EXISTS mezzanine_shard_state (
     state TEXT NOT NULL CHECK (state IN ('active', 'importing', 'frozen', 'retired')),
     epoch BIGINT NOT NULL DEFAULT 1,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
-ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;";
+ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS term BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE mezzanine_shard_state ADD COLUMN IF NOT EXISTS last_created_at TIMESTAMPTZ;";
 
 /// What the start-up migration found and did on one backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -422,6 +458,57 @@ pub(crate) async fn create_missing_tables(
     Ok((missing.len(), wanted.len() - missing.len()))
 }
 
+/// How many of a table's last cells (by `added_id`) [`record_latest_created`] looks at.
+const LATEST_TAIL: i64 = 1000;
+
+/// Records the latest `created_at` (`mezzanine_shard_state.last_created_at`) of every shard
+/// here that has cells but none recorded: tables adopted from go-mezzanine or written before
+/// layout 4 (an import gets its own when activated, `crate::transfer::set_state`). Their
+/// cells' `created_at` is their transaction's start, not in `added_id` order, so the latest
+/// of the last [`LATEST_TAIL`] cells by `added_id` is taken (a primary-key range, cheap on
+/// any table, where `max(created_at)` over the table would be a full scan without the stream
+/// index): only a transaction that started after the last thousand cells' transactions yet
+/// inserted before them would be later, and the next write is never earlier than the clock
+/// anyway, which has passed every `now()` go-mezzanine took on this server. Returns how many
+/// it recorded. Callers hold [`MIGRATION_LOCK`].
+async fn record_latest_created(lease: &crate::backend::Lease<'_>) -> Result<usize, StorageError> {
+    // The shards with a cells table (named as `cells_table` names them).
+    let rows = lease
+        .query(
+            "SELECT shard FROM mezzanine_shard_state \
+             WHERE state <> 'importing' AND last_created_at IS NULL \
+               AND to_regclass(format('%I', 'cells_' || CASE WHEN shard < 10000 \
+                     THEN lpad(shard::text, 4, '0') ELSE shard::text END)) IS NOT NULL \
+             ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let shards: Vec<i32> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+    for chunk in shards.chunks(CREATE_CHUNK) {
+        // The primary key's order, never a scan (an empty table's plan might be one).
+        let mut sql =
+            String::from("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off;\n");
+        for &s in chunk {
+            let t = cells_table(s as u32);
+            let _ = writeln!(
+                sql,
+                "UPDATE mezzanine_shard_state SET last_created_at = \
+                   (SELECT max(created_at) FROM \
+                      (SELECT created_at FROM {t} ORDER BY added_id DESC LIMIT {LATEST_TAIL}) AS tail) \
+                 WHERE shard = {s} AND last_created_at IS NULL;"
+            );
+        }
+        sql.push_str("COMMIT;");
+        if let Err(e) = lease.batch_execute(&sql).await {
+            if lease.is_idle() {
+                let _ = lease.batch_execute("ROLLBACK").await;
+            }
+            return Err(e);
+        }
+    }
+    Ok(shards.len())
+}
+
 async fn migrate(
     lease: &crate::backend::Lease<'_>,
     num_shards: u32,
@@ -437,6 +524,7 @@ async fn migrate(
             &[(&shards, Type::INT4_ARRAY)],
         )
         .await?;
+    record_latest_created(lease).await?;
     let n = num_shards as i32;
     lease
         .query(
@@ -472,6 +560,7 @@ mod tests {
             "ON cells_0007 (row_key, column_name, ref_key DESC)",
             "ON cells_0007 (column_name, added_id)",
             "ON cells_0007 (column_name, created_at)",
+            "CREATE INDEX idx_cells_0007_created_added ON cells_0007 (created_at, added_id)",
         ] {
             assert!(ddl.contains(part), "missing {part}");
         }

@@ -29,11 +29,12 @@ async fn copy_in_chunks_preserves_every_column() {
     );
     let calls = copy_all(&src, &dst, 137).await;
     assert!(calls > 5, "{calls} calls");
-    assert_eq!(transfer::build_indexes(&dst, SHARD).await.unwrap(), 4);
+    assert_eq!(transfer::build_indexes(&dst, SHARD).await.unwrap(), 5);
     assert_eq!(transfer::build_indexes(&dst, SHARD).await.unwrap(), 0);
-    // Then the table has the shape of one created by a server start (go-mezzanine's).
+    // Then the table has the shape of one created by a server start (go-mezzanine's, and the
+    // stream index on (created_at, added_id)).
     assert_eq!(indexes(&urls[1]).await, indexes(&urls[0]).await);
-    assert_eq!(indexes(&urls[1]).await.len(), 7, "5 indexes, 2 constraints");
+    assert_eq!(indexes(&urls[1]).await.len(), 8, "6 indexes, 2 constraints");
 
     let (a, b) = (dump(&urls[0]).await, dump(&urls[1]).await);
     assert_eq!(a.len(), 1056);

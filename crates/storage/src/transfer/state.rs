@@ -220,7 +220,8 @@ async fn import_steps(
     let changed = lease
         .query(
             "INSERT INTO mezzanine_shard_state (shard, state, term) VALUES ($1, 'importing', $2) \
-             ON CONFLICT (shard) DO UPDATE SET state = 'importing', updated_at = now(), term = $2 \
+             ON CONFLICT (shard) DO UPDATE SET state = 'importing', updated_at = now(), term = $2, \
+                                               last_created_at = NULL \
              WHERE mezzanine_shard_state.state IN ('importing', 'retired') \
                AND mezzanine_shard_state.term <= $2 \
              RETURNING state",
@@ -251,6 +252,11 @@ async fn import_steps(
 /// lacks the cell key's unique constraint. A row that holds a higher term than `term` is left
 /// as it is: [`StorageError::Superseded`].
 ///
+/// An import activated here (`importing` → `active`) takes its latest `created_at`
+/// (`last_created_at`) from its table, which holds the copied cells with their own values:
+/// the next write's cells come after them (invariant I7 across moves). A copy active again
+/// after a freeze or a retirement keeps its own (it took no cells meanwhile).
+///
 /// Freezing an `active` shard waits for its in-flight writers (they hold its row lock) and
 /// stops new ones; the wait is bounded by three quarters of the query timeout (`lock_timeout`),
 /// after which the statement fails with [`StorageError::Unavailable`] and nothing changed.
@@ -270,6 +276,29 @@ pub async fn set_state(
     // import builds it after the bulk copy): client writes rely on it for immutability.
     let table = cells_table(shard);
     let lease = backend.lease().await?;
+    // An import being activated: its latest `created_at` (the copied cells keep theirs), read
+    // before the update (an importing table takes no client writes; its stream index, built
+    // with the others, makes this one index lookup). Not for a copy active again (a thaw in a
+    // cutover's pause): it keeps its own, and its table may lack the stream index.
+    let importing = to == ShardState::Active
+        && state_on(&lease, backend, shard, "")
+            .await?
+            .is_some_and(|r| r.state == ShardState::Importing);
+    let latest: Option<String> = if importing {
+        match lease
+            .query(&format!("SELECT max(created_at)::text FROM {table}"), &[])
+            .await
+        {
+            Ok(rows) => match rows.first() {
+                Some(r) => col(backend, r, 0)?,
+                None => None,
+            },
+            Err(e) if is_undefined_table(&e) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
     // One statement, so one round trip and its own transaction: the freeze is inside a
     // cutover's pause. The `lock_timeout` of that transaction is set by the uncorrelated
     // sub-select, which PostgreSQL runs once before it scans (an init plan), so before the
@@ -282,6 +311,8 @@ pub async fn set_state(
             "UPDATE mezzanine_shard_state SET \
                epoch = CASE WHEN state = $3 THEN epoch ELSE coalesce($4, epoch) END, \
                updated_at = CASE WHEN state = $3 THEN updated_at ELSE now() END, \
+               last_created_at = CASE WHEN state = 'importing' AND $3 = 'active' \
+                                      THEN $8::text::timestamptz ELSE last_created_at END, \
                state = $3, term = $7 \
              WHERE shard = $1 AND (state = ANY($2) OR state = $3) AND term <= $7 \
                AND (SELECT set_config('lock_timeout', $5, true)) IS NOT NULL \
@@ -296,6 +327,7 @@ pub async fn set_state(
                 (&lock_ms, Type::TEXT),
                 (&table, Type::TEXT),
                 (&term.0, Type::INT8),
+                (&latest, Type::TEXT),
             ],
         )
         .await?;
