@@ -534,13 +534,15 @@ fn audited(method: &Method, path: &str) -> bool {
 /// The rate limit of a request (see [`limits`]): `Some` 429 when its caller is over its limit.
 /// A request that will be refused (401, 403) or that needs nothing (the probes, the
 /// documents) is not counted: [`guard`] answers it.
-pub(crate) fn rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
-    let path = req.uri().path();
-    let area = Area::of(req.method(), path);
+/// The caller it identified is kept in the request for [`guard`] (a token is looked up once).
+pub(crate) fn rate_limit(auth: &Auth, req: &mut Request) -> Option<Response> {
+    let area = Area::of(req.method(), req.uri().path());
     if area == Area::Open {
         return None;
     }
     let caller = auth.check(area, req.headers()).ok()?;
+    req.extensions_mut().insert(Identified(caller.clone()));
+    let path = req.uri().path();
     let api = if area == Area::Admin {
         limits::Api::Admin
     } else {
@@ -592,6 +594,10 @@ pub(crate) fn rate_limit(auth: &Auth, req: &Request) -> Option<Response> {
     Some(p.into_response_at(path))
 }
 
+/// A caller [`rate_limit`] already identified and allowed (for [`guard`]).
+#[derive(Clone)]
+struct Identified(Caller);
+
 /// The middleware: refuses what the caller may not do (see the module's table), audits admin
 /// requests, and puts the [`Caller`] in the request's extensions.
 pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -599,7 +605,11 @@ pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next
     let method = req.method().clone();
     let area = Area::of(&method, &path);
     let client = client_ip(&req);
-    let caller = match st.auth.check(area, req.headers()) {
+    let checked = match req.extensions_mut().remove::<Identified>() {
+        Some(Identified(caller)) => Ok(caller),
+        None => st.auth.check(area, req.headers()),
+    };
+    let caller = match checked {
         Ok(c) => c,
         Err(refused) => {
             st.auth.refusals.note(Refusal {

@@ -68,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// answer into a problem ([`problems_everywhere`]); counts the request in the metrics.
 async fn edge(
     axum::extract::State(st): axum::extract::State<Arc<AppState>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let track = crate::metrics::Track::start(&req);
@@ -83,7 +83,7 @@ async fn edge(
         public: !req.uri().path().starts_with("/admin/"),
     };
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let resp = if let Some(over) = crate::auth::rate_limit(&st.auth, &req) {
+    let resp = if let Some(over) = crate::auth::rate_limit(&st.auth, &mut req) {
         // Before the body is read: a client over its limit costs nothing more.
         over
     } else if target > crate::conn::MAX_URI_BYTES {
