@@ -254,6 +254,38 @@ impl Drop for TestServer {
     }
 }
 
+/// An HTTP client that sends no token unless told to (for the authentication suites).
+pub fn bare_client() -> reqwest::Client {
+    match reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("no HTTP client: {e}"),
+    }
+}
+
+/// The parameters of an OpenAPI operation as sorted `in:name` strings (for comparing a
+/// document's operations with a fixture's).
+pub fn operation_parameters(op: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = op["parameters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    format!(
+                        "{}:{}",
+                        p["in"].as_str().unwrap_or_default(),
+                        p["name"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// An HTTP client for tests: it sends [`ADMIN_TOKEN`] with every request.
 pub fn client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

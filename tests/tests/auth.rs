@@ -5,21 +5,13 @@
 
 use std::time::Duration;
 
-use mezzanine_e2e::{default_config, even_map, fresh_databases, TestServer};
+use mezzanine_e2e::{bare_client, default_config, even_map, fresh_databases, TestServer};
 use mezzanine_server::auth::tokens::{new_token, token_line};
 use mezzanine_server::auth::Scope;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const ROW: &str = "550e8400-e29b-41d4-a716-446655440000";
-
-/// A client that sends no token unless told to.
-fn bare() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 /// The tokens of a test: admin `ops`, write `ingest`, read `viewer`.
 struct Tokens {
@@ -76,7 +68,7 @@ async fn call(
     body: Option<&Value>,
     token: Option<&str>,
 ) -> Answer {
-    let mut req = bare().request(method.clone(), srv.url(path));
+    let mut req = bare_client().request(method.clone(), srv.url(path));
     if let Some(b) = body {
         req = req.json(b);
     }
@@ -463,7 +455,7 @@ async fn every_route_answers_by_the_tokens_scope() {
     );
 
     // A header that is not one bearer token is refused as such.
-    let resp = bare()
+    let resp = bare_client()
         .get(srv.url("/admin/v1/status"))
         .header("authorization", format!("Basic {}", tokens.admin))
         .send()

@@ -402,21 +402,7 @@ async fn openapi_covers_every_implemented_path_of_the_peer() {
                 mine.is_object(),
                 "{method} {path} missing from /openapi.json"
             );
-            let mut names: Vec<String> = mine["parameters"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|p| {
-                            format!(
-                                "{}:{}",
-                                p["in"].as_str().unwrap(),
-                                p["name"].as_str().unwrap()
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
+            let names = operation_parameters(mine);
             let theirs: Vec<String> = serde_json::from_value(op["parameters"].clone()).unwrap();
             assert_eq!(names, theirs, "{method} {path} parameters");
             for status in op["responses"].as_array().unwrap() {

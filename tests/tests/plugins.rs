@@ -11,7 +11,8 @@ use std::time::Duration;
 use mezzanine_core::hosts::HostsAllowed;
 use mezzanine_core::plugin::PLUGIN_HOSTS_ALLOWED;
 use mezzanine_e2e::{
-    client, connect, default_config, even_map, fresh_databases, get_json, sql, TestServer,
+    bare_client, client, connect, default_config, even_map, fresh_databases, get_json,
+    operation_parameters, sql, TestServer,
 };
 use mezzanine_server::auth::tokens::{new_token, token_line};
 use mezzanine_server::auth::Scope;
@@ -25,14 +26,6 @@ fn fixture() -> Value {
 
 fn registration(name: &str) -> Value {
     json!({"name": name, "endpoint": "http://localhost:9000/rpc", "subscribed_columns": ["profile", "settings"]})
-}
-
-/// A client that sends no token unless told to.
-fn bare() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 struct Answer {
@@ -145,7 +138,7 @@ fn problem_at(a: &Answer, status: u16, location: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_as_go_mezzanine_does() {
     let (srv, _) = TestServer::fresh(1, 4).await;
-    let c = bare();
+    let c = bare_client();
     let plugins = srv.url("/v1/plugins");
 
     // Registration: 201 with exactly go-mezzanine's fields.
@@ -265,7 +258,7 @@ async fn bad_bodies_and_endpoints_are_422_naming_the_field() {
     config.plugin_hosts_allowed =
         Some(HostsAllowed::parse_for("*.hooks.internal, 127.0.0.1", PLUGIN_HOSTS_ALLOWED).unwrap());
     let srv = TestServer::start(config, even_map(&urls, 4)).await;
-    let c = bare();
+    let c = bare_client();
     let plugins = srv.url("/v1/plugins");
     let with = |field: &str, v: Value| {
         let mut b = registration("p");
@@ -410,7 +403,7 @@ async fn a_registration_through_one_node_is_seen_through_another_at_once() {
     slow.catalog_poll_interval = Duration::from_secs(3600);
     let a = TestServer::start(default_config(), map.clone()).await;
     let b = TestServer::start(slow, map).await;
-    let c = bare();
+    let c = bare_client();
 
     let r = call(
         &c,
@@ -497,7 +490,7 @@ async fn go_mezzanines_plugins_are_imported_on_adoption_once() {
     )
     .await;
     let srv = TestServer::start(default_config(), map.clone()).await;
-    let c = bare();
+    let c = bare_client();
     let (s, list) = get_json(&c, &srv.url("/v1/plugins")).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(
@@ -648,7 +641,7 @@ async fn registering_needs_scope_admin_once_v1_needs_tokens() {
     );
     config.open_data_api = false;
     let srv = TestServer::start(config, even_map(&urls, 4)).await;
-    let c = bare();
+    let c = bare_client();
     let plugins = srv.url("/v1/plugins");
     let body = registration("billing");
     let a = call(&c, Method::POST, &plugins, Some(&body), None).await;
@@ -722,21 +715,7 @@ async fn openapi_has_go_mezzanines_four_operations() {
         assert!(op.is_object(), "{method} {path} missing from /openapi.json");
         assert_eq!(op["operationId"], op_id.as_str(), "{method} {path}");
         assert_eq!(op["tags"], json!([want["tag"]]), "{method} {path}");
-        let mut params: Vec<String> = op["parameters"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|p| {
-                        format!(
-                            "{}:{}",
-                            p["in"].as_str().unwrap(),
-                            p["name"].as_str().unwrap()
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        params.sort();
+        let params = operation_parameters(op);
         let theirs: Vec<String> = serde_json::from_value(want["parameters"].clone()).unwrap();
         assert_eq!(params, theirs, "{method} {path}");
         let status = want["status"].as_str().unwrap();

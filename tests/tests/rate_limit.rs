@@ -9,20 +9,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mezzanine_e2e::{default_config, even_map, fresh_databases, TestServer, ADMIN_TOKEN};
+use mezzanine_e2e::{
+    bare_client, default_config, even_map, fresh_databases, TestServer, ADMIN_TOKEN,
+};
 use mezzanine_server::auth::limits::Limit;
 use mezzanine_server::auth::tokens::{new_token, token_line, token_line_with_rate};
 use mezzanine_server::auth::Scope;
 use serde_json::Value;
 
 const RAPID: usize = 20;
-
-fn bare() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 struct Answer {
     status: u16,
@@ -31,7 +26,7 @@ struct Answer {
 }
 
 async fn get(srv: &TestServer, path: &str, token: Option<&str>) -> Answer {
-    let mut req = bare().get(srv.url(path));
+    let mut req = bare_client().get(srv.url(path));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -157,7 +152,7 @@ async fn a_token_over_its_rate_gets_429_and_the_others_are_served() {
     }
 
     // Counted by API and scope, never by token name.
-    let metrics = bare()
+    let metrics = bare_client()
         .get(srv.url("/metrics"))
         .bearer_auth(&fast)
         .send()
