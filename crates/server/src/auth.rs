@@ -250,11 +250,6 @@ impl Auth {
         self
     }
 
-    /// The rate limits' buckets.
-    pub fn rate_limits(&self) -> &limits::RateLimits {
-        &self.limits
-    }
-
     /// The tokens now accepted.
     pub fn tokens(&self) -> arc_swap::Guard<Arc<TokenSet>> {
         self.tokens.load()
@@ -263,11 +258,6 @@ impl Auth {
     /// Whether `/v1` needs a token.
     pub fn data_needs_token(&self) -> bool {
         self.configured && !self.open_data
-    }
-
-    /// Whether the admin API needs a token (it does, unless `UNSAFE_OPEN_ADMIN`).
-    pub fn admin_needs_token(&self) -> bool {
-        !self.open_admin
     }
 
     /// Whether `caller` may see what `read` allows (readyz's backends).
@@ -548,15 +538,16 @@ pub(crate) fn rate_limit(auth: &Auth, req: &mut Request) -> Option<Response> {
     } else {
         limits::Api::Data
     };
-    let client = client_ip(req);
-    let who = match &caller {
-        Caller::Token { name, scope } => limits::Who::Token {
-            name,
-            scope: *scope,
+    // The client's address only where it counts: an anonymous caller's bucket, or a 429.
+    let anonymous_from = matches!(caller, Caller::Anonymous).then(|| client_ip(req));
+    let who = match (&caller, &anonymous_from) {
+        (Caller::Token { name, .. }, _) => limits::Who::Token { name },
+        (Caller::Anonymous, client) => limits::Who::Anonymous {
+            client: client.as_deref().unwrap_or_default(),
         },
-        Caller::Anonymous => limits::Who::Anonymous { client: &client },
     };
     let over = auth.limits.check(who, api).err()?;
+    let client = anonymous_from.unwrap_or_else(|| client_ip(req));
     let scope = match &caller {
         Caller::Token { scope, .. } => scope.as_str(),
         Caller::Anonymous => "anonymous",
@@ -601,10 +592,7 @@ struct Identified(Caller);
 /// The middleware: refuses what the caller may not do (see the module's table), audits admin
 /// requests, and puts the [`Caller`] in the request's extensions.
 pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let area = Area::of(&method, &path);
-    let client = client_ip(&req);
+    let area = Area::of(req.method(), req.uri().path());
     let checked = match req.extensions_mut().remove::<Identified>() {
         Some(Identified(caller)) => Ok(caller),
         None => st.auth.check(area, req.headers()),
@@ -613,12 +601,12 @@ pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next
         Ok(c) => c,
         Err(refused) => {
             st.auth.refusals.note(Refusal {
-                client,
+                client: client_ip(&req),
                 api: if area == Area::Admin { "admin" } else { "data" },
                 reason: refused.reason,
                 token: refused.token.clone(),
-                method: method.to_string(),
-                path,
+                method: req.method().to_string(),
+                path: req.uri().path().to_owned(),
                 status: refused.status.as_u16(),
             });
             return refused.into_response();
@@ -628,6 +616,10 @@ pub async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next
     if area != Area::Admin {
         return next.run(req).await;
     }
+    // Admin requests only: what their audit row names.
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let client = client_ip(&req);
     let actor = mezzanine_catalog::Actor {
         token: caller.name().map(str::to_owned),
         client,

@@ -56,11 +56,6 @@ impl BodyBudget {
         self.max - self.bytes.available_permits()
     }
 
-    /// The bound (`MAX_BUFFERED_BYTES`).
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Adds `n` bytes to `held` if the budget has them now.
     fn reserve(&self, held: &mut Reservation, n: usize) -> bool {
         let Ok(k) = u32::try_from(n) else {

@@ -34,10 +34,6 @@ pub struct StreamIndexReport {
 
 /// The shards of `backend` whose cells table lacks a valid index on `(created_at, added_id)`
 /// (whatever its name), but for imports in progress (the mover builds theirs): two queries.
-pub async fn missing_stream_indexes(backend: &Backend) -> Result<Vec<u32>, StorageError> {
-    missing_on(&backend.lease().await?, backend).await
-}
-
 async fn missing_on(
     lease: &crate::backend::Lease<'_>,
     backend: &Backend,

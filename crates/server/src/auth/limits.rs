@@ -195,7 +195,6 @@ impl Default for Defaults {
 pub enum Who<'a> {
     Token {
         name: &'a str,
-        scope: Scope,
     },
     /// No token: by the client's address.
     Anonymous {
@@ -217,7 +216,7 @@ pub struct Over {
 struct Bucket {
     limit: Limit,
     source: &'static str,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: DefaultDirectRateLimiter,
 }
 
 type AnonLimiter = RateLimiter<u64, HashMapStateStore<u64>, DefaultClock>;
@@ -295,10 +294,7 @@ impl RateLimits {
                     _ => Arc::new(Bucket {
                         limit,
                         source,
-                        limiter: Arc::new(RateLimiter::direct_with_clock(
-                            rate.quota(),
-                            self.clock.clone(),
-                        )),
+                        limiter: RateLimiter::direct_with_clock(rate.quota(), self.clock.clone()),
                     }),
                 };
                 buckets[slot(api)] = Some(bucket);
@@ -318,7 +314,7 @@ impl RateLimits {
     /// Takes one request of `who` on `api`: `Err` when over its limit.
     pub fn check(&self, who: Who<'_>, api: Api) -> Result<(), Over> {
         match who {
-            Who::Token { name, .. } => {
+            Who::Token { name } => {
                 let buckets = self.tokens.load();
                 let Some(b) = buckets.get(name).and_then(|b| b[slot(api)].as_ref()) else {
                     return Ok(()); // off
@@ -442,10 +438,7 @@ mod tests {
     }
 
     fn who(name: &str) -> Who<'_> {
-        Who::Token {
-            name,
-            scope: Scope::Write,
-        }
+        Who::Token { name }
     }
 
     #[test]

@@ -268,6 +268,9 @@ pub async fn set_state(
     epoch: Option<i64>,
     term: Term,
 ) -> Result<bool, StorageError> {
+    // Only a switch from `importing` to `active` may activate an import (a thaw, `frozen` to
+    // `active`, inside a cutover's pause, asks nothing more of the backend).
+    let may_import = to == ShardState::Active && from.contains(&ShardState::Importing);
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let shard_i = shard as i32;
     let to_s = to.as_str();
@@ -280,7 +283,7 @@ pub async fn set_state(
     // before the update (an importing table takes no client writes; its stream index, built
     // with the others, makes this one index lookup). Not for a copy active again (a thaw in a
     // cutover's pause): it keeps its own, and its table may lack the stream index.
-    let importing = to == ShardState::Active
+    let importing = may_import
         && state_on(&lease, backend, shard, "")
             .await?
             .is_some_and(|r| r.state == ShardState::Importing);
