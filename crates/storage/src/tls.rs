@@ -4,7 +4,8 @@
 //!
 //! rustls (the *ring* provider, never a process-wide default) through `tokio-postgres-rustls`.
 //! The root certificate file is read at each new connection (asynchronously), so a renewed
-//! CA file is used without a restart. What is checked of the server's certificate:
+//! CA file is used without a restart; the configuration built from it is kept while the file
+//! reads the same. What is checked of the server's certificate:
 //!
 //! - nothing (`prefer`, `require` without `sslrootcert`): the connection is encrypted, the
 //!   server not authenticated; the handshake's signatures are still checked;
@@ -43,12 +44,33 @@ pub struct TlsFailure(String);
 #[derive(Debug, Clone)]
 pub struct PgTls {
     settings: Arc<TlsSettings>,
+    built: Arc<Built>,
+}
+
+/// The client configuration last built, with the root certificate file's contents it was
+/// built from: a connection whose file reads the same reuses it (parsing the certificates and
+/// building the verifier once per file, not once per connection).
+#[derive(Debug, Default)]
+struct Built(std::sync::Mutex<Option<(Option<Vec<u8>>, ClientConfig)>>);
+
+impl Built {
+    fn get(&self, pem: &Option<Vec<u8>>) -> Option<ClientConfig> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.as_ref()
+            .filter(|(from, _)| from == pem)
+            .map(|(_, config)| config.clone())
+    }
+
+    fn put(&self, pem: Option<Vec<u8>>, config: &ClientConfig) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((pem, config.clone()));
+    }
 }
 
 impl PgTls {
     pub fn new(settings: TlsSettings) -> PgTls {
         PgTls {
             settings: Arc::new(settings),
+            built: Arc::default(),
         }
     }
 
@@ -60,6 +82,7 @@ impl PgTls {
 /// The connector of one connection: the settings and the host name to check.
 pub struct PgTlsConnect {
     settings: Arc<TlsSettings>,
+    built: Arc<Built>,
     host: String,
 }
 
@@ -77,6 +100,7 @@ where
     fn make_tls_connect(&mut self, host: &str) -> Result<PgTlsConnect, TlsFailure> {
         Ok(PgTlsConnect {
             settings: self.settings.clone(),
+            built: self.built.clone(),
             host: host.to_owned(),
         })
     }
@@ -94,23 +118,33 @@ where
         Box::pin(async move {
             let settings = &self.settings;
             let verify = settings.verify();
-            let roots = match (&settings.root_cert, verify) {
+            let pem = match (&settings.root_cert, verify) {
                 (Some(path), Verify::Chain | Verify::ChainAndName) => {
-                    let pem = tokio::fs::read(path).await.map_err(|e| {
+                    Some(tokio::fs::read(path).await.map_err(|e| {
                         TlsFailure(format!(
                             "cannot read {}: {}",
                             settings.root_cert_notation(),
                             io_words(&e)
                         ))
-                    })?;
-                    Some(roots(&pem).map_err(|why| {
-                        TlsFailure(format!("{} {why}", settings.root_cert_notation()))
                     })?)
                 }
                 _ => None,
             };
-            let config = client_config(verify, roots)
-                .map_err(|e| TlsFailure(format!("cannot set up TLS: {e}")))?;
+            let config = match self.built.get(&pem) {
+                Some(config) => config,
+                None => {
+                    let roots = match &pem {
+                        Some(pem) => Some(roots(pem).map_err(|why| {
+                            TlsFailure(format!("{} {why}", settings.root_cert_notation()))
+                        })?),
+                        None => None,
+                    };
+                    let config = client_config(verify, roots)
+                        .map_err(|e| TlsFailure(format!("cannot set up TLS: {e}")))?;
+                    self.built.put(pem, &config);
+                    config
+                }
+            };
             // The name sent and checked: the host's; where only the chain or nothing is checked,
             // a name rustls cannot take (an odd host alias) must not stop the connection.
             let host = match (ServerName::try_from(self.host.as_str()), verify) {
