@@ -70,18 +70,26 @@ pub fn parse_row_key(s: &str, location: &str) -> Result<Uuid, FieldError> {
 
 /// Checks a column name: 1..=255 bytes of UTF-8 without NUL.
 pub fn check_column_name(s: &str, location: &str) -> Result<(), FieldError> {
+    check_name_text(s, location, MAX_COLUMN_NAME_BYTES, true)
+}
+
+/// Checks a name: 1 to `max` bytes of UTF-8 without NUL. A name too long is shown cut short
+/// when `show_long`, not at all otherwise.
+pub fn check_name_text(
+    s: &str,
+    location: &str,
+    max: usize,
+    show_long: bool,
+) -> Result<(), FieldError> {
     let value = || Some(Value::String(s.to_owned()));
     if s.is_empty() {
         return Err(FieldError::new(location, "must not be empty", value()));
     }
-    if s.len() > MAX_COLUMN_NAME_BYTES {
+    if s.len() > max {
         return Err(FieldError::new(
             location,
-            format!(
-                "must be at most {MAX_COLUMN_NAME_BYTES} bytes of UTF-8 (got {})",
-                s.len()
-            ),
-            Some(Value::String(format!("{}…", truncate(s, 32)))),
+            format!("must be at most {max} bytes of UTF-8 (got {})", s.len()),
+            show_long.then(|| Value::String(format!("{}…", truncate(s, 32)))),
         ));
     }
     if s.contains('\0') {

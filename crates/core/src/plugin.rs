@@ -137,28 +137,7 @@ fn from_object(
 
 /// A plugin's name: 1 to [`MAX_PLUGIN_NAME_BYTES`] bytes of UTF-8 without NUL.
 pub fn check_name(s: &str, location: &str) -> Result<(), FieldError> {
-    let value = || Some(Value::String(s.to_owned()));
-    if s.is_empty() {
-        return Err(FieldError::new(location, "must not be empty", value()));
-    }
-    if s.len() > MAX_PLUGIN_NAME_BYTES {
-        return Err(FieldError::new(
-            location,
-            format!(
-                "must be at most {MAX_PLUGIN_NAME_BYTES} bytes of UTF-8 (got {})",
-                s.len()
-            ),
-            None,
-        ));
-    }
-    if s.contains('\0') {
-        return Err(FieldError::new(
-            location,
-            "must not contain the NUL character",
-            value(),
-        ));
-    }
-    Ok(())
+    crate::cell::check_name_text(s, location, MAX_PLUGIN_NAME_BYTES, false)
 }
 
 fn check_columns(items: &[Value], location: &str) -> Result<Vec<String>, Vec<FieldError>> {
