@@ -28,9 +28,8 @@ use crate::tls::{PgTls, PgTlsStream};
 /// [`crate::sslmode`]) taken out and given to the connector, and, when the URL carries no
 /// password, the password file's. The error says why in words, never with the password.
 pub fn config(url: &str) -> Result<(Config, PgTls), String> {
-    let split = crate::sslmode::split(url, |name| std::env::var(name).ok())?;
-    let mut config = Config::from_str(&split.rest).map_err(|e| pg_cause(&e))?;
-    config.ssl_mode(split.tls.driver_mode());
+    let (mut config, tls) = parse(url)?;
+    config.ssl_mode(tls.driver_mode());
     // PostgreSQL has no TLS over Unix-domain sockets; libpq ignores sslmode there.
     let hosts = config.get_hosts();
     if !hosts.is_empty()
@@ -46,7 +45,7 @@ pub fn config(url: &str) -> Result<(Config, PgTls), String> {
             }
         }
     }
-    Ok((config, PgTls::new(split.tls)))
+    Ok((config, PgTls::new(tls)))
 }
 
 /// A connection of its own to PostgreSQL (the CLI's, the tests'), as [`config`] reads `url`,
@@ -66,6 +65,14 @@ pub async fn connect(
 
 /// The driver half of a connection from [`connect`]: spawn it.
 pub type PgConnection = Connection<Socket, PgTlsStream<Socket>>;
+
+/// tokio-postgres's reading of `url` without its TLS settings, and those settings (with the
+/// environment's defaults). The error says why in words.
+fn parse(url: &str) -> Result<(Config, crate::sslmode::TlsSettings), String> {
+    let split = crate::sslmode::split(url, |name| std::env::var(name).ok())?;
+    let config = Config::from_str(&split.rest).map_err(|e| pg_cause(&e))?;
+    Ok((config, split.tls))
+}
 
 /// Where libpq looks for passwords: `PGPASSFILE`, else `~/.pgpass`.
 fn passfile_path() -> Option<PathBuf> {
@@ -251,10 +258,7 @@ pub fn backend_targets(url: &str) -> Result<Vec<Target>, String> {
             );
         }
     }
-    let split = crate::sslmode::split(url, |name| std::env::var(name).ok())
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    let config =
-        Config::from_str(&split.rest).map_err(|e| format!("cannot be read: {}", pg_cause(&e)))?;
+    let (config, _) = parse(url).map_err(|e| format!("cannot be read: {e}"))?;
     let targets = targets(&config);
     if targets.is_empty() {
         return Err(format!("names no host: {URL_FORM}"));
