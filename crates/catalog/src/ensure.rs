@@ -102,7 +102,30 @@ CREATE TABLE IF NOT EXISTS mezzanine.plugins (
     status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'inactive')),
     created_at TIMESTAMPTZ NOT NULL DEFAULT now());
 ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS plugins_version BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS go_plugins_imported_at TIMESTAMPTZ;";
+ALTER TABLE mezzanine.meta ADD COLUMN IF NOT EXISTS go_plugins_imported_at TIMESTAMPTZ;
+ALTER TABLE mezzanine.plugins ADD COLUMN IF NOT EXISTS deliver_from TIMESTAMPTZ NOT NULL DEFAULT now();
+ALTER TABLE mezzanine.plugins ADD COLUMN IF NOT EXISTS paused BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE mezzanine.plugins ADD COLUMN IF NOT EXISTS delivery_state TEXT NOT NULL DEFAULT 'delivering'
+    CHECK (delivery_state IN ('delivering', 'backing_off'));
+ALTER TABLE mezzanine.plugins ADD COLUMN IF NOT EXISTS last_error TEXT;
+ALTER TABLE mezzanine.plugins ADD COLUMN IF NOT EXISTS last_error_at TIMESTAMPTZ;
+CREATE TABLE IF NOT EXISTS mezzanine.plugin_offsets (
+    plugin_id UUID NOT NULL REFERENCES mezzanine.plugins (id) ON DELETE CASCADE,
+    shard INT NOT NULL CHECK (shard >= 0),
+    delivered_upto BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (plugin_id, shard));
+CREATE TABLE IF NOT EXISTS mezzanine.plugin_parked (
+    plugin_id UUID NOT NULL REFERENCES mezzanine.plugins (id) ON DELETE CASCADE,
+    shard INT NOT NULL CHECK (shard >= 0),
+    added_id BIGINT NOT NULL,
+    row_key UUID NOT NULL,
+    column_name TEXT NOT NULL,
+    attempts INT NOT NULL,
+    error TEXT NOT NULL,
+    parked_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    replay_requested BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (plugin_id, shard, added_id));";
 
 /// The name of the CHECK constraint on `mezzanine.move_shards.state` (layout 4).
 pub(crate) const MOVE_STATE_CHECK: &str = "move_shards_state_known";
@@ -135,8 +158,10 @@ UPDATE mezzanine.meta SET schema_version = {SCHEMA_VERSION}
 
 /// The version of the catalog's layout; an older catalog is migrated at start-up. 4: the
 /// leader's term (`leader.term`), the CHECK of the move states. 5: plugins
-/// (`mezzanine.plugins`, `meta.plugins_version`, `meta.go_plugins_imported_at`).
-const SCHEMA_VERSION: i32 = 5;
+/// (`mezzanine.plugins`, `meta.plugins_version`, `meta.go_plugins_imported_at`). 6: plugin
+/// delivery (`plugins.deliver_from`, `paused`, `delivery_state`, `last_error[_at]`; the
+/// offsets `mezzanine.plugin_offsets` and the dead letters `mezzanine.plugin_parked`).
+const SCHEMA_VERSION: i32 = 6;
 
 impl Catalog {
     /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if
