@@ -161,7 +161,7 @@ UPDATE mezzanine.meta SET schema_version = {SCHEMA_VERSION}
 /// (`mezzanine.plugins`, `meta.plugins_version`, `meta.go_plugins_imported_at`). 6: plugin
 /// delivery (`plugins.deliver_from`, `paused`, `delivery_state`, `last_error[_at]`; the
 /// offsets `mezzanine.plugin_offsets` and the dead letters `mezzanine.plugin_parked`).
-const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 6;
 
 impl Catalog {
     /// Creates the catalog if it does not exist and seeds it from `seed` (`shards.json`); if

@@ -22,6 +22,7 @@
 
 pub mod cluster;
 mod ensure;
+pub use ensure::SCHEMA_VERSION;
 pub mod leader;
 pub mod moves;
 pub mod plugins;

@@ -279,28 +279,16 @@ pub async fn set_state(
     // import builds it after the bulk copy): client writes rely on it for immutability.
     let table = cells_table(shard);
     let lease = backend.lease().await?;
-    // An import being activated: its latest `created_at` (the copied cells keep theirs), read
-    // before the update (an importing table takes no client writes; its stream index, built
-    // with the others, makes this one index lookup). Not for a copy active again (a thaw in a
-    // cutover's pause): it keeps its own, and its table may lack the stream index.
-    let importing = may_import
-        && state_on(&lease, backend, shard, "")
-            .await?
-            .is_some_and(|r| r.state == ShardState::Importing);
-    let latest: Option<String> = if importing {
-        match lease
-            .query(&format!("SELECT max(created_at)::text FROM {table}"), &[])
-            .await
-        {
-            Ok(rows) => match rows.first() {
-                Some(r) => col(backend, r, 0)?,
-                None => None,
-            },
-            Err(e) if is_undefined_table(&e) => None,
-            Err(e) => return Err(e),
-        }
+    // An import being activated takes its table's latest `created_at` (the copied cells keep
+    // theirs) in the same statement: an importing table takes no client writes, and its
+    // stream index, built with the others, makes it one index lookup. PostgreSQL evaluates
+    // the sub-select (an init plan) only where the CASE takes that branch, so a copy active
+    // again (a thaw in a cutover's pause) keeps its own and never reads its table, which may
+    // lack the stream index. One round trip: the activation is inside a cutover's pause.
+    let latest = if may_import {
+        format!("(SELECT max(created_at) FROM {table})")
     } else {
-        None
+        "last_created_at".to_owned()
     };
     // One statement, so one round trip and its own transaction: the freeze is inside a
     // cutover's pause. The `lock_timeout` of that transaction is set by the uncorrelated
@@ -309,19 +297,21 @@ pub async fn set_state(
     // Written as an update of every candidate row (also one already `to`, unchanged) rather
     // than a read then an update: under READ COMMITTED the update re-checks its condition on
     // the row's latest version after waiting for the lock; a read would not.
-    let rows = lease
+    let updated = lease
         .query(
-            "UPDATE mezzanine_shard_state SET \
-               epoch = CASE WHEN state = $3 THEN epoch ELSE coalesce($4, epoch) END, \
-               updated_at = CASE WHEN state = $3 THEN updated_at ELSE now() END, \
-               last_created_at = CASE WHEN state = 'importing' AND $3 = 'active' \
-                                      THEN $8::text::timestamptz ELSE last_created_at END, \
-               state = $3, term = $7 \
-             WHERE shard = $1 AND (state = ANY($2) OR state = $3) AND term <= $7 \
-               AND (SELECT set_config('lock_timeout', $5, true)) IS NOT NULL \
-               AND ($3 <> 'active' OR EXISTS (SELECT 1 FROM pg_index \
-                      WHERE indrelid = to_regclass($6) AND indisunique AND indnkeyatts = 3)) \
-             RETURNING epoch",
+            &format!(
+                "UPDATE mezzanine_shard_state SET \
+                   epoch = CASE WHEN state = $3 THEN epoch ELSE coalesce($4, epoch) END, \
+                   updated_at = CASE WHEN state = $3 THEN updated_at ELSE now() END, \
+                   last_created_at = CASE WHEN state = 'importing' AND $3 = 'active' \
+                                          THEN {latest} ELSE last_created_at END, \
+                   state = $3, term = $7 \
+                 WHERE shard = $1 AND (state = ANY($2) OR state = $3) AND term <= $7 \
+                   AND (SELECT set_config('lock_timeout', $5, true)) IS NOT NULL \
+                   AND ($3 <> 'active' OR EXISTS (SELECT 1 FROM pg_index \
+                          WHERE indrelid = to_regclass($6) AND indisunique AND indnkeyatts = 3)) \
+                 RETURNING epoch"
+            ),
             &[
                 (&shard_i, Type::INT4),
                 (&from, Type::TEXT_ARRAY),
@@ -330,10 +320,15 @@ pub async fn set_state(
                 (&lock_ms, Type::TEXT),
                 (&table, Type::TEXT),
                 (&term.0, Type::INT8),
-                (&latest, Type::TEXT),
             ],
         )
-        .await?;
+        .await;
+    // An import whose table is missing cannot be activated (the unique index's check would
+    // refuse it too): nothing changed.
+    let rows = match updated {
+        Err(e) if may_import && is_undefined_table(&e) => Vec::new(),
+        other => other?,
+    };
     match rows.first() {
         None => {
             superseded_now(&lease, backend, shard, term).await?;
