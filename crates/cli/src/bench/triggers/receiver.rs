@@ -311,7 +311,9 @@ mod tests {
         assert!(r.take().is_empty(), "take empties the log");
 
         // Down: the kept-alive connection is gone too, and new ones are refused.
-        r.down().await;
+        tokio::time::timeout(Duration::from_secs(10), r.down())
+            .await
+            .expect("down within 10 s");
         let refused = post(&client, addr, &call(3, 5, 11)).await.unwrap_err();
         assert!(refused.is_connect() || refused.is_request(), "{refused:?}");
         assert!(
