@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -24,7 +24,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::ledger::{Key, Receipt};
 
-/// Bound on reading one call's body.
+/// Bound on reading one call's headers, and its body.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest call read (a cell's body is at most the server's `MAX_BODY_BYTES`).
 const MAX_CALL_BYTES: usize = 64 << 20;
@@ -132,7 +132,12 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                             let shared = shared.clone();
                             async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
                         });
-                        let _ = auto::Builder::new(TokioExecutor::new())
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(READ_TIMEOUT);
+                        let _ = builder
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                     });
