@@ -271,10 +271,13 @@ impl Report {
             "saturation",
             &s.writes,
             format!(
-                "{} received, {} events/s, drained {} after the writers stopped",
+                "{} received, {} events/s, {}",
                 s.delivered,
                 fmt(s.delivered_per_sec, 1),
-                secs_or(s.drain_secs, "never")
+                s.drain_secs.map_or_else(
+                    || "not all received".to_owned(),
+                    |d| format!("the last {d:.2} s after the writers stopped")
+                )
             ),
         );
         row(
@@ -292,10 +295,13 @@ impl Report {
             "outage",
             &o.writes,
             format!(
-                "receiver down {:.1} s; backlog {} at its return, drained in {} ({} events/s)",
+                "receiver down {:.1} s; backlog {} at its return, {} ({} events/s)",
                 o.receiver_down_secs,
                 o.backlog_at_return,
-                secs_or(o.drain_secs, "never"),
+                o.drain_secs.map_or_else(
+                    || "not drained".to_owned(),
+                    |d| format!("drained in {d:.2} s")
+                ),
                 fmt(o.drain_per_sec, 1)
             ),
         );
@@ -335,10 +341,6 @@ impl Report {
 
 fn fmt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
-}
-
-fn secs_or(v: Option<f64>, none: &str) -> String {
-    v.map_or_else(|| none.to_owned(), |v| format!("{v:.2} s"))
 }
 
 #[cfg(test)]
