@@ -4,6 +4,7 @@
 //! - [`runner`]: the timed phases (tokio workers, HDR latency histograms).
 //! - [`direct`]: the baselines, the storage functions the server calls and binary COPY.
 //! - [`report`]: the table and the `--json` report, with the targets.
+//! - [`triggers`]: `bench triggers`, plugin delivery with a receiver in the bench.
 
 mod conn;
 mod direct;
@@ -12,6 +13,7 @@ mod moves;
 mod rebalance;
 mod report;
 mod runner;
+mod triggers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +49,11 @@ pub enum BenchCommand {
     /// duration, data moved against the lower bound, client errors and the worst cutover
     /// pause.
     Rebalance(rebalance::RebalanceArgs),
+    /// Plugin delivery end to end, with a JSON-RPC receiver in the bench: delivered events/s
+    /// at saturation against the write rate, latency from a write's acknowledgement to its
+    /// event's receipt at half that rate, the backlog's drain after a receiver outage, and
+    /// events lost, duplicated or out of order.
+    Triggers(triggers::TriggersArgs),
 }
 
 /// The token and TLS options every bench shares.
@@ -208,6 +215,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => bench_http(args).await,
         BenchCommand::Move(args) => moves::run(args).await,
         BenchCommand::Rebalance(args) => rebalance::run(args).await,
+        BenchCommand::Triggers(args) => triggers::run(args).await,
     }
 }
 
