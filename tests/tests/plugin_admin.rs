@@ -192,7 +192,12 @@ async fn lag_comes_from_the_offsets_and_each_shards_cells() {
     let (s, one) = get_json(&c, &srv.url("/admin/v1/plugins/billing")).await;
     assert_eq!(s, 200, "{one}");
     assert_eq!(one["lag"]["events_behind"], 5);
-    assert!(one["lag"]["oldest_undelivered_age_seconds"].as_f64().unwrap() >= age);
+    assert!(
+        one["lag"]["oldest_undelivered_age_seconds"]
+            .as_f64()
+            .unwrap()
+            >= age
+    );
     let offsets = one["offsets"].as_array().unwrap();
     assert_eq!(offsets.len(), SHARDS as usize);
     assert_eq!(offsets[1]["delivered_upto"], s1[1]["added_id"]);
