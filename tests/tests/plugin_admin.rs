@@ -6,7 +6,8 @@
 //! counted from `deliver_from`), the state (paused, backing off, delivering) and last error,
 //! pause and resume (the flag, `plugins_version`, the catalog's notification, the audit),
 //! parked pages, replay marks, drops, 404 and 422 problems, 401 and 403 without scope admin,
-//! and that none of it shows in `/v1/plugins`.
+//! that none of it shows in `/v1/plugins`, and that the lag's probes use indexes, never a scan
+//! of a shard's table.
 
 use std::time::Duration;
 
@@ -549,5 +550,90 @@ async fn unknown_plugins_bad_input_and_missing_scope_are_refused() {
     // Nothing changed.
     let (_, one) = get_json(&client(), &base).await;
     assert_eq!(one["state"], "delivering");
+    srv.stop().await;
+}
+
+/// `(seq_scan, idx_scan)` of a shard's table, as the statistics collector has them now.
+async fn scans(url: &str, shard: u32) -> (i64, i64) {
+    let db = connect(url).await;
+    let row = db
+        .query_one(
+            "SELECT pg_stat_clear_snapshot()::text, seq_scan, idx_scan \
+             FROM pg_stat_user_tables WHERE relname = $1",
+            &[&format!("cells_{shard:04}")],
+        )
+        .await
+        .unwrap();
+    (
+        row.get::<_, Option<i64>>(1).unwrap_or(0),
+        row.get::<_, Option<i64>>(2).unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_probes_use_indexes_never_a_scan_of_the_shard() {
+    let (srv, catalog, _) = server().await;
+    let c = client();
+    let shard = 2; // on db1, the catalog's database
+                   // 3000 cells written directly (the API's batch writes may scan the table when they look
+                   // for existing cells, and their statistics arrive whenever their pooled connection
+                   // reports): added_ids 1..3000, a millisecond apart. This connection's statistics are
+                   // reported when it ends, before anything is measured.
+    {
+        let db = connect(&catalog).await;
+        db.batch_execute(&format!(
+            "INSERT INTO cells_{shard:04} (row_key, column_name, ref_key, body, created_at) \
+             SELECT gen_random_uuid(), 'c', g, '{{}}', now() + g * interval '1 ms' \
+             FROM generate_series(1, 3000) g"
+        ))
+        .await
+        .unwrap();
+    }
+    let db = connect(&catalog).await;
+    let since: String = db
+        .query_one(
+            &format!("SELECT created_at::text FROM cells_{shard:04} WHERE added_id = 2001"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    sql(&catalog, &format!("ANALYZE cells_{shard:04}")).await;
+    // One plugin with an offset at the 1000th cell, one counting from the 2001st's time.
+    let a = register(&srv, "by_offset").await;
+    let b = register(&srv, "by_time").await;
+    sql(
+        &catalog,
+        &format!(
+            "INSERT INTO mezzanine.plugin_offsets (plugin_id, shard, delivered_upto)
+               VALUES ('{a}', {shard}, {});
+             UPDATE mezzanine.plugins SET deliver_from = '{}' WHERE id = '{b}';
+             UPDATE mezzanine.plugins SET deliver_from = now() + interval '1 hour' WHERE id = '{a}';",
+            1000,
+            since,
+        ),
+    )
+    .await;
+    let (seq_before, idx_before) = scans(&catalog, shard).await;
+    let (s, list) = get_json(&c, &srv.url("/admin/v1/plugins")).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(entry(&list, "by_offset")["lag"]["events_behind"], 2000);
+    assert_eq!(entry(&list, "by_time")["lag"]["events_behind"], 1000);
+    // The probes' index scans arrive in the statistics (within seconds); a scan of the table
+    // would arrive with them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (seq, idx) = scans(&catalog, shard).await;
+        if idx >= idx_before + 3 {
+            assert_eq!(seq, seq_before, "the shard's table was scanned");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} index scans of the 3 probes",
+            idx - idx_before
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     srv.stop().await;
 }
