@@ -186,6 +186,43 @@ fn admin_routes() -> Vec<(Method, &'static str, String, Option<Value>)> {
         m(Method::POST, "/admin/v1/reload", "/admin/v1/reload", &None),
         m(Method::GET, "/admin/v1/status", "/admin/v1/status", &None),
         m(Method::GET, "/admin/v1/audit", "/admin/v1/audit", &None),
+        m(Method::GET, "/admin/v1/plugins", "/admin/v1/plugins", &None),
+        m(
+            Method::GET,
+            "/admin/v1/plugins/{name}",
+            "/admin/v1/plugins/nosuch",
+            &None,
+        ),
+        m(
+            Method::POST,
+            "/admin/v1/plugins/{name}/pause",
+            "/admin/v1/plugins/nosuch/pause",
+            &None,
+        ),
+        m(
+            Method::POST,
+            "/admin/v1/plugins/{name}/resume",
+            "/admin/v1/plugins/nosuch/resume",
+            &None,
+        ),
+        m(
+            Method::GET,
+            "/admin/v1/plugins/{name}/parked",
+            "/admin/v1/plugins/nosuch/parked",
+            &None,
+        ),
+        m(
+            Method::DELETE,
+            "/admin/v1/plugins/{name}/parked",
+            "/admin/v1/plugins/nosuch/parked",
+            &bogus,
+        ),
+        m(
+            Method::POST,
+            "/admin/v1/plugins/{name}/replay",
+            "/admin/v1/plugins/nosuch/replay",
+            &bogus,
+        ),
     ]
 }
 

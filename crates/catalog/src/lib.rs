@@ -13,6 +13,8 @@
 //!   admin request did: [`acting`]), per admin request, and per refused request (bounded);
 //! - `plugins`: go-mezzanine's trigger plugins, registered through `/v1/plugins` or imported
 //!   from go-mezzanine's table on adoption ([`plugins`]), with their own version in `meta`;
+//!   their delivery (`plugin_offsets`, `plugin_parked`) as operators see and change it
+//!   ([`plugin_ops`]);
 //! - `leader`: who leads the mover (valid only while its session holds the advisory lock) and
 //!   its term, incremented at every acquisition (the fence of the backends against a leader
 //!   that lost its place: [`leader`]).
@@ -25,6 +27,7 @@ mod ensure;
 pub use ensure::SCHEMA_VERSION;
 pub mod leader;
 pub mod moves;
+pub mod plugin_ops;
 pub mod plugins;
 pub mod rebalance;
 
@@ -40,6 +43,7 @@ pub use leader::{
     current_leader, CurrentLeader, Dedicated, Fence, Leader, LeaderInfo, LeaderSession,
 };
 pub use moves::{MoveJob, MoveShard, NewMove, Request};
+pub use plugin_ops::{Offset, ParkedEvent, PluginDelivery};
 pub use plugins::{Plugin, PluginSet};
 pub use rebalance::{NewRebalance, Progress, Rebalance};
 

@@ -55,9 +55,9 @@ pub struct ImportReport {
     pub skipped: Vec<Plugin>,
 }
 
-const COLUMNS: &str = "id, name, endpoint, subscribed_columns, status, created_at";
+pub(crate) const COLUMNS: &str = "id, name, endpoint, subscribed_columns, status, created_at";
 
-fn plugin_from(r: &Row, at: usize) -> Result<Plugin, CatalogError> {
+pub(crate) fn plugin_from(r: &Row, at: usize) -> Result<Plugin, CatalogError> {
     let columns: Vec<Option<String>> = r.try_get(at + 3).map_err(corrupt)?;
     Ok(Plugin {
         id: r.try_get(at).map_err(corrupt)?,
@@ -272,13 +272,13 @@ impl Catalog {
 
     /// Starts a change of the plugins: a transaction that has bumped `plugins_version` (its
     /// row lock orders changes). End it with [`Catalog::end_plugins_change`].
-    async fn begin_plugins_change(&self) -> Result<Lease<'_>, CatalogError> {
+    pub(crate) async fn begin_plugins_change(&self) -> Result<Lease<'_>, CatalogError> {
         self.begin_with("UPDATE mezzanine.meta SET plugins_version = plugins_version + 1")
             .await
     }
 
     /// Notifies every node and commits when `body` succeeded; otherwise rolls back.
-    async fn end_plugins_change<T>(
+    pub(crate) async fn end_plugins_change<T>(
         &self,
         lease: Lease<'_>,
         body: Result<T, CatalogError>,

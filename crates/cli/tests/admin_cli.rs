@@ -17,12 +17,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_mezzanine");
 mod actions;
 #[path = "admin_cli/options.rs"]
 mod options;
+#[path = "admin_cli/plugins.rs"]
+mod plugins;
 
 /// A request as the fake server saw it.
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
     method: String,
     path: String,
+    query: Option<String>,
     content_type: Option<String>,
     body: String,
 }
@@ -91,6 +94,7 @@ async fn answer(
     fake.seen.lock().unwrap().push(Seen {
         method: method.to_string(),
         path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

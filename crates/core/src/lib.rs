@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod moves;
 pub mod page;
 pub mod plugin;
+pub mod plugin_ops;
 pub mod rebalance;
 pub mod shardmap;
 pub mod shardset;

@@ -1,6 +1,6 @@
-//! The admin API (`/admin/v1`, DESIGN §8): the map, backends, moves, verification, reload and
-//! status. Every node serves it; changes go to the catalog, and the mover's leader carries
-//! out moves. Passwords in database URLs are never shown, except by
+//! The admin API (`/admin/v1`, DESIGN §8): the map, backends, moves, verification, reload,
+//! status and the plugins' delivery. Every node serves it; changes go to the catalog, and the
+//! mover's leader carries out moves. Passwords in database URLs are never shown, except by
 //! `shards/export?with_secrets=true` (audited).
 
 use std::sync::Arc;
@@ -27,6 +27,7 @@ pub mod backends;
 #[cfg(test)]
 mod fuzz;
 pub mod openapi;
+pub mod plugins;
 pub mod rebalance;
 pub mod verify;
 
@@ -98,6 +99,33 @@ pub(crate) fn table() -> Vec<Route> {
         route("/admin/v1/reload", Method::POST, reload),
         route("/admin/v1/status", Method::GET, status),
         route("/admin/v1/audit", Method::GET, audit),
+        route("/admin/v1/plugins", Method::GET, plugins::list),
+        route("/admin/v1/plugins/{name}", Method::GET, plugins::get_one),
+        route(
+            "/admin/v1/plugins/{name}/pause",
+            Method::POST,
+            plugins::pause,
+        ),
+        route(
+            "/admin/v1/plugins/{name}/resume",
+            Method::POST,
+            plugins::resume,
+        ),
+        route(
+            "/admin/v1/plugins/{name}/parked",
+            Method::GET,
+            plugins::parked,
+        ),
+        route(
+            "/admin/v1/plugins/{name}/parked",
+            Method::DELETE,
+            plugins::drop_parked,
+        ),
+        route(
+            "/admin/v1/plugins/{name}/replay",
+            Method::POST,
+            plugins::replay,
+        ),
         route("/admin/v1/openapi.json", Method::GET, openapi::serve),
     ]
 }

@@ -160,7 +160,7 @@ fn allowed(state: Option<&str>, allows: impl Fn(ShardState) -> bool) -> bool {
 /// first column), must be one that `allows` the operation; otherwise the request belongs
 /// elsewhere ([`StorageError::NotServed`], which the server holds and retries at the new
 /// place).
-fn fence(
+pub(crate) fn fence(
     backend: &Backend,
     shard: u32,
     state: Option<String>,

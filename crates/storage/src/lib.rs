@@ -19,6 +19,7 @@
 //! - [`shard_state`]: the state of a shard on one backend, which the fence checks.
 //! - [`stream_index`]: the index that serves reads by `created_at`, built online on tables
 //!   that existed before it.
+//! - [`stream_lag`]: how far plugins are behind in a shard's change stream (one probe).
 //! - [`transfer`]: the storage steps of live shard moves: per-backend shard state, preparing a
 //!   target, binary `COPY` between backends, checksums, precise diffs and self-checks.
 
@@ -31,6 +32,7 @@ pub mod schema;
 pub mod shard_state;
 pub mod sslmode;
 pub mod stream_index;
+pub mod stream_lag;
 pub mod tls;
 pub mod transfer;
 

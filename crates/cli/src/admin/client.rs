@@ -91,8 +91,8 @@ impl Answer {
 pub struct Client {
     http: reqwest::Client,
     base: Url,
-    /// Query parameters of every request (`with_secrets=true`).
-    query: Vec<(&'static str, &'static str)>,
+    /// Query parameters of every request (`with_secrets=true`, `limit=100`).
+    query: Vec<(&'static str, String)>,
 }
 
 impl Client {
@@ -141,8 +141,8 @@ impl Client {
     }
 
     /// The same client, adding `key=value` to the query of its requests.
-    pub fn with_query(mut self, key: &'static str, value: &'static str) -> Self {
-        self.query.push((key, value));
+    pub fn with_query(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.query.push((key, value.into()));
         self
     }
 

@@ -4,10 +4,12 @@
 //! - [`types`]: the answers as this client reads them (tolerant decoding).
 //! - [`render`], [`table`]: the human output; [`json`]: `--json`'s pretty printing.
 //! - [`progress`]: what `--wait` shows of a running move; [`wait`]: following it.
+//! - [`plugins`]: `mezzanine plugins …`, the plugins' delivery.
 
 mod client;
 mod conn;
 mod json;
+mod plugins;
 mod progress;
 mod rebalance;
 mod render;
@@ -42,6 +44,9 @@ pub enum AdminCommand {
     Verify(VerifyArgs),
     /// Plan and run the moves that even out the backends.
     Rebalance(RebalanceArgs),
+    /// See plugins' delivery (state, lag, parked events), pause or resume them, replay or
+    /// drop parked events.
+    Plugins(plugins::PluginsArgs),
     /// Make the node re-read the catalog now.
     Reload(Conn),
     /// Show the node, the mover's leader and the map version.
@@ -57,6 +62,7 @@ impl AdminCommand {
             AdminCommand::Move(a) => &mut a.conn,
             AdminCommand::Verify(a) => &mut a.conn,
             AdminCommand::Rebalance(a) => &mut a.conn,
+            AdminCommand::Plugins(a) => &mut a.conn,
             AdminCommand::Reload(c) | AdminCommand::Status(c) => c,
         }
     }
@@ -304,6 +310,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Move(args) => moves(args).await,
         AdminCommand::Verify(args) => verify(args).await,
         AdminCommand::Rebalance(args) => rebalance_cmd(args).await,
+        AdminCommand::Plugins(args) => plugins::run(args).await,
         AdminCommand::Reload(conn) => {
             let c = Client::for_conn(&conn).await?;
             let answer = c.post(&["reload"], None).await?;

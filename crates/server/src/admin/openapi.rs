@@ -31,7 +31,7 @@ pub async fn serve(State(st): State<Arc<AppState>>) -> Response {
 
 const PROBLEM: &str = "#/components/schemas/Problem";
 
-fn problem(description: &str) -> Value {
+pub(crate) fn problem(description: &str) -> Value {
     json!({
         "description": description,
         "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
@@ -45,7 +45,7 @@ fn retry(description: &str) -> Value {
     r
 }
 
-fn ok(description: &str, schema: Value) -> Value {
+pub(crate) fn ok(description: &str, schema: Value) -> Value {
     json!({
         "description": description,
         "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
@@ -53,7 +53,7 @@ fn ok(description: &str, schema: Value) -> Value {
     })
 }
 
-fn schema(name: &str) -> Value {
+pub(crate) fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
@@ -63,15 +63,15 @@ fn nullable(name: &str) -> Value {
 
 /// What a request of one operation may carry.
 #[derive(Default)]
-struct Op {
-    id: &'static str,
-    summary: &'static str,
-    params: Vec<Value>,
+pub(crate) struct Op {
+    pub id: &'static str,
+    pub summary: &'static str,
+    pub params: Vec<Value>,
     /// The body's schema, and whether it may be left out.
-    body: Option<(Value, bool)>,
+    pub body: Option<(Value, bool)>,
     /// The answers of this operation besides the common ones.
-    answers: Vec<(&'static str, Value)>,
-    open: bool,
+    pub answers: Vec<(&'static str, Value)>,
+    pub open: bool,
 }
 
 impl Op {
@@ -148,7 +148,7 @@ impl Op {
     }
 }
 
-fn path_param(name: &str, schema: Value, description: &str) -> Value {
+pub(crate) fn path_param(name: &str, schema: Value, description: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})
 }
 
@@ -226,7 +226,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
     });
     let json_only =
         |status: &'static str, description: &str, s: Value| (status, ok(description, s));
-    vec![
+    let mut ops = vec![
         ("/admin/v1/shards", "get", Op {
             id: "admin-shards",
             summary: "The catalog's shard map, as ranges with their owner and state",
@@ -518,7 +518,9 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             open: true,
             ..Op::default()
         }),
-    ]
+    ];
+    ops.extend(super::plugins::openapi::operations());
+    ops
 }
 
 fn schemas() -> Value {
@@ -529,7 +531,7 @@ fn schemas() -> Value {
     let number = json!({"type": "number"});
     let time = json!({"type": "string", "format": "date-time"});
     let requested = json!({"type": ["string", "null"], "enum": ["abort", "complete", null]});
-    json!({
+    let mut all = json!({
         "Problem": {
             "type": "object", "required": ["type", "title", "status", "detail"],
             "description": "An RFC 9457 problem",
@@ -634,7 +636,11 @@ fn schemas() -> Value {
                 "rebalance": nullable("Rebalance"), "plan": schema("Plan"),
             },
         },
-    })
+    });
+    if let Value::Object(m) = &mut all {
+        m.extend(super::plugins::openapi::schemas());
+    }
+    all
 }
 
 /// The document, with the body limit this node enforces (`MAX_BODY_BYTES`).
@@ -687,7 +693,7 @@ mod tests {
     fn the_document_is_openapi_3_and_every_operation_needs_the_token() {
         let doc = document(1 << 20);
         let parsed = oas3::from_json(doc.to_string()).expect("an OpenAPI 3.1 document");
-        assert_eq!(parsed.paths.map(|p| p.len()), Some(18));
+        assert_eq!(parsed.paths.map(|p| p.len()), Some(24));
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         assert_eq!(
             doc["components"]["securitySchemes"]["bearerAuth"],
