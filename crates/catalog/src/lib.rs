@@ -21,6 +21,7 @@
 //! those notifications to server nodes, which reload the map.
 
 pub mod cluster;
+pub mod delivery;
 mod ensure;
 pub mod leader;
 pub mod moves;

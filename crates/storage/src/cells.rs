@@ -106,7 +106,7 @@ async fn select_cells(
 
 /// [`select_cells`], handing the cells to `each` as they arrive (until it returns `false`),
 /// so that the caller holds only what it keeps. `each` sees no cell unless the fence allows.
-async fn read_cells(
+pub(crate) async fn read_cells(
     backend: &Backend,
     shard: u32,
     sql: &str,
@@ -160,7 +160,7 @@ fn allowed(state: Option<&str>, allows: impl Fn(ShardState) -> bool) -> bool {
 /// first column), must be one that `allows` the operation; otherwise the request belongs
 /// elsewhere ([`StorageError::NotServed`], which the server holds and retries at the new
 /// place).
-fn fence(
+pub(crate) fn fence(
     backend: &Backend,
     shard: u32,
     state: Option<String>,

@@ -30,6 +30,7 @@ pub mod keepalive;
 pub mod schema;
 pub mod shard_state;
 pub mod sslmode;
+pub mod stream;
 pub mod stream_index;
 pub mod tls;
 pub mod transfer;
