@@ -121,9 +121,7 @@ fn rpc_error(body: &[u8]) -> Option<String> {
 /// answers (1 or more): 100 ms, doubling, at most 30 s.
 pub fn unavailable_delay(failures: u32) -> Duration {
     let shift = failures.saturating_sub(1).min(20);
-    BACKOFF_FIRST
-        .saturating_mul(1u32 << shift)
-        .min(BACKOFF_MAX)
+    BACKOFF_FIRST.saturating_mul(1u32 << shift).min(BACKOFF_MAX)
 }
 
 /// What to do with an event the plugin refused `attempts` times (1 or more) in a row.
@@ -264,7 +262,9 @@ mod tests {
             classify(200, br#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"no"},"id":1}"#),
             Outcome::Refused(m) if m.contains("-32000")
         ));
-        assert!(matches!(classify(500, b"boom"), Outcome::Unavailable(m) if m.contains("500 boom")));
+        assert!(
+            matches!(classify(500, b"boom"), Outcome::Unavailable(m) if m.contains("500 boom"))
+        );
         assert!(matches!(classify(503, b""), Outcome::Unavailable(_)));
         assert!(matches!(classify(429, b""), Outcome::Unavailable(_)));
         assert!(matches!(classify(400, b"bad"), Outcome::Refused(m) if m.contains("400")));
