@@ -22,6 +22,9 @@ use tokio::time::Instant;
 use crate::rpc::Caller;
 use crate::{DeliverConfig, Source};
 
+/// The shortest time between two commits of a shard's offset (the events delivered since the
+/// last commit are sent again after a crash or a change of deliverer).
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
 /// A pause after a failed read or catalog write before trying again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -154,6 +157,7 @@ impl PluginRun {
         let mut progress = Progress::new(offset);
         self.position[shard as usize].store(offset, Ordering::Relaxed);
         let batch = self.config.batch;
+        let mut last_commit = Instant::now();
         loop {
             // Changes from here on wake the wait below, even those made during the reads.
             news.borrow_and_update();
@@ -186,12 +190,27 @@ impl PluginRun {
                     self.position[shard as usize].store(progress.position(), Ordering::Relaxed);
                 }
                 self.oldest[shard as usize].store(0, Ordering::Relaxed);
-                self.commit(shard, &mut progress).await;
+                // After a batch, but at most every COMMIT_EVERY: under a steady load batches
+                // are small, and the catalog is not written per event.
+                if last_commit.elapsed() >= COMMIT_EVERY {
+                    self.commit(shard, &mut progress).await;
+                    last_commit = Instant::now();
+                }
                 if !full {
                     break;
                 }
             }
-            let _ = tokio::time::timeout(self.config.full_pass, news.changed()).await;
+            // Progress not committed yet is committed once COMMIT_EVERY has passed, news or not.
+            let wait = if progress.to_commit().is_some() {
+                COMMIT_EVERY.saturating_sub(last_commit.elapsed())
+            } else {
+                self.config.full_pass
+            };
+            let woken = tokio::time::timeout(wait, news.changed()).await.is_ok();
+            if !woken && progress.to_commit().is_some() {
+                self.commit(shard, &mut progress).await;
+                last_commit = Instant::now();
+            }
         }
     }
 

@@ -82,6 +82,7 @@ async fn the_delivering_node_killed_mid_stream_another_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unregistering_stops_deliveries() {
+    logs::capture();
     let urls = fresh_databases(1).await;
     let srv = TestServer::start(config(), even_map(&urls, SHARDS)).await;
     let c = client();
@@ -97,6 +98,12 @@ async fn unregistering_stops_deliveries() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 204);
+    // The deliverer learns of the deletion by the catalog's notification, moments later
+    // (nothing on the request path waits for it): from then on, nothing more.
+    logs::wait_event("the deliverer stopping the plugin", LONG, |e| {
+        e.message == "delivery to the plugin stops" && e.field("plugin") == Some("gone")
+    })
+    .await;
     let mut later = Vec::new();
     for i in 0..30 {
         later.push(write(&c, &srv, &Uuid::new_v4(), "a", i).await);
