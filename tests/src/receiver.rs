@@ -106,6 +106,7 @@ impl Receiver {
                 let Ok((sock, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = sock.set_nodelay(true);
                 let svc = TowerToHyperService::new(app.clone());
                 conns.spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
