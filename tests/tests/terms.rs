@@ -451,7 +451,7 @@ async fn a_layout_3_catalog_is_migrated_and_checks_the_move_states() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 5, "migrated to the current layout");
+    assert_eq!(version, 6, "migrated to the current layout");
     let e = catalog.batch_execute(&bogus).await.unwrap_err();
     assert_eq!(
         e.code(),

@@ -127,3 +127,42 @@ async fn unregistering_stops_deliveries() {
     .await;
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The delivering node checks an endpoint against its own `PLUGIN_HOSTS_ALLOWED` before any
+/// connection (the registration was checked by another node's list): no call, the plugin
+/// backed off with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_delivering_node_calls_only_hosts_its_own_list_allows() {
+    use mezzanine_core::hosts::HostsAllowed;
+    use mezzanine_core::plugin::PLUGIN_HOSTS_ALLOWED;
+    let urls = fresh_databases(1).await;
+    let mut strict = config();
+    strict.plugin_hosts_allowed =
+        Some(HostsAllowed::parse_for("10.0.0.0/8", PLUGIN_HOSTS_ALLOWED).unwrap());
+    let a = TestServer::start(strict, even_map(&urls, SHARDS)).await;
+    let mut quiet = config();
+    quiet.delivery_enabled = false;
+    let b = TestServer::start(quiet, even_map(&urls, SHARDS)).await;
+    let rx = Receiver::start().await;
+    register(&b, "elsewhere", &rx.url, &["a"]).await;
+    write(&client(), &b, &Uuid::new_v4(), "a", 1).await;
+    let deadline = std::time::Instant::now() + LONG;
+    let error = loop {
+        let found = catalog_texts(
+            &urls[0],
+            "SELECT delivery_state || ' ' || coalesce(last_error, '') FROM mezzanine.plugins",
+        )
+        .await;
+        if let Some(e) = found.first().and_then(|s| s.strip_prefix("backing_off ")) {
+            break e.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never backed off: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("PLUGIN_HOSTS_ALLOWED"), "{error}");
+    assert!(rx.calls().is_empty(), "{:?}", rx.calls());
+    drop(a);
+}
