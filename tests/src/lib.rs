@@ -22,6 +22,7 @@ use mezzanine_server::{http, AppState, ServeConfig, Server, StartError};
 pub mod logs;
 pub mod proxy;
 pub mod raw;
+pub mod receiver;
 pub mod tls;
 
 static SHARED: OnceLock<Vec<PgServer>> = OnceLock::new();

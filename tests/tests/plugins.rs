@@ -596,7 +596,7 @@ async fn go_mezzanines_plugins_are_imported_on_adoption_once() {
     );
     srv.stop().await;
 
-    // A catalog of the previous layout (4: no plugins) gets the table and imports at start.
+    // A catalog of an earlier layout (4: no plugins) gets the tables and imports at start.
     sql(
         &urls[0],
         "DROP TABLE mezzanine.plugin_parked, mezzanine.plugin_offsets, mezzanine.plugins;

@@ -32,6 +32,22 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Key of the advisory lock whose holder leads the mover.
 pub const LEADER_LOCK: i64 = 0x6d65_7a7a_0003;
 
+/// Key of the advisory lock whose holder delivers plugin events (`mezzanine-triggers`).
+pub const DELIVERY_LOCK: i64 = 0x6d65_7a7a_0004;
+
+/// Tries to take the plugin deliverer's lock (`DELIVERY_LOCK`) on `session`: `true` when this
+/// node delivers now. The lock lives as long as the session (released by PostgreSQL when the
+/// node dies or its connection ends); the caller keeps the session's heartbeat
+/// ([`Dedicated::keep_alive`]) so that a node cut off from the catalog stops within a bound.
+pub async fn try_delivery_lock(session: &Dedicated) -> Result<bool, CatalogError> {
+    scalar(
+        session,
+        "SELECT pg_try_advisory_lock($1)",
+        &[(&DELIVERY_LOCK, Type::INT8)],
+    )
+    .await
+}
+
 /// Who leads the mover.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LeaderInfo {

@@ -23,6 +23,7 @@
 //! those notifications to server nodes, which reload the map.
 
 pub mod cluster;
+pub mod delivery;
 mod ensure;
 pub use ensure::SCHEMA_VERSION;
 pub mod leader;

@@ -128,11 +128,20 @@ impl Catalog {
     }
 
     /// Registers a checked plugin (`active`, a new id, the catalog's time); a name
-    /// registered already is a [`CatalogError::Conflict`].
-    pub async fn register_plugin(&self, new: &NewPlugin) -> Result<Plugin, CatalogError> {
+    /// registered already is a [`CatalogError::Conflict`]; so is a registration beyond `max`
+    /// plugins (`PLUGINS_MAX`: metrics carry each plugin's name), checked under the change's
+    /// lock so that concurrent registrations cannot pass it together.
+    pub async fn register_plugin(&self, new: &NewPlugin, max: u32) -> Result<Plugin, CatalogError> {
         let id = Uuid::new_v4();
         let lease = self.begin_plugins_change().await?;
         let body = async {
+            let count: i64 = scalar(&lease, "SELECT count(*) FROM mezzanine.plugins", &[]).await?;
+            if count >= i64::from(max) {
+                return Err(CatalogError::Conflict(format!(
+                    "{count} plugins are registered, the most this cluster allows \
+                     (PLUGINS_MAX={max}): delete one, or raise PLUGINS_MAX on every node"
+                )));
+            }
             let rows = lease
                 .query(
                     &format!(

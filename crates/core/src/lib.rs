@@ -16,6 +16,7 @@ pub mod rebalance;
 pub mod shardmap;
 pub mod shardset;
 pub mod term;
+pub mod trigger;
 
 pub use cell::{CellKey, FieldError, NewCell, MAX_COLUMN_NAME_BYTES};
 pub use hash::{fnv1a_32, shard_for_row_key, shard_for_str};

@@ -312,6 +312,8 @@ pub async fn write_cell(
         .map_err(|e| refused_data(&e, "body"))?
         .pop();
     metrics::counter!("mezzanine_shard_writes_total", "shard" => shard.to_string()).increment(1);
+    // Plugin delivery reads the shards' heads at once (when this node delivers).
+    st.stream_written.notify_one();
     match outcome {
         Some(WriteOutcome::Created(c)) => Ok(cell_response(StatusCode::CREATED, c)),
         Some(WriteOutcome::Existing(c)) => Ok(cell_response(StatusCode::OK, c)),
@@ -456,6 +458,7 @@ pub async fn write_batch(
                     .increment(written);
             }
         }
+        st.stream_written.notify_one();
         drop(topo);
         if let Some(e) = last_moved {
             if let Err(p) = st.wait_out_move(&mut hold, version, &e, size).await {

@@ -253,15 +253,28 @@ pub struct ServeConfig {
     /// leader in a given phase.
     #[arg(long, env = "MEZZANINE_FAILPOINTS", hide = true, default_value = "")]
     pub failpoints: String,
-    /// Trigger delivery: attempts per event (used by trigger plugins, a later version).
+    /// Trigger delivery: how many times an event a plugin refuses (a 4xx other than 429, a
+    /// JSON-RPC error) is sent again before it is parked.
     #[arg(long, env = "TRIGGER_RETRY_MAX", default_value_t = 3)]
     pub trigger_retry_max: u32,
-    /// Trigger delivery: pause between attempts.
+    /// Trigger delivery: pause between the attempts of a refused event.
     #[arg(long, env = "TRIGGER_RETRY_BACKOFF", default_value = "1s", value_parser = duration)]
     pub trigger_retry_backoff: Duration,
     /// Trigger delivery: timeout of one JSON-RPC call.
     #[arg(long, env = "TRIGGER_RPC_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub trigger_rpc_timeout: Duration,
+    /// Trigger delivery: calls in flight at once per plugin (each shard's events go one at a
+    /// time, in order; different shards in parallel up to this).
+    #[arg(long, env = "TRIGGER_PARALLELISM", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub trigger_parallelism: u32,
+    /// Whether this node may deliver plugin events (`DELIVERY_ENABLED=false`: it never takes
+    /// the deliverer's lock; one node of those that may delivers at a time).
+    #[arg(long, env = "DELIVERY_ENABLED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub delivery_enabled: bool,
+    /// Most plugins the cluster registers (each one's name labels metrics): a registration
+    /// beyond is refused (409).
+    #[arg(long, env = "PLUGINS_MAX", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub plugins_max: u32,
 }
 
 impl ServeConfig {

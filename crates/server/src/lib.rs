@@ -17,6 +17,7 @@ pub mod auth;
 pub mod buffer;
 pub mod config;
 pub mod conn;
+pub mod delivery;
 pub mod http;
 pub mod metrics;
 pub mod ops;
@@ -137,6 +138,9 @@ pub struct AppState {
     pub bodies: buffer::BodyBudget,
     /// This node's copy of the registered plugins ([`plugins`]).
     pub plugins: plugins::Registry,
+    /// Notified after every write: plugin delivery, when this node delivers, looks for new
+    /// cells at once ([`delivery`]).
+    pub stream_written: Arc<Notify>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -604,6 +608,7 @@ impl Server {
             held_bytes,
             bodies,
             plugins: plugins::Registry::default(),
+            stream_written: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
         });
         // go-mezzanine's plugins (its table on the first backend of shards.json), once per
@@ -643,6 +648,7 @@ impl Server {
         }
         let addr = addr.as_str();
         let _ = st.addr.set(addr.to_owned());
+        delivery::start(st);
         if !st.config.mover() {
             tracing::info!("mover disabled on this node (--no-mover)");
             return;

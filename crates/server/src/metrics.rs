@@ -21,6 +21,11 @@ pub fn init() {
                 Matcher::Full("http_request_duration_seconds".into()),
                 LATENCY_BUCKETS,
             )
+            .ok()?
+            .set_buckets_for_metric(
+                Matcher::Full("mezzanine_plugin_delivery_seconds".into()),
+                LATENCY_BUCKETS,
+            )
             .ok()?;
         match builder.install_recorder() {
             Ok(h) => Some(h),

@@ -212,7 +212,7 @@ pub async fn adopt(st: &AppState, first: Option<Arc<mezzanine_storage::Backend>>
     }
 }
 
-fn plugin_hosts(st: &AppState) -> mezzanine_core::hosts::HostsAllowed {
+pub(crate) fn plugin_hosts(st: &AppState) -> mezzanine_core::hosts::HostsAllowed {
     st.config.plugin_hosts_allowed.clone().unwrap_or_else(|| {
         mezzanine_core::hosts::HostsAllowed::default_for(
             mezzanine_core::plugin::PLUGIN_HOSTS_ALLOWED,
@@ -245,7 +245,7 @@ fn not_found(id: Uuid) -> Problem {
     request_body(content = RegisterPluginBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Registered", body = PluginResponse),
-        (status = 409, description = "A plugin of that name is registered", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A plugin of that name is registered, or PLUGINS_MAX plugins are", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid (an endpoint that is not an http or https URL, or names a host PLUGIN_HOSTS_ALLOWED does not allow); each fault is named in `errors`", body = Problem, content_type = "application/problem+json"),
         (status = "default", description = "Error", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -259,9 +259,12 @@ pub async fn register(
     let v = crate::api::read_text_json(&headers, body, st.config.max_body_bytes)?;
     let new = NewPlugin::from_json(v, "body", &plugin_hosts(&st)).map_err(Problem::invalid)?;
     let who = actor(caller.as_deref(), peer.as_deref());
-    let p = mezzanine_catalog::acting(who, st.catalog.register_plugin(&new))
+    let p = mezzanine_catalog::acting(who, st.catalog.register_plugin(&new, st.config.plugins_max))
         .await
         .map_err(|e| match e {
+            CatalogError::Conflict(why) if why.contains("PLUGINS_MAX") => {
+                Problem::new(StatusCode::CONFLICT, why)
+            }
             CatalogError::Conflict(why) => {
                 let mut p = Problem::new(StatusCode::CONFLICT, why);
                 p.errors.push(FieldError::new(

@@ -106,7 +106,7 @@ async fn select_cells(
 
 /// [`select_cells`], handing the cells to `each` as they arrive (until it returns `false`),
 /// so that the caller holds only what it keeps. `each` sees no cell unless the fence allows.
-async fn read_cells(
+pub(crate) async fn read_cells(
     backend: &Backend,
     shard: u32,
     sql: &str,

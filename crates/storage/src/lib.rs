@@ -31,6 +31,7 @@ pub mod keepalive;
 pub mod schema;
 pub mod shard_state;
 pub mod sslmode;
+pub mod stream;
 pub mod stream_index;
 pub mod stream_lag;
 pub mod tls;
