@@ -356,6 +356,22 @@ fn target(v: Value, num_shards: u32) -> Result<Option<EventId>, Problem> {
     Ok(Some(EventId { shard, added_id }))
 }
 
+/// The plugin named in the path and the parked events a replay or a drop is about (`None`:
+/// all of them), from its body `{"all": true}` or `{"shard", "added_id"}`.
+fn name_and_target(
+    st: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, Option<EventId>), Problem> {
+    let name = plugin_in_path(path)?;
+    let event = target(
+        read_text_json(headers, body, st.config.max_body_bytes)?,
+        st.num_shards(),
+    )?;
+    Ok((name, event))
+}
+
 /// `POST /admin/v1/plugins/{name}/replay` `{"all": true}` or `{"shard", "added_id"}` → 202
 /// with how many parked events are marked for the deliverer to send again.
 pub async fn replay(
@@ -364,11 +380,7 @@ pub async fn replay(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let name = plugin_in_path(path)?;
-    let event = target(
-        read_text_json(&headers, body, st.config.max_body_bytes)?,
-        st.num_shards(),
-    )?;
+    let (name, event) = name_and_target(&st, path, &headers, body)?;
     let n = st.catalog.request_replay(&name, event).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -385,11 +397,7 @@ pub async fn drop_parked(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let name = plugin_in_path(path)?;
-    let event = target(
-        read_text_json(&headers, body, st.config.max_body_bytes)?,
-        st.num_shards(),
-    )?;
+    let (name, event) = name_and_target(&st, path, &headers, body)?;
     let n = st.catalog.drop_parked(&name, event).await?;
     Ok(Json(json!({"plugin": name, "dropped": n})).into_response())
 }
