@@ -89,9 +89,11 @@ impl Outcome {
 /// is not JSON too, as go-mezzanine takes any 200 its client can read); 5xx and 429 mean
 /// unavailable; anything else is a refusal. `body` is the start of the answer's body.
 pub fn classify(status: u16, body: &[u8]) -> Outcome {
+    // On one line (an HTML error page has many), as it is shown in `plugins list`.
     let text = || {
         let end = body.len().min(200);
-        String::from_utf8_lossy(&body[..end]).trim().to_owned()
+        let start = String::from_utf8_lossy(&body[..end]);
+        start.split_whitespace().collect::<Vec<_>>().join(" ")
     };
     match status {
         200..=299 => match rpc_error(body) {
@@ -227,6 +229,18 @@ pub fn subscribed(columns: &[String], column: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_answers_text_is_kept_on_one_line() {
+        let page = b"<!DOCTYPE HTML>\n<html>\n  <p>Error code: 501</p>\r\n</html>\n";
+        match classify(501, page) {
+            Outcome::Unavailable(why) => assert_eq!(
+                why,
+                "HTTP 501 <!DOCTYPE HTML> <html> <p>Error code: 501</p> </html>"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn the_request_is_go_mezzanines() {
