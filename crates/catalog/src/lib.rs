@@ -66,6 +66,9 @@ pub enum CatalogError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A plugin of this name is registered already (`name` as given).
+    #[error("plugin {0:?} already registered")]
+    PluginNameTaken(String),
     #[error("{0}")]
     Invalid(String),
     #[error("catalog: {0}")]

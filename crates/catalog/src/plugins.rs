@@ -128,9 +128,10 @@ impl Catalog {
     }
 
     /// Registers a checked plugin (`active`, a new id, the catalog's time); a name
-    /// registered already is a [`CatalogError::Conflict`]; so is a registration beyond `max`
-    /// plugins (`PLUGINS_MAX`: metrics carry each plugin's name), checked under the change's
-    /// lock so that concurrent registrations cannot pass it together.
+    /// registered already is a [`CatalogError::PluginNameTaken`]; a registration beyond `max`
+    /// plugins (`PLUGINS_MAX`: metrics carry each plugin's name) a [`CatalogError::Conflict`],
+    /// checked under the change's lock so that concurrent registrations cannot pass it
+    /// together.
     pub async fn register_plugin(&self, new: &NewPlugin, max: u32) -> Result<Plugin, CatalogError> {
         let id = Uuid::new_v4();
         let lease = self.begin_plugins_change().await?;
@@ -158,10 +159,7 @@ impl Catalog {
                 )
                 .await?;
             let Some(row) = rows.first() else {
-                return Err(CatalogError::Conflict(format!(
-                    "plugin {:?} already registered",
-                    new.name
-                )));
+                return Err(CatalogError::PluginNameTaken(new.name.clone()));
             };
             let p = plugin_from(row, 0)?;
             let detail = serde_json::json!({

@@ -262,11 +262,8 @@ pub async fn register(
     let p = mezzanine_catalog::acting(who, st.catalog.register_plugin(&new, st.config.plugins_max))
         .await
         .map_err(|e| match e {
-            CatalogError::Conflict(why) if why.contains("PLUGINS_MAX") => {
-                Problem::new(StatusCode::CONFLICT, why)
-            }
-            CatalogError::Conflict(why) => {
-                let mut p = Problem::new(StatusCode::CONFLICT, why);
+            e @ CatalogError::PluginNameTaken(_) => {
+                let mut p = Problem::new(StatusCode::CONFLICT, e.to_string());
                 p.errors.push(FieldError::new(
                     "body.name",
                     "is registered already",

@@ -149,7 +149,7 @@ impl From<mezzanine_catalog::CatalogError> for Problem {
         use mezzanine_catalog::CatalogError as E;
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::Conflict(_) | E::Cluster(_) => StatusCode::CONFLICT,
+            E::Conflict(_) | E::PluginNameTaken(_) | E::Cluster(_) => StatusCode::CONFLICT,
             E::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::Storage(s) => return Problem::from(s.clone()),
             E::Session(_) => StatusCode::SERVICE_UNAVAILABLE,
